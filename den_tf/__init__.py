@@ -1,0 +1,1 @@
+"""den_tf: Deep Elastic Networks with model selection for multi-task learning."""
