@@ -1,0 +1,383 @@
+"""Blocks with nested channel groups, executed masked (training) or sliced (inference).
+
+A block's internal channels nest by level (see ``structure.py``). Two execution paths share
+the same weights:
+
+- ``masked``: every instance runs the block at full width and the channels beyond its level
+  are multiplied by zero. Batch norm moments count only the entries that are active, so the
+  moving statistics describe each channel as it is when it runs. Used for training.
+- ``sliced``: the batch is partitioned by level, each part runs with kernels sliced to its
+  kept channels, and the parts are stitched back in order. Fewer FLOPs take less time.
+  Inference only (batch norm uses its moving statistics).
+
+Levels are always tensors, so one trace serves every structure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+EXECUTIONS = ("masked", "sliced")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvShape:
+    """What one convolution of a block computes: the base of FLOP and parameter counts."""
+
+    kernel_size: int
+    in_channels_per_group: int
+    out_channels: int
+    out_hw: tuple[int, int]
+
+
+def check_execution(execution: str) -> None:
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+
+
+def _conv(x: tf.Tensor, kernel: tf.Tensor, stride: int = 1) -> tf.Tensor:
+    """SAME convolution; grouped when the kernel's input depth divides x's channels."""
+    return tf.nn.conv2d(x, kernel, stride, "SAME")
+
+
+def _out_hw(input_hw: tuple[int, int], stride: int) -> tuple[int, int]:
+    return (-(-input_hw[0] // stride), -(-input_hw[1] // stride))
+
+
+@keras.saving.register_keras_serializable(package="den_tf")
+class MaskedBatchNorm(keras.layers.Layer):
+    """Batch normalisation whose batch moments count only active entries.
+
+    ``active`` (broadcastable to the input, shape (batch, 1, 1, C) or (batch, 1, 1, 1)) marks
+    the entries that run; each channel's mean and variance are taken over those, and a
+    channel's moving statistics change only when some instance uses it. An input with fewer
+    channels than the layer (the sliced path) uses the first statistics and parameters.
+    """
+
+    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.moving_mean = self.add_weight(
+            shape=(channels,), initializer="zeros", trainable=False, name="moving_mean"
+        )
+        self.moving_variance = self.add_weight(
+            shape=(channels,), initializer="ones", trainable=False, name="moving_variance"
+        )
+
+    def call(self, x, training=False, active=None):
+        channels = x.shape[-1]
+        if training:
+            if channels != self.gamma.shape[0]:
+                raise ValueError(
+                    f"{self.name}: training needs all {self.gamma.shape[0]} channels, "
+                    f"got {channels}"
+                )
+            mean, variance, count = masked_moments(x, active)
+            self._update_moving(mean, variance, count > 0)
+        else:
+            mean = self.moving_mean[:channels]
+            variance = self.moving_variance[:channels]
+        scale = self.gamma[:channels] * tf.math.rsqrt(variance + self.epsilon)
+        return x * scale + (self.beta[:channels] - mean * scale)
+
+    def _update_moving(self, mean, variance, used):
+        for stat, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            updated = self.momentum * stat + (1.0 - self.momentum) * value
+            stat.assign(tf.where(used, updated, stat))
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+def masked_moments(x: tf.Tensor, mask: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
+    """Per-channel mean, (biased) variance and entry count of ``x`` over the masked entries."""
+    hw = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
+    if mask is None:
+        mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+        count = tf.fill(tf.shape(mean), tf.cast(tf.shape(x)[0], x.dtype) * hw)
+        return mean, variance, count
+    count = tf.reduce_sum(mask, axis=[0, 1, 2]) * hw * tf.ones([x.shape[-1]], x.dtype)
+    safe = tf.maximum(count, 1.0)
+    mean = tf.reduce_sum(x * mask, axis=[0, 1, 2]) / safe
+    variance = tf.reduce_sum(tf.square(x - mean) * mask, axis=[0, 1, 2]) / safe
+    return mean, variance, count
+
+
+class NestedBlock(keras.layers.Layer):
+    """Base of the nested blocks: level bookkeeping and the two execution paths.
+
+    Subclasses define ``_branch(x, channels, mask, instance_mask, training)``: the block's
+    computation keeping the first ``channels`` internal channels (``mask`` zeroes further
+    channels per instance in the masked path), ``conv_shapes(channels, input_hw)`` and, for
+    residual blocks, the shortcut.
+
+    Args:
+      width: internal channels (the nested dimension).
+      out_channels: channels of the block's output.
+      level_channels: channels kept at each level, strictly increasing, ending at ``width``
+        (a residual block's level 0 keeps 0). A single entry makes a non-nested block.
+      stride: spatial stride of the block.
+    """
+
+    residual = True
+
+    def __init__(
+        self,
+        width: int,
+        out_channels: int,
+        level_channels: Sequence[int],
+        stride: int = 1,
+        bn_momentum: float = 0.9,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        level_channels = tuple(int(c) for c in level_channels)
+        if not level_channels or level_channels[-1] != width:
+            raise ValueError(
+                f"level_channels must end at the block width {width}, got {level_channels}"
+            )
+        if any(b <= a for a, b in zip(level_channels, level_channels[1:])):
+            raise ValueError(f"level_channels must increase strictly, got {level_channels}")
+        if level_channels[0] == 0 and not self.residual:
+            raise ValueError("the lowest level of a plain block must keep some channels")
+        self.width = width
+        self.out_channels = out_channels
+        self.level_channels = level_channels
+        self.stride = stride
+        self.bn_momentum = bn_momentum
+
+    @property
+    def levels(self) -> int:
+        return len(self.level_channels)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "width": self.width,
+            "out_channels": self.out_channels,
+            "level_channels": list(self.level_channels),
+            "stride": self.stride,
+            "bn_momentum": self.bn_momentum,
+        }
+
+    def _batch_norm(self, name: str) -> MaskedBatchNorm:
+        return MaskedBatchNorm(momentum=self.bn_momentum, name=name)
+
+    @staticmethod
+    def _activate(bn: MaskedBatchNorm, h, mask, training):
+        """BN-ReLU of nested channels; masked channels stay exactly zero."""
+        h = tf.nn.relu(bn(h, training=training, active=mask))
+        return h if mask is None else h * mask
+
+    def _kernel(self, name: str, shape: tuple[int, ...]):
+        return self.add_weight(shape=shape, initializer="he_normal", name=name)
+
+    def call(self, x, levels=None, training=False, execution="masked"):
+        """Runs the block; ``levels`` (batch,) int32 or None for the full block."""
+        check_execution(execution)
+        if levels is None:
+            return self._finish(x, self._branch(x, self.width, None, None, training))
+        if execution == "sliced":
+            if training:
+                raise ValueError("the sliced path is for inference; train with 'masked'")
+            return self._sliced(x, levels)
+        kept = tf.gather(tf.constant(self.level_channels, tf.int32), levels)
+        mask = tf.cast(tf.range(self.width)[tf.newaxis, :] < kept[:, tf.newaxis], x.dtype)
+        mask = mask[:, tf.newaxis, tf.newaxis, :]
+        instance_mask = tf.cast(kept > 0, x.dtype)[:, tf.newaxis, tf.newaxis, tf.newaxis]
+        return self._finish(x, self._branch(x, self.width, mask, instance_mask, training))
+
+    def _sliced(self, x, levels):
+        """Partition by level, run each part at its kept width, stitch back in order."""
+        positions = tf.dynamic_partition(tf.range(tf.shape(x)[0]), levels, self.levels)
+        empty_shape = [0, *self.output_hw(tuple(x.shape[1:3])), self.out_channels]
+        outputs = []
+        for channels, indices in zip(self.level_channels, positions):
+            part = tf.gather(x, indices)
+
+            def run(part=part, channels=channels):
+                branch = self._branch(part, channels, None, None, False) if channels else None
+                return self._finish(part, branch)
+
+            # TensorFlow's convolution returns a wrongly shaped result for an empty batch.
+            outputs.append(
+                tf.cond(tf.size(indices) > 0, run, lambda: tf.zeros(empty_shape, x.dtype))
+            )
+        return tf.dynamic_stitch(positions, outputs)
+
+    def _finish(self, x, branch):
+        """Adds the shortcut to the branch output (a level-0 branch is None: a true skip)."""
+        shortcut = self.shortcut(x)
+        return shortcut if branch is None else shortcut + branch
+
+    def shortcut(self, x):
+        """Average pooling for the stride and zero padding for extra channels: no weights."""
+        if self.stride > 1:
+            x = tf.nn.avg_pool2d(x, self.stride, self.stride, "SAME")
+        extra = self.out_channels - x.shape[-1]
+        if extra:
+            x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
+        return x
+
+    def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
+        return _out_hw(input_hw, self.stride)
+
+    def level_conv_shapes(self, input_hw: tuple[int, int]) -> list[list[ConvShape]]:
+        """The convolutions run at each level (an empty list for a skipped block)."""
+        return [self.conv_shapes(c, input_hw) if c else [] for c in self.level_channels]
+
+    def _check_input(self, input_shape):
+        if self.residual and input_shape[-1] > self.out_channels:
+            raise ValueError(
+                f"{self.name}: input has {input_shape[-1]} channels, more than the "
+                f"{self.out_channels} output channels a zero-padded shortcut can carry"
+            )
+
+
+@keras.saving.register_keras_serializable(package="den_tf")
+class ResidualBasicBlock(NestedBlock):
+    """Pre-activation basic block (WRN, ResNet): BN-ReLU-conv3x3-BN-ReLU-conv3x3 + shortcut.
+
+    Both convolutions shrink with the kept internal channels; level 0 is the shortcut alone.
+    """
+
+    def build(self, input_shape):
+        self._check_input(input_shape)
+        in_channels = input_shape[-1]
+        self.bn_in = self._batch_norm("bn_in")
+        self.bn_in.build(input_shape)
+        self.conv1 = self._kernel("conv1", (3, 3, in_channels, self.width))
+        self.bn_mid = self._batch_norm("bn_mid")
+        self.bn_mid.build((None, None, None, self.width))
+        self.conv2 = self._kernel("conv2", (3, 3, self.width, self.out_channels))
+
+    def _branch(self, x, channels, mask, instance_mask, training):
+        h = tf.nn.relu(self.bn_in(x, training=training, active=instance_mask))
+        h = _conv(h, self.conv1[..., :channels], self.stride)
+        h = self._activate(self.bn_mid, h, mask, training)
+        return _conv(h, self.conv2[:, :, :channels, :])
+
+    def conv_shapes(self, channels, input_hw):
+        out_hw = self.output_hw(input_hw)
+        return [
+            ConvShape(3, self.conv1.shape[2], channels, out_hw),
+            ConvShape(3, channels, self.out_channels, out_hw),
+        ]
+
+
+@keras.saving.register_keras_serializable(package="den_tf")
+class ResidualBottleneckBlock(NestedBlock):
+    """Pre-activation ResNeXt block: 1x1, grouped 3x3 (``groups`` cardinal groups), 1x1.
+
+    Levels keep whole cardinal groups, so all three convolutions shrink with the level.
+    """
+
+    def __init__(self, *args, groups: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.width % groups or any(c % (self.width // groups) for c in self.level_channels):
+            raise ValueError(
+                f"ResNeXt levels must keep whole groups: width {self.width}, groups {groups}, "
+                f"level channels {self.level_channels}"
+            )
+        self.groups = groups
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+    def build(self, input_shape):
+        self._check_input(input_shape)
+        in_channels = input_shape[-1]
+        group_width = self.width // self.groups
+        self.bn_in = self._batch_norm("bn_in")
+        self.bn_in.build(input_shape)
+        self.conv_reduce = self._kernel("conv_reduce", (1, 1, in_channels, self.width))
+        self.bn_reduce = self._batch_norm("bn_reduce")
+        self.bn_reduce.build((None, None, None, self.width))
+        self.conv_grouped = self._kernel("conv_grouped", (3, 3, group_width, self.width))
+        self.bn_grouped = self._batch_norm("bn_grouped")
+        self.bn_grouped.build((None, None, None, self.width))
+        self.conv_expand = self._kernel("conv_expand", (1, 1, self.width, self.out_channels))
+
+    def _branch(self, x, channels, mask, instance_mask, training):
+        h = tf.nn.relu(self.bn_in(x, training=training, active=instance_mask))
+        h = _conv(h, self.conv_reduce[..., :channels])
+        h = self._activate(self.bn_reduce, h, mask, training)
+        h = _conv(h, self.conv_grouped[..., :channels], self.stride)
+        h = self._activate(self.bn_grouped, h, mask, training)
+        return _conv(h, self.conv_expand[:, :, :channels, :])
+
+    def conv_shapes(self, channels, input_hw):
+        out_hw = self.output_hw(input_hw)
+        return [
+            ConvShape(1, self.conv_reduce.shape[2], channels, input_hw),
+            ConvShape(3, self.conv_grouped.shape[2], channels, out_hw),
+            ConvShape(1, channels, self.out_channels, out_hw),
+        ]
+
+
+@keras.saving.register_keras_serializable(package="den_tf")
+class PlainConvBlock(NestedBlock):
+    """Plain block (VGG, SimpleConvNet): conv-BN-ReLU, optionally a second conv-BN-ReLU.
+
+    The first convolution's output channels nest. With two convolutions the second maps the
+    kept channels back to ``out_channels``; with one, the output is the kept channels
+    followed by zeros. An optional 2x2 max pooling (floor) follows. The lowest level keeps
+    one group: a plain block cannot be skipped.
+    """
+
+    residual = False
+
+    def __init__(self, *args, convs: int = 2, pool: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if convs not in (1, 2):
+            raise ValueError(f"convs must be 1 or 2, got {convs!r}")
+        if convs == 1 and self.out_channels != self.width:
+            raise ValueError("a one-conv plain block outputs its width: out_channels == width")
+        if self.stride != 1:
+            raise ValueError("plain blocks downsample by pooling; stride must be 1")
+        self.convs = convs
+        self.pool = pool
+
+    def get_config(self):
+        return {**super().get_config(), "convs": self.convs, "pool": self.pool}
+
+    def build(self, input_shape):
+        self.conv_a = self._kernel("conv_a", (3, 3, input_shape[-1], self.width))
+        self.bn_a = self._batch_norm("bn_a")
+        self.bn_a.build((None, None, None, self.width))
+        if self.convs == 2:
+            self.conv_b = self._kernel("conv_b", (3, 3, self.width, self.out_channels))
+            self.bn_b = self._batch_norm("bn_b")
+            self.bn_b.build((None, None, None, self.out_channels))
+
+    def _branch(self, x, channels, mask, instance_mask, training):
+        h = _conv(x, self.conv_a[..., :channels])
+        h = self._activate(self.bn_a, h, mask, training)
+        if self.convs == 2:
+            h = _conv(h, self.conv_b[:, :, :channels, :])
+            return tf.nn.relu(self.bn_b(h, training=training))
+        return tf.pad(h, [[0, 0], [0, 0], [0, 0], [0, self.width - channels]])
+
+    def _finish(self, x, branch):
+        if self.pool:
+            return tf.nn.max_pool2d(branch, 2, 2, "VALID")
+        return branch
+
+    def output_hw(self, input_hw):
+        return (input_hw[0] // 2, input_hw[1] // 2) if self.pool else input_hw
+
+    def conv_shapes(self, channels, input_hw):
+        shapes = [ConvShape(3, self.conv_a.shape[2], channels, input_hw)]
+        if self.convs == 2:
+            shapes.append(ConvShape(3, channels, self.out_channels, input_hw))
+        return shapes

@@ -1,0 +1,178 @@
+"""What a structure costs: FLOPs, parameters, d_i(l) and the sparsity cost S(z) of Eq. (5).
+
+Everything is counted from the layers' own shapes, so the summary, the sparsity cost and
+the reported FLOPs cannot disagree with the network. Conventions (backbones.md): a
+multiply-add is 2 FLOPs; only convolution and fully connected weights count; shortcuts
+(average pooling, zero padding), batch norm and pooling cost nothing; a level-0 residual
+block costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from den_tf.blocks import ConvShape
+from den_tf.estimator import Estimator
+from den_tf.network import MultiTaskNetwork
+from den_tf.selector import Selector
+
+
+def conv_macs(shape: ConvShape) -> int:
+    """Multiply-adds of a convolution: output pixels x kernel area x inputs x outputs."""
+    out_h, out_w = shape.out_hw
+    return out_h * out_w * conv_params(shape)
+
+
+def conv_params(shape: ConvShape) -> int:
+    """Weights of a convolution (grouped convolutions see their group's inputs only)."""
+    return shape.kernel_size**2 * shape.in_channels_per_group * shape.out_channels
+
+
+def dense_macs(layer) -> int:
+    """Multiply-adds (= weights) of a fully connected layer."""
+    return int(np.prod(layer.kernel.shape))
+
+
+def stem_macs(network: MultiTaskNetwork, task: int) -> int:
+    """Multiply-adds of a task's stem convolution (0 without a stem)."""
+    if not network.stems:
+        return 0
+    stem = network.stems[task if network.per_task_stems else 0]
+    kernel_h, kernel_w, inputs, outputs = stem.kernel.shape
+    return network.trunk_size**2 * kernel_h * kernel_w * inputs * outputs
+
+
+def block_tables(network: MultiTaskNetwork) -> tuple[np.ndarray, np.ndarray]:
+    """Multiply-adds and weights of every block at every level: two (n_blocks, h) arrays."""
+    hw = network.trunk_hw()
+    macs, params = [], []
+    for block in network.blocks:
+        levels = block.level_conv_shapes(hw)
+        macs.append([sum(conv_macs(s) for s in shapes) for shapes in levels])
+        params.append([sum(conv_params(s) for s in shapes) for shapes in levels])
+        hw = block.output_hw(hw)
+    return np.array(macs, np.int64), np.array(params, np.int64)
+
+
+def output_layers(network: MultiTaskNetwork, task: int) -> list:
+    """The fully connected layers a task's instances run after the trunk."""
+    if isinstance(network, Estimator):
+        return [*network.hidden, network.heads[task]]
+    if isinstance(network, Selector):
+        return [network.logits]
+    raise TypeError(f"unsupported network {type(network).__name__}")
+
+
+def trainable_params(network: MultiTaskNetwork) -> int:
+    """Every trainable weight (stems, blocks, batch norm, heads, biases)."""
+    return int(sum(np.prod(v.shape) for v in network.trainable_weights))
+
+
+@dataclasses.dataclass(frozen=True)
+class CostTable:
+    """Costs of a network's structures.
+
+    Attributes:
+      level_macs: (n_blocks, h) multiply-adds of block i at level l, at the trunk resolution.
+      level_params: (n_blocks, h) convolution weights block i uses at level l.
+      fixed_macs: per task, the multiply-adds outside the nested blocks (stem, FC layers,
+        head), which every structure pays.
+    """
+
+    level_macs: np.ndarray
+    level_params: np.ndarray
+    fixed_macs: tuple[int, ...]
+
+    @property
+    def density(self) -> np.ndarray:
+        """d_i(l): the fraction of block i's parameters that level l keeps (Eq. 5)."""
+        return self.level_params / self.level_params[:, -1:]
+
+    def full_macs(self, task: int) -> int:
+        return int(self.fixed_macs[task] + self.level_macs[:, -1].sum())
+
+    def macs(self, structure: tf.Tensor, task: int) -> tf.Tensor:
+        """Multiply-adds of each instance's structure, (batch,) float64."""
+        per_block = lookup_per_block(tf.constant(self.level_macs, tf.float64), structure)
+        return self.fixed_macs[task] + tf.reduce_sum(per_block, axis=1)
+
+    def flops(self, structure: tf.Tensor, task: int) -> tf.Tensor:
+        return 2.0 * self.macs(structure, task)
+
+
+def cost_table(network: MultiTaskNetwork) -> CostTable:
+    """The cost table of an estimator (or of a selector, whose blocks have one level)."""
+    macs, params = block_tables(network)
+    fixed = tuple(
+        stem_macs(network, t) + sum(dense_macs(layer) for layer in output_layers(network, t))
+        for t in range(len(network.tasks))
+    )
+    return CostTable(macs, params, fixed)
+
+
+def paper_params(estimator: Estimator) -> int:
+    """Parameters under the paper's convention: conv and FC weights of stems, blocks and
+    hidden layers; task heads only where the paper counts them (SimpleConvNet)."""
+    _, params = block_tables(estimator)
+    layers = [*estimator.stems, *estimator.hidden]
+    if estimator.backbone.heads_in_paper_params:
+        layers += estimator.heads
+    return int(params[:, -1].sum() + sum(np.prod(layer.kernel.shape) for layer in layers))
+
+
+def lookup_per_block(table: tf.Tensor, structure: tf.Tensor) -> tf.Tensor:
+    """table[i, z[b, i]] for every instance b and block i: shape (batch, n_blocks)."""
+    n_blocks, levels = table.shape
+    flat_index = tf.range(n_blocks) * levels + tf.cast(structure, tf.int32)
+    return tf.gather(tf.reshape(table, [-1]), flat_index)
+
+
+def mean_density(structure: tf.Tensor, density: np.ndarray) -> tf.Tensor:
+    """(1/n) sum_i d_i(l_i) per instance: the fraction of the trunk's weights it uses."""
+    return tf.reduce_mean(lookup_per_block(tf.constant(density, tf.float32), structure), axis=1)
+
+
+def sparsity_cost(structure: tf.Tensor, density: np.ndarray, rho: float) -> tf.Tensor:
+    """S(z) = rho * ((1/n) sum_i d_i(l_i))^2 per instance (Eq. 5), shape (batch,)."""
+    return rho * tf.square(mean_density(structure, density))
+
+
+def model_summary(estimator: Estimator, selector: Selector) -> dict:
+    """The figures of ``--mode=summary``: parameters, FLOPs per task and per block level."""
+    table = cost_table(estimator)
+    selector_table = cost_table(selector)
+    selector_macs = [selector_table.full_macs(t) for t in range(len(selector.tasks))]
+    return {
+        "backbone": estimator.backbone.name,
+        "n_blocks": estimator.n_blocks,
+        "levels": estimator.levels,
+        "fractions": list(estimator.fractions),
+        "trunk_size": estimator.trunk_size,
+        "params": {"paper": paper_params(estimator), "total": trainable_params(estimator)},
+        "tasks": {
+            task.name: {
+                "input_size": task.input_size,
+                "num_classes": task.num_classes,
+                "macs_full": table.full_macs(t),
+                "flops_full": 2 * table.full_macs(t),
+            }
+            for t, task in enumerate(estimator.tasks)
+        },
+        "blocks": [
+            {
+                "level_macs": table.level_macs[i].tolist(),
+                "level_flops": (2 * table.level_macs[i]).tolist(),
+                "level_params": table.level_params[i].tolist(),
+                "density": table.density[i].round(6).tolist(),
+            }
+            for i in range(estimator.n_blocks)
+        ],
+        "selector": {
+            "params": trainable_params(selector),
+            "macs": int(np.mean(selector_macs)),
+            "flops": int(2 * np.mean(selector_macs)),
+        },
+    }

@@ -1,0 +1,162 @@
+"""The estimator f(x; theta_est, z, t): a backbone whose blocks hold nested channel groups.
+
+Per-task stems, a shared trunk of nested blocks that runs any structure z, a neck and one
+classifier head per task (paper Section 3.1, Eq. 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from den_tf import blocks
+from den_tf import structure as structure_lib
+from den_tf.backbones import BackboneSpec, BlockSpec
+from den_tf.network import MultiTaskNetwork, task_from_config
+from den_tf.tasks import Task
+
+
+def make_block(
+    spec: BlockSpec, fractions: Sequence[float], bn_momentum: float, name: str
+) -> blocks.NestedBlock:
+    """A nested block for ``spec`` whose levels split its width by ``fractions``."""
+    residual = spec.kind != "plain"
+    unit = spec.width // spec.groups if spec.kind == "bottleneck" else 1
+    channels = structure_lib.level_channels(spec.width, fractions, residual, unit)
+    common = dict(
+        width=spec.width, out_channels=spec.out_channels, level_channels=channels,
+        stride=spec.stride, bn_momentum=bn_momentum, name=name,
+    )
+    if spec.kind == "basic":
+        return blocks.ResidualBasicBlock(**common)
+    if spec.kind == "bottleneck":
+        return blocks.ResidualBottleneckBlock(**common, groups=spec.groups)
+    if spec.kind == "plain":
+        return blocks.PlainConvBlock(**common, convs=spec.convs, pool=spec.pool)
+    raise ValueError(f"unknown block kind {spec.kind!r}; allowed: basic, bottleneck, plain")
+
+
+@keras.saving.register_keras_serializable(package="den_tf")
+class Estimator(MultiTaskNetwork):
+    """The elastic network: every structure z of its blocks is a model (h^n of them).
+
+    Args:
+      backbone: a ``BackboneSpec`` (or its config dict).
+      tasks: the tasks in task-id order (``Task`` objects or their dicts).
+      levels: levels per block, h (2 to 5).
+      fractions: group fractions of each block's width (default: halving, e.g. 1/4, 1/4,
+        1/2 for four residual levels).
+      trunk_size: input resolution of the trunk (default: the smallest task input size).
+      per_task_stems: one stem per task, or one shared stem.
+      bn_momentum: momentum of the batch-norm moving statistics.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneSpec | dict,
+        tasks: Sequence[Task | dict],
+        levels: int = 4,
+        fractions: Sequence[float] | None = None,
+        trunk_size: int | None = None,
+        per_task_stems: bool = True,
+        bn_momentum: float = 0.9,
+        **kwargs,
+    ):
+        spec = backbone
+        if not isinstance(spec, BackboneSpec):
+            spec = BackboneSpec.from_config(spec)
+        tasks = [task_from_config(t) for t in tasks]
+        if trunk_size is None:
+            trunk_size = min(t.input_size for t in tasks) if tasks else 0
+        super().__init__(
+            tasks, trunk_size, spec.stem_channels, spec.stem_kernel, per_task_stems, **kwargs
+        )
+        kinds = {b.kind == "plain" for b in spec.blocks}
+        if len(kinds) != 1:
+            raise ValueError("a backbone mixes plain and residual blocks; levels would differ")
+        residual = not kinds.pop()
+        structure_lib.check_levels(levels)
+        fractions = (
+            tuple(float(f) for f in fractions)
+            if fractions
+            else structure_lib.default_fractions(levels, residual)
+        )
+        structure_lib.check_fractions(fractions, levels, residual)
+        self.backbone = spec
+        self.levels = int(levels)
+        self.fractions = fractions
+        self.bn_momentum = bn_momentum
+
+        shape = (None, trunk_size, trunk_size, spec.stem_channels or 3)
+        self.blocks = []
+        for i, block_spec in enumerate(spec.blocks):
+            block = make_block(block_spec, fractions, bn_momentum, f"block_{i}")
+            block.build(shape)
+            self.blocks.append(block)
+            height, width = block.output_hw(shape[1:3])
+            shape = (None, height, width, block.out_channels)
+        if spec.neck == "gap":
+            self.neck_bn = blocks.MaskedBatchNorm(momentum=bn_momentum, name="neck_bn")
+            self.neck_bn.build(shape)
+            features = shape[-1]
+        elif spec.neck == "flatten":
+            features = shape[1] * shape[2] * shape[3]
+        else:
+            raise ValueError(f"unknown neck {spec.neck!r}; allowed: gap, flatten")
+        self.hidden = []
+        for j, units in enumerate(spec.hidden_units):
+            dense = keras.layers.Dense(units, activation="relu", name=f"hidden_{j}")
+            dense.build((None, features))
+            self.hidden.append(dense)
+            features = units
+        self.heads = []
+        for task in self.tasks:
+            head = keras.layers.Dense(task.num_classes, name=f"head_{task.name}")
+            head.build((None, features))
+            self.heads.append(head)
+        self.built = True
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "backbone": self.backbone.to_config(),
+            "tasks": [vars(t).copy() for t in self.tasks],
+            "levels": self.levels,
+            "fractions": list(self.fractions),
+            "trunk_size": self.trunk_size,
+            "per_task_stems": self.per_task_stems,
+            "bn_momentum": self.bn_momentum,
+        }
+
+    def full_structure(self, batch_size) -> tf.Tensor:
+        return structure_lib.full_structure(batch_size, self.n_blocks, self.levels)
+
+    def call(self, images, task=0, structure=None, training=False, execution="masked"):
+        """Logits of one task's batch under structure z (None: the full model)."""
+        return self.call_task(
+            images, task, structure, training=training, execution=execution
+        )
+
+    def _trunk(self, x, structure=None, training=False, execution="masked"):
+        blocks.check_execution(execution)
+        if structure is not None:
+            structure = structure_lib.check_structure(structure, self.n_blocks, self.levels)
+        for i, block in enumerate(self.blocks):
+            levels = None if structure is None else structure[:, i]
+            x = block(x, levels, training=training, execution=execution)
+        if self.backbone.neck == "gap":
+            x = tf.reduce_mean(tf.nn.relu(self.neck_bn(x, training=training)), axis=[1, 2])
+        else:
+            x = tf.reshape(x, [tf.shape(x)[0], -1])
+        for dense in self.hidden:
+            x = dense(x)
+        return x
+
+    def _head(self, features, task):
+        return self.heads[task](features)

@@ -1,0 +1,68 @@
+"""The selector's policy over structures: sampling, log-probabilities, Eq. (3) and Eq. (8).
+
+Logits have shape (batch, n_blocks, h); a softmax over the last axis is the matrix C of
+Eq. (2), and the blocks' levels are independent given the instance, so
+P(z; x) = prod_i C_i(l_i; x) (Eq. 3). Random draws take explicit stateless seeds (shape [2]
+int tensors) so that runs are reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def log_prob(logits: tf.Tensor, structure: tf.Tensor) -> tf.Tensor:
+    """log P(z; x) = sum_i log C_i(l_i; x) for each instance, shape (batch,)."""
+    log_c = tf.nn.log_softmax(logits, axis=-1)
+    picked = tf.gather(log_c, tf.cast(structure, tf.int32), axis=2, batch_dims=2)
+    return tf.reduce_sum(picked, axis=1)
+
+
+def sample_structure(logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """z ~ C: one level per block drawn from its column of C, shape (batch, n_blocks)."""
+    batch, n_blocks, levels = tf.unstack(tf.shape(logits))
+    draws = tf.random.stateless_categorical(
+        tf.reshape(logits, [-1, levels]), 1, seed=seed, dtype=tf.int32
+    )
+    return tf.reshape(draws, [batch, n_blocks])
+
+
+def argmax_structure(logits: tf.Tensor) -> tf.Tensor:
+    """The most probable structure: each block at its most probable level."""
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def uniform_structure(batch_size, n_blocks: int, levels: int, seed: tf.Tensor) -> tf.Tensor:
+    """Structures drawn uniformly from all h^n models (each level uniform and independent)."""
+    return tf.random.stateless_uniform(
+        [batch_size, n_blocks], seed=seed, minval=0, maxval=levels, dtype=tf.int32
+    )
+
+
+def replace_instances(
+    structure: tf.Tensor, replacement: tf.Tensor, probability, seed: tf.Tensor
+) -> tf.Tensor:
+    """Each instance's structure is swapped for ``replacement``'s with ``probability``."""
+    batch = tf.shape(structure)[0]
+    swap = tf.random.stateless_uniform([batch], seed=seed) < probability
+    return tf.where(swap[:, tf.newaxis], replacement, structure)
+
+
+def initial_structure(batch_size, n_blocks: int, levels: int, tau: float, seed) -> tf.Tensor:
+    """Structures from the initial distribution of Eq. (8).
+
+    With probability ``tau`` the full model z*, otherwise a uniform draw over all h^n
+    models, so p(z*) = (1 - tau) / h^n + tau and p(z) = (1 - tau) / h^n for every other z.
+    """
+    uniform_seed, swap_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    uniform = uniform_structure(batch_size, n_blocks, levels, uniform_seed)
+    full = tf.fill([batch_size, n_blocks], tf.constant(levels - 1, tf.int32))
+    return replace_instances(uniform, full, tau, swap_seed)
+
+
+def epsilon_greedy(structure: tf.Tensor, levels: int, epsilon, seed) -> tf.Tensor:
+    """With probability ``epsilon`` per instance, a uniformly random structure instead."""
+    uniform_seed, swap_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    shape = tf.shape(structure)
+    uniform = uniform_structure(shape[0], structure.shape[1], levels, uniform_seed)
+    return replace_instances(structure, uniform, epsilon, swap_seed)

@@ -1,0 +1,27 @@
+"""C1: network compression of the paper's "VGG-16" on CIFAR-10 (``--config.tasks=cifar100``).
+
+``python -m den_tf.main --config=experiments/c1_vgg.py --mode=summary``: VGG-19's 16-conv
+stack as 8 two-conv blocks x 2 levels (the lowest keeps half of each block), FC 512-4096-4096:
+38.89M parameters (paper, Table 5: 38.9M), 0.834 GFLOPs per 32x32 image.
+Paper result (Table 5, DEN rho=0.1): 92.31 % on CIFAR-10 at 2.4x fewer FLOPs.
+"""
+
+from den_tf.experiment import base_config
+
+
+def get_config():
+    config = base_config()
+    config.scenario = "C1"
+    config.tasks = "cifar10"
+    config.model.backbone = "vgg"
+    config.model.backbone_args = dict(
+        widths=(64, 128, 256, 512, 512), convs_per_stage=(2, 2, 4, 4, 4),
+        hidden_units=(4096, 4096),
+    )
+    config.model.levels = 2
+    config.model.fractions = (0.5, 0.5)
+    config.model.per_task_stems = False
+    config.selector.widths = (64, 128, 256)
+    config.selector.stem_kernel = 3
+    config.rho = 0.1
+    return config

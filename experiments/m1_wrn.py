@@ -1,0 +1,14 @@
+"""M1 on WRN-32-4: CIFAR-100 (32), Tiny-ImageNet (64) and STL-10 (96) in one network.
+
+Model figures (``python -m den_tf.main --config=experiments/m1_wrn.py --mode=summary``):
+WRN-32-4 trunk with per-task 7x7 stems, 15 blocks x 4 levels (groups 1/4, 1/4, 1/2);
+7.352M parameters under the paper's convention (paper: 7.35M), 2.138 GFLOPs per image at the
+full structure (paper: 2.13G); selector 0.31M parameters, 0.09 GFLOPs (paper: 0.37M, 0.11G).
+Paper result (Table 2b, DEN rho=1): 75.43 / 58.17 / 87.54 % at 1.13 GFLOPs.
+"""
+
+from den_tf.experiment import base_config
+
+
+def get_config():
+    return base_config()

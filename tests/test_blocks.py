@@ -1,0 +1,170 @@
+"""Nested blocks: masked and sliced paths, true skips, gradients, masked batch norm, Keras."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from den_tf import blocks
+
+BLOCKS = {
+    "basic": lambda: blocks.ResidualBasicBlock(16, 24, (0, 4, 8, 16), stride=2, name="b"),
+    "bottleneck": lambda: blocks.ResidualBottleneckBlock(
+        32, 24, (0, 8, 16, 32), stride=2, groups=4, name="b"
+    ),
+    "plain1": lambda: blocks.PlainConvBlock(16, 16, (4, 8, 16), convs=1, pool=True, name="b"),
+    "plain2": lambda: blocks.PlainConvBlock(16, 24, (8, 16), convs=2, name="b"),
+}
+IN_CHANNELS = 12
+
+
+def _block(kind):
+    block = BLOCKS[kind]()
+    block.build((None, 8, 8, IN_CHANNELS))
+    return block
+
+
+def _warm_statistics(block, x):
+    """Moves the BN statistics away from their initial values with masked training passes."""
+    for seed in range(3):
+        levels = tf.random.stateless_uniform([x.shape[0]], [seed, 1], 0, block.levels, tf.int32)
+        block(x * (1.0 + seed), levels, training=True)
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_masked_and_sliced_agree(kind):
+    block = _block(kind)
+    x = tf.random.normal((8, 8, 8, IN_CHANNELS))
+    _warm_statistics(block, x)
+    for levels in (
+        tf.fill([8], block.levels - 1),
+        tf.zeros([8], tf.int32),
+        tf.constant([0, 1, 2, 3, 3, 2, 1, 0]) % block.levels,
+    ):
+        masked = block(x, levels, training=False)
+        sliced = block(x, levels, training=False, execution="sliced")
+        assert masked.shape == sliced.shape
+        assert float(tf.reduce_max(tf.abs(masked - sliced))) < 1e-5
+    # The full path is the top level.
+    full = block(x, training=False)
+    top = block(x, tf.fill([8], block.levels - 1), training=False)
+    assert float(tf.reduce_max(tf.abs(full - top))) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["basic", "bottleneck"])
+@pytest.mark.parametrize("execution", blocks.EXECUTIONS)
+def test_level_zero_returns_shortcut_exactly(kind, execution):
+    block = _block(kind)
+    x = tf.random.normal((4, 8, 8, IN_CHANNELS))
+    _warm_statistics(block, x)
+    levels = tf.constant([0, 3, 0, 1])
+    out = block(x, levels, training=False, execution=execution).numpy()
+    shortcut = block.shortcut(x).numpy()
+    assert np.array_equal(out[[0, 2]], shortcut[[0, 2]])
+    assert not np.allclose(out[[1, 3]], shortcut[[1, 3]])
+    if execution == "masked":  # also while training
+        out = block(x, levels, training=True).numpy()
+        assert np.array_equal(out[[0, 2]], shortcut[[0, 2]])
+
+
+def test_channels_beyond_level_get_zero_gradient():
+    block = _block("basic")
+    x = tf.random.normal((4, 8, 8, IN_CHANNELS))
+    levels = tf.constant([1, 2, 1, 2])  # keep 4 or 8 of 16 channels
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(block(x, levels, training=True)))
+    grads = dict(zip([v.path for v in block.trainable_weights],
+                     tape.gradient(loss, block.trainable_weights)))
+    conv1, conv2 = grads["b/conv1"].numpy(), grads["b/conv2"].numpy()
+    assert np.all(conv1[..., 8:] == 0) and np.all(conv2[:, :, 8:, :] == 0)
+    assert np.all(grads["b/bn_mid/gamma"].numpy()[8:] == 0)
+    assert np.abs(conv1[..., :8]).min(axis=(0, 1, 2)).max() > 0  # kept channels do learn
+    assert np.all(np.abs(conv1[..., :8]).sum(axis=(0, 1, 2)) > 0)
+
+
+def test_masked_batch_norm_moments_count_active_entries():
+    bn = blocks.MaskedBatchNorm(momentum=0.0)
+    x = tf.random.normal((6, 4, 4, 3)) + tf.constant([1.0, 2.0, 3.0])
+    active = tf.constant(
+        [[1, 1, 0], [1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 1, 0], [1, 0, 0]], tf.float32
+    )[:, None, None, :]
+    bn.build(x.shape)
+    bn(x, training=True, active=active)
+    xs = x.numpy()
+    for c, rows in ((0, [0, 1, 2, 4, 5]), (1, [0, 2, 4])):
+        assert np.isclose(bn.moving_mean.numpy()[c], xs[rows, :, :, c].mean(), atol=1e-5)
+        assert np.isclose(bn.moving_variance.numpy()[c], xs[rows, :, :, c].var(), atol=1e-4)
+    # A channel no instance used keeps its statistics.
+    assert bn.moving_mean.numpy()[2] == 0.0 and bn.moving_variance.numpy()[2] == 1.0
+
+
+def test_block_statistics_ignore_inactive_channels():
+    """In a block, a channel's moving statistics change only from instances that use it."""
+    block = blocks.ResidualBasicBlock(8, 8, (0, 2, 4, 8), bn_momentum=0.0, name="b")
+    block.build((None, 4, 4, 8))
+    x = tf.random.normal((4, 4, 4, 8))
+    block(x, tf.constant([1, 1, 2, 0]), training=True)  # channels 4..7 unused
+    assert np.all(block.bn_mid.moving_mean.numpy()[4:] == 0)
+    assert np.all(block.bn_mid.moving_variance.numpy()[4:] == 1)
+    # bn_in normalised the instances that run the block (levels > 0: instances 0..2).
+    mean_in = x.numpy()[:3].mean(axis=(0, 1, 2))
+    var_in = x.numpy()[:3].var(axis=(0, 1, 2))
+    assert np.allclose(block.bn_in.moving_mean.numpy(), mean_in, atol=1e-5)
+    assert np.allclose(block.bn_in.moving_variance.numpy(), var_in, atol=1e-4)
+    # Channels 2..3 are active for instance 2 only: their statistics are instance 2's.
+    h = tf.nn.relu((x[2:3] - mean_in) / np.sqrt(var_in + 1e-5))
+    conv = tf.nn.conv2d(h, block.conv1, 1, "SAME").numpy()
+    assert np.allclose(block.bn_mid.moving_mean.numpy()[2:4], conv[..., 2:4].mean((0, 1, 2)),
+                       atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_keras_layer_contract(kind):
+    """Config round trip, eager = tf.function, and a one-step training loop."""
+    block = _block(kind)
+    config = block.get_config()
+    clone = type(block).from_config(config)
+    clone.build((None, 8, 8, IN_CHANNELS))
+    assert clone.get_config() == config
+    clone.set_weights(block.get_weights())
+    x = tf.random.normal((4, 8, 8, IN_CHANNELS))
+    levels = tf.constant([0, 1, 2, 1]) % block.levels
+    eager = block(x, levels, training=False)
+    assert np.allclose(clone(x, levels, training=False), eager, atol=1e-6)
+    graph = tf.function(lambda x, z: block(x, z, training=False, execution="sliced"))
+    assert np.allclose(graph(x, levels), eager, atol=1e-5)
+
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train_step(x, z):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(block(x, z, training=True) - 1.0))
+        optimizer.apply_gradients(zip(tape.gradient(loss, block.trainable_weights),
+                                      block.trainable_weights))
+        return loss
+
+    first = float(train_step(x, levels))
+    for _ in range(5):
+        last = float(train_step(x, levels))
+    assert last < first
+    assert graph.experimental_get_tracing_count() == 1
+    graph(x, tf.constant([1, 1, 1, 1]))  # another structure: no retrace
+    assert graph.experimental_get_tracing_count() == 1
+
+
+def test_bad_block_arguments():
+    with pytest.raises(ValueError, match="must end at the block width 16"):
+        blocks.ResidualBasicBlock(16, 16, (0, 4, 8))
+    with pytest.raises(ValueError, match="increase strictly"):
+        blocks.ResidualBasicBlock(16, 16, (0, 8, 8, 16))
+    with pytest.raises(ValueError, match="lowest level of a plain block"):
+        blocks.PlainConvBlock(16, 16, (0, 8, 16))
+    with pytest.raises(ValueError, match="whole groups"):
+        blocks.ResidualBottleneckBlock(32, 32, (0, 4, 32), groups=4)
+    block = _block("basic")
+    with pytest.raises(ValueError, match="execution must be one of"):
+        block(tf.zeros((1, 8, 8, IN_CHANNELS)), tf.constant([1]), execution="fast")
+    with pytest.raises(ValueError, match="sliced path is for inference"):
+        block(tf.zeros((1, 8, 8, IN_CHANNELS)), tf.constant([1]), training=True,
+              execution="sliced")

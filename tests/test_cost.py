@@ -1,0 +1,118 @@
+"""FLOP and parameter counting: hand-computed values and the paper's figures."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from den_tf import backbones, cost
+from den_tf.blocks import ConvShape
+from den_tf.estimator import Estimator
+from den_tf.selector import Selector
+from den_tf.tasks import Task, get_tasks
+
+CIFAR = [Task("c100", "cifar100", 32, 100)]
+M1 = get_tasks("cifar100,tiny_imagenet,stl10")
+
+
+def test_conv_counts_by_hand():
+    shape = ConvShape(3, 16, 64, (32, 32))
+    assert cost.conv_params(shape) == 9 * 16 * 64 == 9216
+    assert cost.conv_macs(shape) == 32 * 32 * 9216
+    # Grouped 3x3: 8 groups of 64 channels -> each output sees 64 inputs.
+    assert cost.conv_params(ConvShape(3, 64, 512, (8, 8))) == 9 * 64 * 512
+
+
+def test_sparsity_cost_by_hand():
+    density = np.array([[0.0, 0.25, 0.5, 1.0], [0.0, 0.25, 0.5, 1.0]])
+    z = tf.constant([[3, 1], [0, 0], [2, 2]])
+    # Means of d: (1 + 0.25) / 2 = 0.625, 0, 0.5.
+    expected = 0.1 * np.array([0.625, 0.0, 0.5]) ** 2
+    assert np.allclose(cost.sparsity_cost(z, density, 0.1).numpy(), expected)
+    assert np.allclose(cost.mean_density(z, density).numpy(), [0.625, 0.0, 0.5])
+
+
+def test_tiny_estimator_costs_by_hand():
+    spec = backbones.wrn(depth=8, widths=(8, 16, 16), stem_channels=4)
+    est = Estimator(spec, [Task("t", "t", 16, 5)], levels=3, fractions=(0.5, 0.5))
+    table = cost.cost_table(est)
+    # Block 0: 16x16, 4 -> k -> 8; block 1: stride 2 to 8x8, 8 -> k -> 16; block 2: 16 -> k -> 16.
+    expected = [
+        [0, 256 * 9 * (4 * 4 + 4 * 8), 256 * 9 * (4 * 8 + 8 * 8)],
+        [0, 64 * 9 * (8 * 8 + 8 * 16), 64 * 9 * (8 * 16 + 16 * 16)],
+        [0, 16 * 9 * (16 * 8 + 8 * 16), 16 * 9 * (16 * 16 + 16 * 16)],
+    ]
+    assert table.level_macs.tolist() == expected
+    assert np.allclose(table.density, [[0, 0.5, 1]] * 3)
+    stem, head = 256 * 9 * 3 * 4, 16 * 5
+    assert table.fixed_macs == (stem + head,)
+    z = tf.constant([[2, 0, 1], [0, 0, 0]])
+    flops = table.flops(z, 0).numpy()
+    assert flops.tolist() == [
+        2 * (stem + head + expected[0][2] + expected[2][1]),
+        2 * (stem + head),
+    ]
+
+
+def _estimator(spec, tasks, **kwargs):
+    return Estimator(spec, tasks, **kwargs)
+
+
+# (backbone, tasks, kwargs, paper params, computed params, FLOPs or MACs at full structure)
+@pytest.mark.parametrize(
+    "spec, tasks, kwargs, paper_params, computed_params, flops, macs",
+    [
+        (backbones.wrn(), CIFAR, {}, "7.35", 7.3456e6, 2.13e9, None),
+        (backbones.wrn(stem_kernel=7), M1, {}, "7.35", 7.3456e6, 2.13e9, None),
+        (backbones.resnet(), CIFAR, {}, "29.8", 29.788e6, 2.91e9, None),
+        (
+            backbones.simple_convnet(),
+            get_tasks(",".join(f"mini_imagenet84_task{k}" for k in range(10))),
+            dict(levels=2),
+            "0.14", 0.1379e6, None, 27.4e6,
+        ),
+        (backbones.vgg(), [Task("c10", "cifar10", 32, 10)], dict(levels=2), "38.9", 38.893e6,
+         None, 0.417e9),
+        (backbones.resnext(cardinality=8), [Task("c10", "cifar10", 32, 10)], {}, "22.4",
+         22.382e6, None, 3.39e9),
+        (backbones.resnext(cardinality=4), [Task("c10", "cifar10", 32, 10)], dict(levels=3),
+         "11.2", 11.192e6, None, None),
+        (backbones.resnext(cardinality=2), [Task("c10", "cifar10", 32, 10)], dict(levels=3),
+         "5.6", 5.597e6, None, None),
+    ],
+    ids=["wrn-32-4", "wrn-32-4-m1", "resnet-42", "simple_convnet", "vgg", "resnext8", "resnext4",
+         "resnext2"],
+)
+def test_backbones_reproduce_paper(spec, tasks, kwargs, paper_params, computed_params, flops, macs):
+    est = _estimator(spec, tasks, **kwargs)
+    params = cost.paper_params(est)
+    # Rounded to the paper's printed precision (e.g. "0.14" M), the count is the paper's.
+    decimals = len(paper_params.split(".")[1])
+    assert f"{params / 1e6:.{decimals}f}" == paper_params
+    assert abs(params - computed_params) / computed_params < 0.5 / 100
+    table = cost.cost_table(est)
+    for t in range(len(tasks)):
+        if flops:
+            assert abs(2 * table.full_macs(t) - flops) / flops < 0.5 / 100
+        if macs:
+            assert abs(table.full_macs(t) - macs) / macs < 0.5 / 100
+
+
+def test_nestednet_levels_cost_seven_twelfths():
+    """Levels at 1/4, 1/2, 1 of each block: NestedNet's mean is 7/12 of the trunk (1.24G)."""
+    est = Estimator(backbones.wrn(), CIFAR)
+    table = cost.cost_table(est)
+    trunk = table.level_macs.sum(axis=0)
+    assert trunk[0] == 0
+    assert np.allclose(trunk[1:] / trunk[-1], [0.25, 0.5, 1.0])
+    nested_mean = 2 * (table.fixed_macs[0] + trunk[1:].mean())
+    assert abs(nested_mean - 1.24e9) / 1.24e9 < 0.5 / 100
+
+
+def test_selector_is_small():
+    est = Estimator(backbones.wrn(stem_kernel=7), M1)
+    sel = Selector(M1, est.n_blocks, est.levels, stem_kernel=7)
+    summary = cost.model_summary(est, sel)
+    assert summary["selector"]["params"] < 0.05 * summary["params"]["total"]
+    assert summary["selector"]["flops"] < 0.05 * summary["tasks"]["cifar100"]["flops_full"]
+    assert len(summary["blocks"]) == 15
+    assert summary["blocks"][0]["level_flops"][0] == 0

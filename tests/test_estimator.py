@@ -1,0 +1,186 @@
+"""The estimator and selector: execution paths against an explicitly built sub-network,
+the multi-task pass, Keras contracts and argument errors."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from den_tf import backbones, experiment, policy
+from den_tf.estimator import Estimator
+from den_tf.selector import Selector
+from den_tf.tasks import Task
+
+TASKS = [Task("small", "s", 16, 5), Task("large", "l", 32, 7)]
+SPEC = backbones.wrn(depth=14, widths=(8, 16, 16), stem_channels=8, stem_kernel=3)
+
+
+def _estimator(**kwargs):
+    est = Estimator(SPEC, TASKS, levels=4, trunk_size=16, **kwargs)
+    # Move BN statistics away from their initial values.
+    for seed in range(3):
+        images = [tf.random.normal((6, t.input_size, t.input_size, 3)) * (1 + seed) for t in TASKS]
+        z = policy.uniform_structure(12, est.n_blocks, est.levels, tf.constant([seed, 0]))
+        est.call_tasks(images, z, training=True)
+    return est
+
+
+def _bn(layer, channels):
+    bn = keras.layers.BatchNormalization(epsilon=layer.epsilon)
+    bn.build((None, None, None, channels))
+    bn.set_weights([w.numpy()[:channels] for w in (layer.gamma, layer.beta, layer.moving_mean,
+                                                    layer.moving_variance)])
+    return bn
+
+
+def _conv(kernel, stride=1):
+    conv = keras.layers.Conv2D(kernel.shape[-1], kernel.shape[0], stride, "same", use_bias=False)
+    conv.build((None, None, None, kernel.shape[2]))
+    conv.set_weights([kernel])
+    return conv
+
+
+def reference_logits(est, images, task, levels):
+    """An ordinary Keras network with the kept weights of structure ``levels``."""
+    x = _conv(est.stems[task].kernel.numpy(), est.stems[task].strides[0])(images)
+    for block, level in zip(est.blocks, levels):
+        shortcut = x
+        if block.stride > 1:
+            shortcut = keras.layers.AveragePooling2D(block.stride, padding="same")(shortcut)
+        shortcut = tf.pad(shortcut, [[0, 0]] * 3 + [[0, block.out_channels - x.shape[-1]]])
+        kept = block.level_channels[level]
+        if kept:
+            h = tf.nn.relu(_bn(block.bn_in, x.shape[-1])(x))
+            h = _conv(block.conv1.numpy()[..., :kept], block.stride)(h)
+            h = tf.nn.relu(_bn(block.bn_mid, kept)(h))
+            shortcut = shortcut + _conv(block.conv2.numpy()[:, :, :kept, :])(h)
+        x = shortcut
+    x = tf.reduce_mean(tf.nn.relu(_bn(est.neck_bn, x.shape[-1])(x)), axis=[1, 2])
+    head = keras.layers.Dense(est.heads[task].units)
+    head.build(x.shape)
+    head.set_weights(est.heads[task].get_weights())
+    return head(x)
+
+
+def test_masked_sliced_and_explicit_subnetwork_agree():
+    est = _estimator()
+    images = tf.random.normal((5, 32, 32, 3))
+    uniform = tf.constant([[3, 0, 1, 2, 0, 3]] * 5)
+    mixed = tf.constant([[3, 0, 1, 2, 0, 3], [0, 0, 0, 0, 0, 0], [1, 2, 3, 1, 2, 3],
+                         [3, 3, 3, 3, 3, 3], [2, 1, 0, 3, 1, 0]])
+    for z in (uniform, mixed):
+        masked = est(images, 1, z).numpy()
+        sliced = est(images, 1, z, execution="sliced").numpy()
+        explicit = np.concatenate(
+            [reference_logits(est, images[b:b + 1], 1, z.numpy()[b]) for b in range(5)]
+        )
+        assert np.abs(masked - sliced).max() < 1e-5
+        assert np.abs(masked - explicit).max() < 1e-5
+    # Different structures give different outputs: the comparison is not vacuous.
+    assert np.abs(masked[1] - masked[3]).max() > 1e-3
+
+
+def test_one_trunk_pass_equals_per_task_calls():
+    est = _estimator()
+    images = [tf.random.normal((3, 16, 16, 3)), tf.random.normal((2, 32, 32, 3))]
+    z = policy.uniform_structure(5, est.n_blocks, est.levels, tf.constant([1, 2]))
+    joint = est.call_tasks(images, z, execution="sliced")
+    assert [o.shape for o in joint] == [(3, 5), (2, 7)]
+    assert np.allclose(joint[0], est(images[0], 0, z[:3]), atol=1e-5)
+    assert np.allclose(joint[1], est(images[1], 1, z[3:]), atol=1e-5)
+
+
+def test_full_structure_is_default():
+    est = _estimator()
+    images = tf.random.normal((2, 16, 16, 3))
+    assert np.allclose(est(images, 0), est(images, 0, est.full_structure(2)), atol=1e-6)
+
+
+def test_estimator_and_selector_round_trip_config():
+    est = _estimator()
+    clone = Estimator.from_config(est.get_config())
+    assert clone.get_config() == est.get_config()
+    clone.set_weights(est.get_weights())
+    images = tf.random.normal((2, 32, 32, 3))
+    z = tf.constant([[1, 2, 3, 0, 1, 2]] * 2)
+    assert np.allclose(clone(images, 1, z), est(images, 1, z), atol=1e-6)
+
+    sel = Selector(TASKS, est.n_blocks, est.levels, widths=(8, 16), trunk_size=16, stem_channels=8)
+    sel_clone = Selector.from_config(sel.get_config())
+    assert sel_clone.get_config() == sel.get_config()
+    sel_clone.set_weights(sel.get_weights())
+    assert np.allclose(sel_clone(images, 1), sel(images, 1), atol=1e-6)
+
+
+def test_selector_gives_one_distribution_per_block():
+    sel = Selector(TASKS, 6, 4, widths=(8, 16), trunk_size=16, stem_channels=8)
+    logits = sel.call_tasks([tf.random.normal((3, 16, 16, 3)), tf.random.normal((2, 32, 32, 3))])
+    assert [tuple(x.shape) for x in logits] == [(3, 6, 4), (2, 6, 4)]
+    assert np.allclose(tf.reduce_sum(tf.nn.softmax(logits[0]), axis=-1), 1.0, atol=1e-6)
+
+
+def test_training_step_in_tf_function_does_not_retrace_per_structure():
+    est = _estimator()
+    optimizer = keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
+    optimizer.build(est.trainable_variables)
+    images = [tf.random.normal((4, 16, 16, 3)), tf.random.normal((4, 32, 32, 3))]
+    labels = [tf.constant([0, 1, 2, 3]), tf.constant([4, 5, 6, 0])]
+
+    @tf.function
+    def step(z):
+        with tf.GradientTape() as tape:
+            logits = est.call_tasks(images, z, training=True)
+            loss = sum(
+                tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, o, from_logits=True))
+                for y, o in zip(labels, logits)
+            )
+        optimizer.apply_gradients(zip(tape.gradient(loss, est.trainable_variables),
+                                      est.trainable_variables))
+        return loss
+
+    losses = []
+    for seed in range(8):
+        z = policy.initial_structure(8, est.n_blocks, est.levels, 0.75, tf.constant([seed, 5]))
+        losses.append(float(step(z)))
+    assert step.experimental_get_tracing_count() == 1
+    assert np.mean(losses[-3:]) < losses[0]
+
+
+def test_bad_arguments_raise_value_errors():
+    with pytest.raises(ValueError, match="unknown backbone 'lenet'; allowed: wrn"):
+        backbones.build_backbone("lenet")
+    with pytest.raises(ValueError, match="takes no argument"):
+        backbones.build_backbone("wrn", cardinality=8)
+    with pytest.raises(ValueError, match="depth must be 6n"):
+        backbones.wrn(depth=30)
+    with pytest.raises(ValueError, match=r"levels must be an integer in \[2, 5\], got 1"):
+        Estimator(SPEC, TASKS, levels=1, trunk_size=16)
+    with pytest.raises(ValueError, match="fractions must sum to 1"):
+        Estimator(SPEC, TASKS, levels=3, fractions=(0.5, 0.25), trunk_size=16)
+    est = Estimator(SPEC, TASKS, trunk_size=16)
+    images = tf.zeros((2, 16, 16, 3))
+    with pytest.raises(ValueError, match=r"structure levels must lie in \[0, 4\), got values"):
+        est(images, 0, tf.constant([[0, 1, 2, 3, 4, 0]] * 2))
+    with pytest.raises(ValueError, match=r"task id must be an int in \[0, 2\) \(small, large\)"):
+        est(images, 2)
+    with pytest.raises(ValueError, match=r"task 'large' must have shape \(batch, 32, 32, 3\)"):
+        est(images, 1)
+    with pytest.raises(ValueError, match="cannot enter a trunk of size 12"):
+        Estimator(SPEC, TASKS, trunk_size=12)
+
+
+def test_all_experiment_configs_build():
+    """Every shipped config builds its models (narrowed so the test stays fast)."""
+    import importlib.util
+    import pathlib
+
+    for path, arg in [("m1_wrn", None), ("m1_resnet", None), ("m2", "84"), ("m2", "224"),
+                      ("m3", None), ("c1_vgg", None), ("c1_resnext", "4")]:
+        file = pathlib.Path(__file__).parent.parent / "experiments" / f"{path}.py"
+        spec = importlib.util.spec_from_file_location(path, file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+        estimator, selector = experiment.build_models(config)
+        assert selector.n_blocks == estimator.n_blocks and selector.levels == estimator.levels
+        assert [t.name for t in estimator.tasks] == config.tasks.split(",")

@@ -1,0 +1,42 @@
+"""The command line: ``--mode=summary`` prints one JSON object; bad overrides stop early."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "den_tf.main", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+def test_summary_prints_the_paper_figures_as_json():
+    result = _run("--config=experiments/m1_wrn.py", "--mode=summary",
+                  "--config.model.levels=4")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # stdout holds the JSON object and nothing else
+    assert summary["backbone"] == "WRN-32-4"
+    assert abs(summary["params"]["paper"] - 7.35e6) / 7.35e6 < 0.005
+    assert summary["params"]["total"] > summary["params"]["paper"]
+    assert list(summary["tasks"]) == ["cifar100", "tiny_imagenet", "stl10"]
+    for name, size, classes in (("cifar100", 32, 100), ("tiny_imagenet", 64, 200),
+                                ("stl10", 96, 10)):
+        task = summary["tasks"][name]
+        assert (task["input_size"], task["num_classes"]) == (size, classes)
+        assert abs(task["flops_full"] - 2.13e9) / 2.13e9 < 0.005
+        assert task["flops_full"] == 2 * task["macs_full"]
+    assert len(summary["blocks"]) == 15
+    assert all(len(b["level_flops"]) == 4 and b["level_flops"][0] == 0 for b in summary["blocks"])
+    assert summary["selector"]["params"] > 0 and summary["selector"]["flops"] > 0
+
+
+def test_unknown_config_key_fails_before_any_work():
+    result = _run("--config=experiments/m1_wrn.py", "--config.model.widht=3")
+    assert result.returncode != 0
+    assert "widht" in result.stderr
+    assert result.stdout == ""
