@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs
 
+DATASETS ?= cifar10,cifar100,stl10,tiny_imagenet
+
 .PHONY: install test lint summary demo m1 m2 m3 c1 data bench clean
 
 $(STAMP): setup.py
@@ -24,6 +26,31 @@ lint: $(STAMP)
 
 summary: $(STAMP)
 	$(PY) -m den_tf.main --config=experiments/m1_wrn.py --mode=summary
+
+# The offline demo: embedded synthetic data, a few minutes on 2 cores.
+demo: $(STAMP)
+	$(PY) -m den_tf.main --config=experiments/demo.py --workdir=$(WORKDIR)/demo
+
+# The paper's scenarios (real data, prepared with `make data`; a GPU is advised).
+m1: $(STAMP)
+	$(PY) -m den_tf.main --config=experiments/m1_wrn.py --workdir=$(WORKDIR)/m1_wrn $(ARGS)
+
+m2: $(STAMP)
+	$(PY) -m den_tf.main --config=experiments/m2.py:84 --workdir=$(WORKDIR)/m2_84 $(ARGS)
+
+m3: $(STAMP)
+	$(PY) -m den_tf.main --config=experiments/m3.py --workdir=$(WORKDIR)/m3 $(ARGS)
+
+c1: $(STAMP)
+	$(PY) -m den_tf.main --config=experiments/c1_resnext.py:8 --workdir=$(WORKDIR)/c1_resnext8 $(ARGS)
+
+data: $(STAMP)
+	$(PY) -m den_tf.datasets.prepare --datasets=$(DATASETS) $(if $(DATA_DIR),--data_dir=$(DATA_DIR)) $(if $(MANUAL_DIR),--manual_dir=$(MANUAL_DIR))
+
+# Input pipeline of the M1 mix, then the M1 model's training and inference throughput.
+bench: $(STAMP)
+	$(PY) -m den_tf.datasets.bench $(if $(DATA_DIR),--data_dir=$(DATA_DIR))
+	$(PY) -m den_tf.bench --config=experiments/m1_wrn.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

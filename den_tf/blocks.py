@@ -198,21 +198,18 @@ class NestedBlock(keras.layers.Layer):
         return self._finish(x, self._branch(x, self.width, mask, instance_mask, training))
 
     def _sliced(self, x, levels):
-        """Partition by level, run each part at its kept width, stitch back in order."""
+        """Partition by level, run each part at its kept width, stitch back in order.
+
+        Each part carries one extra leading row (a copy of the batch's first instance),
+        dropped afterwards: TensorFlow's convolution returns a wrongly shaped result for an
+        empty batch, and a level no instance chose would otherwise be empty.
+        """
         positions = tf.dynamic_partition(tf.range(tf.shape(x)[0]), levels, self.levels)
-        empty_shape = [0, *self.output_hw(tuple(x.shape[1:3])), self.out_channels]
         outputs = []
         for channels, indices in zip(self.level_channels, positions):
-            part = tf.gather(x, indices)
-
-            def run(part=part, channels=channels):
-                branch = self._branch(part, channels, None, None, False) if channels else None
-                return self._finish(part, branch)
-
-            # TensorFlow's convolution returns a wrongly shaped result for an empty batch.
-            outputs.append(
-                tf.cond(tf.size(indices) > 0, run, lambda: tf.zeros(empty_shape, x.dtype))
-            )
+            part = tf.gather(x, tf.concat([[0], indices], axis=0))
+            branch = self._branch(part, channels, None, None, False) if channels else None
+            outputs.append(self._finish(part, branch)[1:])
         return tf.dynamic_stitch(positions, outputs)
 
     def _finish(self, x, branch):

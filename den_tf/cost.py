@@ -119,7 +119,7 @@ def paper_params(estimator: Estimator) -> int:
     _, params = block_tables(estimator)
     layers = [*estimator.stems, *estimator.hidden]
     if estimator.backbone.heads_in_paper_params:
-        layers += estimator.heads
+        layers += list(estimator.heads)
     return int(params[:, -1].sum() + sum(np.prod(layer.kernel.shape) for layer in layers))
 
 

@@ -90,13 +90,14 @@ class Estimator(MultiTaskNetwork):
         self.bn_momentum = bn_momentum
 
         shape = (None, trunk_size, trunk_size, spec.stem_channels or 3)
-        self.blocks = []
+        trunk = []
         for i, block_spec in enumerate(spec.blocks):
             block = make_block(block_spec, fractions, bn_momentum, f"block_{i}")
             block.build(shape)
-            self.blocks.append(block)
+            trunk.append(block)
             height, width = block.output_hw(shape[1:3])
             shape = (None, height, width, block.out_channels)
+        self.blocks = tuple(trunk)  # a tuple, so that checkpoints track the layers
         if spec.neck == "gap":
             self.neck_bn = blocks.MaskedBatchNorm(momentum=bn_momentum, name="neck_bn")
             self.neck_bn.build(shape)
@@ -105,17 +106,19 @@ class Estimator(MultiTaskNetwork):
             features = shape[1] * shape[2] * shape[3]
         else:
             raise ValueError(f"unknown neck {spec.neck!r}; allowed: gap, flatten")
-        self.hidden = []
+        hidden = []
         for j, units in enumerate(spec.hidden_units):
             dense = keras.layers.Dense(units, activation="relu", name=f"hidden_{j}")
             dense.build((None, features))
-            self.hidden.append(dense)
+            hidden.append(dense)
             features = units
-        self.heads = []
+        self.hidden = tuple(hidden)
+        heads = []
         for task in self.tasks:
             head = keras.layers.Dense(task.num_classes, name=f"head_{task.name}")
             head.build((None, features))
-            self.heads.append(head)
+            heads.append(head)
+        self.heads = tuple(heads)
         self.built = True
 
     @property

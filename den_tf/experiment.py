@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ml_collections
 
-from den_tf import backbones
+from den_tf import backbones, synthetic
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 from den_tf.tasks import get_tasks
+
+synthetic.register()  # the demo's embedded tasks are always available
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -43,7 +45,69 @@ def base_config() -> ml_collections.ConfigDict:
     config.selector.stem_channels = 16
     config.selector.stem_kernel = 7
     config.selector.trunk_size = 32
+
+    config.data = ml_collections.ConfigDict()
+    # TFDS data directory ('' = TFDS's default, ~/tensorflow_datasets).
+    config.data.data_dir = ""
+    # Download missing datasets (else a missing dataset fails at once with the command
+    # that prepares it).
+    config.data.download = False
+    # Fraction of each training set held out for validation (convergence, checkpoints).
+    config.data.validation_fraction = 0.05
+    config.data.shuffle_buffer = 10_000
+
+    config.train = ml_collections.ConfigDict()
+    config.train.stages = 3  # S of Algorithm 1
+    config.train.batch_size = 128  # per task
+    config.train.eval_batch_size = 256
+    # Per-task weights of the training losses (empty: all 1).
+    config.train.task_weights = ()
+    config.train.log_every = 100
+    config.train.eval_every = 1000
+    config.train.checkpoint_every = 1000
+    # A phase converges after this many evaluations without a validation gain of min_delta.
+    config.train.patience = 5
+    config.train.min_delta = 1e-3
+    # Testing aid: stop abruptly (nothing saved) after this many steps; 0 = never.
+    config.train.halt_after_steps = 0
+
+    config.train.estimator = ml_collections.ConfigDict()
+    config.train.estimator.steps = 30_000  # step budget of each estimator phase
+    config.train.estimator.initial_steps = 60_000  # budget of the first one (0: steps)
+    config.train.estimator.lr = 0.1
+    config.train.estimator.lr_decay = 0.1  # per stage
+    config.train.estimator.momentum = 0.9
+    config.train.estimator.weight_decay = 1e-4  # L2 on kernels, not on BN or biases
+    config.train.estimator.tau = 0.75  # Eq. (8)
+    # Structures of later estimator phases: sampled from the selector (Algorithm 1) or its
+    # argmax (the authors' code).
+    config.train.estimator.structures = "sample"
+
+    config.train.selector = ml_collections.ConfigDict()
+    config.train.selector.steps = 10_000
+    config.train.selector.lr = 1e-5  # Adam (paper)
+    config.train.selector.lr_decay = 0.1
+    config.train.selector.samples = 4  # |Z| of Eq. (7)
+    config.train.selector.baseline = "leave_one_out"  # none | leave_one_out | greedy
+    # epsilon-greedy exploration: epsilon * epsilon_decay^step, restarting every phase.
+    config.train.selector.epsilon = 1.0
+    config.train.selector.epsilon_decay = 0.99
+    # How the frozen estimator scores samples: 'sliced' skips the dropped channels.
+    config.train.selector.execution = "sliced"
+
+    # TF op determinism: a resumed run then ends exactly as an uninterrupted one.
+    config.deterministic = False
     return config
+
+
+def data_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """Input-pipeline arguments shared by every split."""
+    return {
+        "data_dir": config.data.data_dir or None,
+        "download": config.data.download,
+        "validation_fraction": config.data.validation_fraction,
+        "shuffle_buffer": config.data.shuffle_buffer,
+    }
 
 
 def build_estimator(config: ml_collections.ConfigDict) -> Estimator:

@@ -1,8 +1,12 @@
-"""Command line: ``python -m den_tf.main --config=experiments/<name>.py --mode=summary``.
+"""Command line of den_tf.
 
-Config fields are overridden with ``--config.<key>=<value>``; an unknown key or a value of
-the wrong type stops the program before any work starts. ``summary`` prints one JSON object
-on stdout (logs go to stderr).
+    python -m den_tf.main --config=experiments/<name>.py --workdir=DIR \\
+        [--config.key=value ...] [--mode=train|evaluate|summary]
+
+``train`` runs Algorithm 1 (resuming from DIR/checkpoints if a run stopped) and evaluates
+on the test split once; ``evaluate`` re-evaluates the latest checkpoint; ``summary`` prints
+the model figures as one JSON object on stdout (logs go to stderr). An unknown config key or
+a value of the wrong type stops the program before any work starts.
 """
 
 from __future__ import annotations
@@ -10,23 +14,45 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from den_tf import cost, experiment
+from den_tf import cost, evaluation, experiment, train
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-flags.DEFINE_enum("mode", "summary", ["summary"], "What to do.")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard and results.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "summary"], "What to do.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
 
+class _ProjectInfoOnly(logging.logging.Filter):
+    """Keeps TensorFlow's own INFO lines (checkpoint sharding, ...) out of the progress log."""
+
+    def filter(self, record):
+        return record.levelno > logging.logging.INFO or "den_tf" in record.pathname
+
+
 def main(argv):
+    logging.get_absl_handler().addFilter(_ProjectInfoOnly())
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    estimator, selector = experiment.build_models(FLAGS.config)
-    json.dump(cost.model_summary(estimator, selector), sys.stdout, indent=1)
-    sys.stdout.write("\n")
+    config = FLAGS.config
+    if FLAGS.mode == "summary":
+        estimator, selector = experiment.build_models(config)
+        json.dump(cost.model_summary(estimator, selector), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return
+    if not FLAGS.workdir:
+        raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
+    train.check_config(config)
+    if FLAGS.mode == "train":
+        results = train.train_and_evaluate(config, FLAGS.workdir)
+    else:
+        estimator, selector = train.restore_for_evaluation(config, FLAGS.workdir)
+        results = train.evaluate_and_report(config, FLAGS.workdir, estimator, selector)
+    logging.info("results written to %s/results.json", FLAGS.workdir)
+    print(evaluation.results_markdown(results))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ class MultiTaskNetwork(keras.Model):
             strides.append(stride)
         if not self.per_task_stems and len(set(strides)) > 1:
             raise ValueError("per_task_stems=False needs every task at the same input size")
-        self.stems = []
+        # Layers are kept in tuples: TensorFlow checkpoints track the layers in a tuple
+        # attribute of a Keras 3 model, not those in a list.
+        stems = []
         if self.stem_channels:
             count = len(self.tasks) if self.per_task_stems else 1
             for t in range(count):
@@ -73,7 +75,8 @@ class MultiTaskNetwork(keras.Model):
                 )
                 size = self.tasks[t].input_size
                 stem.build((None, size, size, 3))
-                self.stems.append(stem)
+                stems.append(stem)
+        self.stems = tuple(stems)
 
     def get_config(self):
         return {

@@ -66,3 +66,37 @@ def epsilon_greedy(structure: tf.Tensor, levels: int, epsilon, seed) -> tf.Tenso
     shape = tf.shape(structure)
     uniform = uniform_structure(shape[0], structure.shape[1], levels, uniform_seed)
     return replace_instances(structure, uniform, epsilon, swap_seed)
+
+
+def baseline(costs: tf.Tensor, kind: str, greedy_costs: tf.Tensor | None = None) -> tf.Tensor:
+    """The baseline b subtracted from each sample's cost R (variance reduction).
+
+    Args:
+      costs: (|Z|, batch) costs of the |Z| sampled structures of each instance.
+      kind: 'none' (b = 0, the paper), 'leave_one_out' (the mean cost of the instance's other
+        samples) or 'greedy' (the cost of the instance's argmax structure, self-critical).
+      greedy_costs: (1, batch) costs of the argmax structures, for 'greedy'.
+
+    Returns:
+      A tensor broadcastable to ``costs``; no gradient flows through it.
+    """
+    if kind == "none":
+        return tf.zeros_like(costs[:1])
+    if kind == "leave_one_out":
+        samples = tf.cast(tf.shape(costs)[0], costs.dtype)
+        return tf.stop_gradient((tf.reduce_sum(costs, axis=0) - costs) / (samples - 1.0))
+    if kind == "greedy":
+        if greedy_costs is None:
+            raise ValueError("baseline 'greedy' needs the costs of the argmax structures")
+        return tf.stop_gradient(greedy_costs)
+    raise ValueError(f"baseline must be one of none, leave_one_out, greedy; got {kind!r}")
+
+
+def reinforce_surrogate(log_p: tf.Tensor, costs: tf.Tensor, baselines: tf.Tensor) -> tf.Tensor:
+    """A loss whose gradient is the sampled policy gradient of Eq. (7).
+
+    mean((R - b) * log P(z)) with R and b held constant: its gradient is
+    (1/|Z|) sum_z (R(z) - b) grad log P(z), an unbiased estimate of grad E_z[R(z)] when b
+    does not depend on z. Minimising it lowers the expected cost.
+    """
+    return tf.reduce_mean(tf.stop_gradient(costs - baselines) * log_p)

@@ -56,15 +56,16 @@ class Selector(MultiTaskNetwork):
         self.widths = tuple(int(w) for w in widths)
         self.bn_momentum = bn_momentum
         shape = (None, self.trunk_size, self.trunk_size, stem_channels or 3)
-        self.blocks = []
+        trunk = []
         for s, width in enumerate(self.widths):
             block = blocks.ResidualBasicBlock(
                 width, width, (width,), stride=1 if s == 0 else 2, bn_momentum=bn_momentum,
                 name=f"block_{s}",
             )
             block.build(shape)
-            self.blocks.append(block)
+            trunk.append(block)
             shape = (None, *block.output_hw(shape[1:3]), width)
+        self.blocks = tuple(trunk)  # a tuple, so that checkpoints track the layers
         self.neck_bn = blocks.MaskedBatchNorm(momentum=bn_momentum, name="neck_bn")
         self.neck_bn.build(shape)
         self.logits = keras.layers.Dense(self.n_blocks * self.levels, name="logits")

@@ -184,3 +184,17 @@ def test_all_experiment_configs_build():
         estimator, selector = experiment.build_models(config)
         assert selector.n_blocks == estimator.n_blocks and selector.levels == estimator.levels
         assert [t.name for t in estimator.tasks] == config.tasks.split(",")
+
+
+def test_checkpoint_holds_every_variable(tmp_path):
+    est = _estimator()
+    sel = Selector(TASKS, est.n_blocks, est.levels, widths=(8, 16), trunk_size=16, stem_channels=8)
+    path = tf.train.Checkpoint(estimator=est, selector=sel).save(str(tmp_path / "ckpt"))
+    stored = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    assert sum(name.startswith(("estimator/", "selector/")) for name in stored) == len(
+        est.weights) + len(sel.weights)
+    fresh = Estimator.from_config(est.get_config())
+    fresh_sel = Selector.from_config(sel.get_config())
+    tf.train.Checkpoint(estimator=fresh, selector=fresh_sel).restore(path).assert_consumed()
+    for a, b in zip(fresh.weights + fresh_sel.weights, est.weights + sel.weights):
+        assert np.array_equal(a.numpy(), b.numpy())

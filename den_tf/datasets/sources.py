@@ -1,0 +1,218 @@
+"""Where examples come from: prepared TFDS datasets, or arrays from registered in-memory sources.
+
+A source split is a dataset of examples in a fixed order (so a seeded validation carve picks the
+same examples every time), each a dict with ``image`` (encoded bytes from TFDS, uint8 HxWx3 from
+memory) and int64 labels. Nothing here downloads unless asked: a dataset that is not prepared
+fails at once with the command that prepares it, instead of TFDS's minutes of network retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+# Builders of our own register with TFDS when their modules are imported.
+from den_tf.datasets import mini_imagenet, tiny_imagenet  # noqa: F401
+
+SOURCE_SPLITS = ("train", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """Per-dataset constants: channel mean and std (of pixels scaled to [0, 1]), crop padding."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_padding: int
+
+
+# Channel statistics of the training sets as commonly quoted (CIFAR: computed over all training
+# pixels; Tiny-ImageNet and STL-10: the widely used values; Mini-ImageNet: ImageNet's). The paper
+# pads by 4 pixels before the random crop for CIFAR, Tiny-ImageNet and STL-10, not Mini-ImageNet.
+PREPROCESSING: dict[str, Preprocessing] = {
+    "cifar10": Preprocessing((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4),
+    "cifar100": Preprocessing((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 4),
+    "tiny_imagenet": Preprocessing((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), 4),
+    "stl10": Preprocessing((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), 4),
+    "mini_imagenet": Preprocessing((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0),
+}
+TFDS_DATASETS = (
+    "cifar10",
+    "cifar100",
+    "stl10",
+    "tiny_imagenet",
+    "mini_imagenet/84",
+    "mini_imagenet/224",
+)
+# What MANUAL_DIR must hold for the datasets that read it.
+MANUAL_DIR_CONTENTS = {
+    "tiny_imagenet": "<folder with tiny-imagenet-200.zip or tiny-imagenet-200/; optional, "
+    "downloaded otherwise>",
+    "mini_imagenet": "<ILSVRC-2012 folder with train/<wnid>/*.JPEG and val/>",
+}
+
+SourceFn = Callable[[str, str], tuple[np.ndarray, np.ndarray]]
+_REGISTERED: dict[str, tuple[SourceFn, Preprocessing]] = {}
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+    """A TFDS dataset is not prepared in the data directory (and downloading was not asked)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One split of a dataset, in a fixed order, with what the pipeline needs to know about it."""
+
+    examples: tf.data.Dataset
+    num_examples: int
+    image_size: tuple[int, int]
+    num_classes: dict[str, int | None]  # per label feature; None: not known (in-memory)
+    preprocessing: Preprocessing
+
+
+def register_source(
+    prefix: str,
+    fn: SourceFn,
+    *,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    crop_padding: int = 4,
+) -> None:
+    """Serves datasets whose name starts with ``prefix`` from ``fn`` instead of TFDS.
+
+    ``fn(dataset_name, split)`` with split ``'train'`` or ``'test'`` returns ``(images, labels)``:
+    uint8 ``[N, H, W, 3]`` and integer ``[N]`` arrays (the ``label`` feature). They go through the
+    same pipeline as TFDS data (validation carve, augmentation, batching, multi-task zip).
+    ``mean``/``std`` are per channel, of pixels scaled to [0, 1].
+    """
+    if not prefix:
+        raise ValueError("prefix: must be a non-empty string")
+    shadowed = [name for name in TFDS_DATASETS if name.startswith(prefix)]
+    if shadowed:
+        raise ValueError(f"prefix: {prefix!r} would shadow the datasets {shadowed}")
+    if prefix in _REGISTERED and _REGISTERED[prefix][0] is not fn:
+        raise ValueError(f"prefix: {prefix!r} is already registered to another function")
+    _REGISTERED[prefix] = (fn, Preprocessing(tuple(mean), tuple(std), crop_padding))
+
+
+def _registered(dataset: str) -> tuple[SourceFn, Preprocessing] | None:
+    for prefix, entry in _REGISTERED.items():
+        if dataset.startswith(prefix):
+            return entry
+    return None
+
+
+def check_dataset(dataset: str) -> None:
+    """Raises ValueError unless ``dataset`` is a known TFDS dataset or has a registered source."""
+    if dataset not in TFDS_DATASETS and _registered(dataset) is None:
+        raise ValueError(
+            f"dataset: unknown dataset {dataset!r}; known: {', '.join(TFDS_DATASETS)}, or a name "
+            f"starting with a registered prefix ({', '.join(sorted(_REGISTERED)) or 'none'})"
+        )
+
+
+def prepare_command(dataset: str, data_dir: str | None) -> str:
+    """The command that prepares ``dataset`` in ``data_dir`` (None: TFDS's default)."""
+    command = f"make data DATASETS={dataset}"
+    if data_dir is not None:
+        command += f" DATA_DIR={data_dir}"
+    manual = MANUAL_DIR_CONTENTS.get(dataset.split("/")[0])
+    if manual is not None:
+        command += f" MANUAL_DIR={manual}"
+    return command
+
+
+def _builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    check_dataset(dataset)
+    return tfds.builder(dataset, data_dir=data_dir)
+
+
+def is_prepared(dataset: str, data_dir: str | None = None) -> bool:
+    """Whether ``dataset`` can be read: registered in memory, or prepared in ``data_dir``."""
+    return _registered(dataset) is not None or _builder(dataset, data_dir).is_prepared()
+
+
+def prepare_dataset(
+    dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None
+) -> tfds.core.DatasetBuilder:
+    """Downloads (where the dataset allows) and prepares a TFDS dataset; returns its builder."""
+    builder = _builder(dataset, data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
+    return builder
+
+
+def load_source(
+    dataset: str, split: str, *, data_dir: str | None = None, download: bool = False
+) -> Source:
+    """The examples of ``split`` ('train' or 'test') of ``dataset``, in a fixed order.
+
+    Raises DatasetNotPreparedError within seconds if a TFDS dataset is not prepared and
+    ``download`` is False; with ``download`` it is prepared first (manual data, if any, from
+    TFDS's default manual directory).
+    """
+    if split not in SOURCE_SPLITS:
+        raise ValueError(f"split: expected one of {SOURCE_SPLITS}, got {split!r}")
+    registered = _registered(dataset)
+    if registered is not None:
+        return _memory_source(dataset, split, *registered)
+
+    builder = _builder(dataset, data_dir)
+    if not builder.is_prepared():
+        if not download:
+            raise DatasetNotPreparedError(
+                f"dataset {dataset!r} is not prepared: {builder.data_dir} does not hold it "
+                f"(data directory searched: {builder.data_dir_root}). Prepare it with:\n  "
+                f"{prepare_command(dataset, data_dir)}\nor pass download=True."
+            )
+        builder = prepare_dataset(dataset, data_dir=data_dir)
+    features = builder.info.features
+    label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    examples = builder.as_dataset(
+        split=split,
+        shuffle_files=False,  # a fixed order; the pipeline shuffles
+        decoders={"image": tfds.decode.SkipDecoding()},  # decoded after shuffling: smaller buffers
+        # No in-memory cache: a cache would end up inside every iterator checkpoint.
+        read_config=tfds.ReadConfig(try_autocache=False),
+    )
+    examples = examples.map(lambda ex: {k: ex[k] for k in ("image", *label_keys)})
+    num_examples = int(examples.cardinality())  # TFDS asserts the count it recorded
+    if num_examples < 0:
+        raise RuntimeError(f"dataset {dataset!r} split {split!r}: number of examples unknown")
+    return Source(
+        examples=examples,
+        num_examples=num_examples,
+        image_size=tuple(features["image"].shape[:2]),
+        num_classes={k: features[k].num_classes for k in label_keys},
+        preprocessing=PREPROCESSING[dataset.split("/")[0]],
+    )
+
+
+def _memory_source(dataset: str, split: str, fn: SourceFn, preprocessing: Preprocessing) -> Source:
+    images, labels = fn(dataset, split)
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(
+            f"source {dataset!r}: images must be uint8 [N, H, W, 3], got {images.dtype} "
+            f"{images.shape}"
+        )
+    if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"source {dataset!r}: labels must be integers of shape {images.shape[:1]}, got "
+            f"{labels.dtype} {labels.shape}"
+        )
+    examples = tf.data.Dataset.from_tensor_slices(
+        {"image": images, "label": labels.astype(np.int64)}
+    )
+    return Source(
+        examples=examples,
+        num_examples=len(labels),
+        image_size=images.shape[1:3],
+        num_classes={"label": None},
+        preprocessing=preprocessing,
+    )

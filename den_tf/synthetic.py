@@ -1,0 +1,128 @@
+"""An embedded multi-task image dataset for the demo: generated, deterministic, no download.
+
+Three tasks in the shape of scenario M1, each with its own ten classes and input size:
+
+- ``synthetic_shapes`` (32 px): the outline class of one shape (disk, square, ring, ...).
+- ``synthetic_textures`` (64 px): the pattern inside a patch (stripes at four angles and two
+  frequencies, a checkerboard, a dot grid).
+- ``synthetic_colors`` (96 px): the colour (five hues) and form (disk or bar) of an object.
+
+Every image has its own difficulty d in [0, 1]: the object shrinks and loses contrast, and
+noise and distracting clutter grow with d. Easy images are recognisable by a small network and
+hard ones need more capacity, so choosing a network per instance pays off.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from den_tf.datasets import register_source
+from den_tf.tasks import Task, register_task
+
+PREFIX = "synthetic"
+NUM_CLASSES = 10
+SPLIT_SIZES = {"train": 6000, "test": 2000}
+SPLIT_SEEDS = {"train": 1, "test": 2}
+TASKS = (
+    Task("synthetic_shapes", "synthetic/shapes", 32, NUM_CLASSES),
+    Task("synthetic_textures", "synthetic/textures", 64, NUM_CLASSES),
+    Task("synthetic_colors", "synthetic/colors", 96, NUM_CLASSES),
+)
+HUES = np.array(
+    [[0.9, 0.15, 0.1], [0.15, 0.8, 0.2], [0.15, 0.3, 0.95], [0.95, 0.85, 0.1], [0.85, 0.2, 0.85]]
+)
+
+
+def _shape_mask(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Shape ``kind`` in coordinates (u, v) scaled so the shape spans about [-1, 1]."""
+    radius = np.hypot(u, v)
+    masks = (
+        radius < 0.9,  # disk
+        np.maximum(abs(u), abs(v)) < 0.75,  # square
+        (v > -0.7) & (v < 0.7) & (abs(u) < (v + 0.7) * 0.6),  # triangle
+        (radius > 0.55) & (radius < 0.95),  # ring
+        ((abs(u) < 0.25) & (abs(v) < 0.9)) | ((abs(v) < 0.25) & (abs(u) < 0.9)),  # plus
+        ((abs(u - v) < 0.3) | (abs(u + v) < 0.3)) & (np.maximum(abs(u), abs(v)) < 0.85),  # X
+        (abs(v) < 0.3) & (abs(u) < 0.95),  # horizontal bar
+        (abs(u) < 0.3) & (abs(v) < 0.95),  # vertical bar
+        abs(u) + abs(v) < 0.95,  # diamond
+        (np.hypot(u - 0.5, v) < 0.4) | (np.hypot(u + 0.5, v) < 0.4),  # two dots
+    )
+    return masks[kind]
+
+
+def _texture(kind: int, x: np.ndarray, y: np.ndarray, period: float) -> np.ndarray:
+    """Pattern ``kind`` in [0, 1] on pixel coordinates (x, y)."""
+    if kind < 8:
+        angle = np.pi / 4 * (kind % 4)
+        frequency = (1.0 if kind < 4 else 2.0) / period
+        phase = (x * np.cos(angle) + y * np.sin(angle)) * frequency * 2 * np.pi
+        return 0.5 + 0.5 * np.sign(np.sin(phase))
+    if kind == 8:
+        return ((np.floor(x / period * 2) + np.floor(y / period * 2)) % 2).astype(float)
+    cell = period / 2
+    return (np.hypot(x % cell - cell / 2, y % cell - cell / 2) < cell / 4).astype(float)
+
+
+def _render(task: str, label: int, size: int, difficulty: float, rng) -> np.ndarray:
+    """One float image in [0, 1] of class ``label``."""
+    y, x = np.mgrid[0:size, 0:size].astype(float)
+    scale = size * (0.42 - 0.22 * difficulty) * rng.uniform(0.85, 1.15)
+    cx, cy = rng.uniform(size / 2 - (size / 2 - scale) * 0.8, size / 2 + (size / 2 - scale) * 0.8,
+                         2)
+    u, v = (x - cx) / scale, (y - cy) / scale
+    background = rng.uniform(0.2, 0.8, 3)
+    contrast = (1.0 - 0.7 * difficulty) * rng.choice([-1.0, 1.0])
+    image = np.broadcast_to(background, (size, size, 3)).copy()
+    if task == "shapes":
+        mask = _shape_mask(label, u, v)
+        color = np.clip(background + contrast * 0.45, 0, 1)
+    elif task == "textures":
+        mask = np.hypot(u, v) < 1.0
+        pattern = _texture(label, x, y, period=size / 8)
+        color = np.clip(background[None, None] + contrast * 0.45 * (pattern[..., None] - 0.5)
+                        * 2, 0, 1)
+    else:
+        mask = _shape_mask(0 if label < 5 else 6, u, v)
+        hue = HUES[label % 5]
+        color = np.clip(0.5 + (hue - 0.5) * (1.0 - 0.75 * difficulty), 0, 1)
+    image[mask] = color[mask] if np.ndim(color) == 3 else color
+    for _ in range(int(round(6 * difficulty))):  # clutter: random bright or dark strokes
+        x0, y0 = rng.uniform(0, size, 2)
+        angle, length = rng.uniform(0, np.pi), rng.uniform(0.1, 0.4) * size
+        distance = abs((x - x0) * np.sin(angle) - (y - y0) * np.cos(angle))
+        along = abs((x - x0) * np.cos(angle) + (y - y0) * np.sin(angle))
+        image[(distance < size / 40 + 0.5) & (along < length / 2)] = rng.uniform(0, 1, 3)
+    image += rng.normal(0, 0.04 + 0.3 * difficulty, image.shape)
+    return np.clip(image, 0, 1)
+
+
+@functools.cache
+def generate(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (uint8, N x S x S x 3) and labels of ``dataset`` ('synthetic/<task>')."""
+    kind = dataset.removeprefix(PREFIX + "/")
+    task = next((t for t in TASKS if t.dataset == dataset), None)
+    if task is None or split not in SPLIT_SIZES:
+        raise ValueError(
+            f"synthetic data: unknown dataset {dataset!r} or split {split!r}; datasets: "
+            f"{', '.join(t.dataset for t in TASKS)}; splits: {', '.join(SPLIT_SIZES)}"
+        )
+    rng = np.random.RandomState([SPLIT_SEEDS[split], TASKS.index(task)])
+    count = SPLIT_SIZES[split]
+    labels = np.arange(count) % NUM_CLASSES
+    rng.shuffle(labels)
+    difficulty = rng.uniform(0, 1, count) ** 1.5
+    images = np.empty((count, task.input_size, task.input_size, 3), np.uint8)
+    for i in range(count):
+        images[i] = np.round(255 * _render(kind, labels[i], task.input_size, difficulty[i], rng))
+    return images, labels.astype(np.int64)
+
+
+def register() -> tuple[Task, ...]:
+    """Makes the synthetic tasks and their data source known; returns the tasks."""
+    for task in TASKS:
+        register_task(task)
+    register_source(PREFIX, generate)
+    return TASKS

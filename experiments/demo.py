@@ -1,0 +1,42 @@
+"""Offline demo in the shape of M1: three synthetic tasks (32, 64, 96 px), narrow WRN-32.
+
+    make demo   # = python -m den_tf.main --config=experiments/demo.py --workdir=runs/demo
+
+Trains on the embedded synthetic dataset (den_tf/synthetic.py; nothing to download): per-task
+7x7 stems into a 16x16 trunk, WRN-32 with widths 16/32/64 (15 blocks x 4 levels), two stages
+of Algorithm 1. Expected result: see the README's demo table.
+"""
+
+from den_tf import synthetic
+from den_tf.experiment import base_config
+
+
+def get_config():
+    config = base_config()
+    config.scenario = "demo (M1-shaped, synthetic)"
+    config.tasks = ",".join(task.name for task in synthetic.TASKS)
+    config.rho = 1.0
+    config.model.backbone_args.widths = (16, 32, 64)
+    config.model.trunk_size = 16
+    config.selector.widths = (8, 16, 32)
+    config.selector.stem_channels = 8
+    config.selector.trunk_size = 16
+
+    config.data.validation_fraction = 0.1
+    config.data.shuffle_buffer = 2000
+
+    config.train.stages = 2
+    config.train.batch_size = 32
+    config.train.eval_batch_size = 250
+    config.train.log_every = 50
+    config.train.eval_every = 200
+    config.train.checkpoint_every = 200
+    config.train.patience = 3
+    config.train.estimator.initial_steps = 1200
+    config.train.estimator.steps = 400
+    config.train.estimator.lr = 0.05
+    config.train.estimator.weight_decay = 5e-4
+    config.train.selector.steps = 400
+    config.train.selector.lr = 1e-3
+    config.train.selector.epsilon_decay = 0.98
+    return config

@@ -1,0 +1,320 @@
+"""The input pipelines: augmentation, per-task and multi-task batches for M1, M2, M3 and C1, the
+validation carve, evaluation mode, reproducibility and iterator checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from den_tf import datasets
+from den_tf.datasets import mini_imagenet, sources, testing
+from den_tf.tasks import Task, get_task, get_tasks
+
+MOCK_EXAMPLES = 20
+INDEX_EXAMPLES = 200
+INDEX_TASK = Task("index", "pipetest/index", 16, 10)
+M2_TASKS = [f"mini_imagenet84_task{k}" for k in range(10)]
+
+
+def _index_source(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Example i is a flat 16x16 image of grey level i (test split: 200 - i), label i % 10.
+
+    At 16x16 a 4-pixel crop shift never moves padding onto the centre pixel."""
+    values = np.arange(INDEX_EXAMPLES) if split == "train" else INDEX_EXAMPLES - np.arange(20)
+    images = np.broadcast_to(values[:, None, None, None], (len(values), 16, 16, 3))
+    return images.astype(np.uint8), values % 10
+
+
+datasets.register_source("pipetest/", _index_source)
+
+
+def _pixel_values(batch: dict, preprocessing: sources.Preprocessing) -> np.ndarray:
+    """The 0..255 grey level at the centre of each image of a batch, undoing the normalization."""
+    centre = batch["image"].numpy()[:, batch["image"].shape[1] // 2, batch["image"].shape[2] // 2]
+    return np.round(centre * np.array(preprocessing.std) * 255 + np.array(preprocessing.mean) * 255)
+
+
+def _indices(task: Task, split: str, seed: int = 0, **kwargs) -> list[int]:
+    """The example indices of an in-memory split, read in evaluation mode."""
+    preprocessing = sources.Preprocessing((0.5,) * 3, (0.5,) * 3, 4)
+    dataset = datasets.task_dataset(task, split, 64, seed=seed, training=False, **kwargs)
+    return [int(v) for batch in dataset for v in _pixel_values(batch, preprocessing)[:, 0]]
+
+
+# Augmentation
+
+
+@pytest.mark.parametrize("dtype", [tf.uint8, tf.float32])
+def test_flip_and_crop_keep_shape_and_dtype_and_are_reproducible(dtype):
+    image = tf.cast(tf.reshape(tf.range(6 * 5 * 3) % 251, (6, 5, 3)), dtype)
+    seed = tf.constant([3, 4], tf.int64)
+    for fn in (datasets.random_flip, datasets.pad_and_random_crop):
+        out = fn(image, seed)
+        assert out.shape == image.shape and out.dtype == dtype
+        np.testing.assert_array_equal(out, fn(image, seed))
+    augmented = datasets.augment(image, seed, crop_padding=4)
+    assert augmented.shape == image.shape and augmented.dtype == dtype
+    np.testing.assert_array_equal(augmented, datasets.augment(image, seed, crop_padding=4))
+
+
+def test_flip_is_a_mirror_about_half_the_time():
+    image = tf.reshape(tf.range(4 * 4 * 3), (4, 4, 3))
+    flipped = 0
+    for s in range(200):
+        out = datasets.random_flip(image, tf.constant([s, 0])).numpy()
+        assert np.array_equal(out, image.numpy()) or np.array_equal(out, image.numpy()[:, ::-1])
+        flipped += not np.array_equal(out, image.numpy())
+    assert 70 < flipped < 130
+
+
+def test_pad_and_crop_moves_content_within_the_padding():
+    height, width = 12, 10
+    image = tf.reshape(tf.range(1, height * width * 3 + 1, dtype=tf.float32), (height, width, 3))
+    padded = np.pad(image.numpy(), [(4, 4), (4, 4), (0, 0)])
+    shifts = set()
+    for s in range(60):
+        out = datasets.pad_and_random_crop(image, tf.constant([s, 7]), padding=4).numpy()
+        matches = [
+            (dy, dx)
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+            if np.array_equal(out, padded[4 + dy : 4 + dy + height, 4 + dx : 4 + dx + width])
+        ]
+        assert len(matches) == 1  # a shift of at most 4 pixels; uncovered pixels are zero
+        shifts.add(matches[0])
+    assert len(shifts) > 20  # the offsets vary with the seed
+
+
+# TFDS datasets through mock data
+
+
+@pytest.fixture(scope="module")
+def mock_data_dir(tmp_path_factory) -> Path:
+    data_dir = tmp_path_factory.mktemp("mock_tfds")
+    testing.write_tfds_metadata(data_dir, ["cifar10", "cifar100", "stl10", "tiny_imagenet"])
+    return data_dir
+
+
+@pytest.fixture
+def mock_tfds(mock_data_dir):
+    """TFDS datasets with random examples; the pipelines see them as prepared data."""
+    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES, data_dir=str(mock_data_dir)):
+        yield str(mock_data_dir)
+
+
+def _check_batch(batch: dict, task: Task, task_id: int, batch_size: int) -> None:
+    size = task.input_size
+    assert batch["image"].shape == (batch_size, size, size, 3)
+    assert batch["image"].dtype == tf.float32 and batch["label"].dtype == tf.int32
+    assert batch["label"].shape == (batch_size,)
+    assert np.all((batch["label"] >= 0) & (batch["label"] < task.num_classes))
+    assert batch["task"].dtype == tf.int32 and batch["task"].shape == ()
+    assert int(batch["task"]) == task_id
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_c1_batches(mock_tfds, name):
+    task = get_task(name)
+    train = datasets.multitask_dataset(
+        [task], "train", 8, seed=0, training=True, data_dir=mock_tfds
+    )
+    assert train.element_spec[0]["image"].shape == (8, 32, 32, 3)  # static: full batches only
+    for (batch,) in train.take(4):  # 4 x 8 > 19 training examples: it repeats
+        _check_batch(batch, task, 0, 8)
+        assert abs(float(tf.reduce_mean(batch["image"]))) < 1.0  # normalized
+    test = datasets.task_dataset(task, "test", 8, seed=0, training=False, data_dir=mock_tfds)
+    assert [int(b["label"].shape[0]) for b in test] == [8, 8, 4]  # one pass, partial last batch
+
+
+def test_m1_batches(mock_tfds):
+    tasks = get_tasks("cifar100,tiny_imagenet,stl10")
+    dataset = datasets.multitask_dataset(
+        tasks, "train", [4, 3, 2], seed=0, training=True, data_dir=mock_tfds
+    )
+    for step in dataset.take(2):
+        assert len(step) == 3
+        for task_id, (task, batch, size) in enumerate(zip(tasks, step, [4, 3, 2])):
+            _check_batch(batch, task, task_id, size)
+
+
+def test_m3_shows_each_image_with_its_coarse_and_fine_label(mock_tfds):
+    tasks = get_tasks("cifar100_coarse,cifar100")
+    for split, training in [("train", True), ("validation", False), ("test", False)]:
+        dataset = datasets.multitask_dataset(
+            tasks, split, 4, seed=5, training=training, data_dir=mock_tfds
+        )
+        for coarse, fine in dataset.take(3):
+            _check_batch(coarse, tasks[0], 0, int(coarse["label"].shape[0]))
+            _check_batch(fine, tasks[1], 1, int(fine["label"].shape[0]))
+            np.testing.assert_array_equal(coarse["image"], fine["image"])  # same images
+
+
+def test_stl10_test_split_is_not_augmented(mock_tfds):
+    task = get_task("stl10")
+    first, second = (
+        next(
+            iter(datasets.task_dataset(task, "test", 5, seed=s, training=False, data_dir=mock_tfds))
+        )
+        for s in (0, 1)
+    )
+    _check_batch(first, task, 0, 5)
+    np.testing.assert_array_equal(first["image"], second["image"])  # seeds change nothing
+
+
+# Datasets of our own builders, prepared from fakes
+
+
+@pytest.fixture(scope="module")
+def mini_data_dir(tmp_path_factory) -> str:
+    """mini_imagenet/84 prepared from a fake ILSVRC-2012 with the 50 stored classes."""
+    wnids = mini_imagenet.default_wnids()
+    manual = testing.fake_ilsvrc(tmp_path_factory.mktemp("ilsvrc"), wnids, 3, 1)
+    data_dir = str(tmp_path_factory.mktemp("mini_data"))
+    builder = tfds.builder("mini_imagenet/84", data_dir=data_dir, train_images_per_class=2)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual))
+    )
+    return data_dir
+
+
+def test_m2_batches_and_label_mapping(mini_data_dir):
+    tasks = get_tasks(M2_TASKS)
+    preprocessing = sources.PREPROCESSING["mini_imagenet"]
+    train = datasets.multitask_dataset(
+        tasks, "train", 2, seed=0, training=True, data_dir=mini_data_dir
+    )
+    for step in train.take(3):
+        assert len(step) == 10
+        for k, (task, batch) in enumerate(zip(tasks, step)):
+            _check_batch(batch, task, k, 2)
+            classes = (_pixel_values(batch, preprocessing)[:, 0] - 20) / 4  # see class_value
+            np.testing.assert_array_equal(classes, 5 * k + batch["label"].numpy())
+    for k, task in enumerate(tasks):  # the test split: one ILSVRC val image per class
+        (batch,) = datasets.task_dataset(
+            task, "test", 8, seed=0, training=False, task_id=k, data_dir=mini_data_dir
+        )
+        assert sorted(batch["label"].numpy()) == [0, 1, 2, 3, 4]
+        classes = (_pixel_values(batch, preprocessing)[:, 0] - 20) / 4
+        np.testing.assert_array_equal(classes, 5 * k + batch["label"].numpy())
+
+
+@pytest.fixture(scope="module")
+def tiny_data_dir(tmp_path_factory) -> str:
+    """tiny_imagenet prepared from a fake with 3 classes of 6 training images."""
+    manual = tmp_path_factory.mktemp("tiny_manual")
+    testing.fake_tiny_imagenet(manual, ["n03", "n01", "n02"], train_per_class=6, val_per_class=2)
+    data_dir = str(tmp_path_factory.mktemp("tiny_data"))
+    datasets.prepare_dataset("tiny_imagenet", data_dir=data_dir, manual_dir=str(manual))
+    return data_dir
+
+
+TINY3 = Task("tiny3", "tiny_imagenet", 64, 3)
+
+
+def test_tiny_imagenet_batches_keep_image_and_label_together(tiny_data_dir):
+    preprocessing = sources.PREPROCESSING["tiny_imagenet"]
+    train = datasets.task_dataset(TINY3, "train", 4, seed=0, training=True, data_dir=tiny_data_dir)
+    test = datasets.task_dataset(TINY3, "test", 4, seed=0, training=False, data_dir=tiny_data_dir)
+    for batch in [*train.take(5), *test]:
+        classes = (_pixel_values(batch, preprocessing) - 20) / 4  # the crop leaves the centre
+        np.testing.assert_allclose(classes, np.repeat(batch["label"].numpy()[:, None], 3, 1))
+
+
+# Validation carve, evaluation mode, reproducibility (in-memory source)
+
+
+def test_validation_carve_is_seeded_disjoint_and_sized():
+    train, validation = (_indices(INDEX_TASK, split) for split in ("train", "validation"))
+    assert len(validation) == 10 == round(0.05 * INDEX_EXAMPLES)
+    assert set(train).isdisjoint(validation)
+    assert sorted(train + validation) == list(range(INDEX_EXAMPLES))
+    assert validation == list(datasets.validation_indices(INDEX_TASK.dataset, 200, 0.05, 0))
+    assert validation == _indices(INDEX_TASK, "validation")  # same seed, same examples
+    assert validation != _indices(INDEX_TASK, "validation", seed=1)
+    larger = _indices(INDEX_TASK, "validation", validation_fraction=0.2)
+    assert len(larger) == 40
+    assert len(_indices(INDEX_TASK, "train", validation_fraction=0)) == INDEX_EXAMPLES
+    with pytest.raises(ValueError, match="validation_fraction: must be > 0"):
+        _indices(INDEX_TASK, "validation", validation_fraction=0)
+
+
+def test_training_never_sees_validation_examples():
+    validation = set(_indices(INDEX_TASK, "validation"))
+    dataset = datasets.task_dataset(INDEX_TASK, "train", 50, seed=0, training=True)
+    preprocessing = sources.Preprocessing((0.5,) * 3, (0.5,) * 3, 4)
+    seen = {int(v) for batch in dataset.take(8) for v in _pixel_values(batch, preprocessing)[:, 0]}
+    assert seen.isdisjoint(validation) and len(seen) == INDEX_EXAMPLES - len(validation)
+
+
+def test_evaluation_mode_is_ordered_unaugmented_and_keeps_the_last_batch():
+    batches = list(datasets.task_dataset(INDEX_TASK, "test", 8, seed=0, training=False))
+    assert [int(b["label"].shape[0]) for b in batches] == [8, 8, 4]
+    images = np.concatenate([b["image"] for b in batches])
+    expected = (_index_source("", "test")[0] / 255.0 - 0.5) / 0.5
+    np.testing.assert_allclose(images, expected, atol=1e-6)
+    labels = np.concatenate([b["label"] for b in batches])
+    np.testing.assert_array_equal(labels, _index_source("", "test")[1])
+
+
+def test_training_is_reproducible_under_a_seed():
+    def first_batches(seed: int) -> list[np.ndarray]:
+        dataset = datasets.task_dataset(INDEX_TASK, "train", 16, seed=seed, training=True)
+        return [b["image"].numpy() for b in dataset.take(3)]
+
+    same = zip(first_batches(3), first_batches(3))
+    assert all(np.array_equal(a, b) for a, b in same)
+    assert not np.array_equal(first_batches(3)[0], first_batches(4)[0])
+
+
+def test_training_augments_each_example_with_its_own_crop():
+    (batch,) = datasets.task_dataset(INDEX_TASK, "train", 64, seed=0, training=True).take(1)
+    raw = np.round(batch["image"].numpy()[..., 0] * 127.5 + 127.5)  # undo the 0.5/0.5 norm
+    padding_masks = {(raw[i] == 0).tobytes() for i in range(64) if raw[i, 8, 8] != 0}
+    assert len(padding_masks) > 20  # shifts differ between examples (81 are possible)
+
+
+def test_first_class_filter_and_resize():
+    task = Task("slice", "pipetest/index", 5, 3, first_class=4)  # labels 4, 5, 6 -> 0, 1, 2
+    batches = list(datasets.task_dataset(task, "test", 32, seed=0, training=False))
+    labels = np.concatenate([b["label"] for b in batches])
+    np.testing.assert_array_equal(labels, _index_source("", "test")[1][[4, 5, 6, 14, 15, 16]] - 4)
+    assert batches[0]["image"].shape[1:] == (5, 5, 3)
+
+
+def test_iterator_checkpoint_resumes_at_the_same_element(tiny_data_dir, tmp_path):
+    tasks = [INDEX_TASK, TINY3]
+    dataset = datasets.multitask_dataset(
+        tasks, "train", [64, 4], seed=0, training=True, data_dir=tiny_data_dir
+    )
+    iterator = iter(dataset)
+    for _ in range(3):
+        next(iterator)
+    checkpoint = tf.train.Checkpoint(iterator=iterator)
+    path = checkpoint.save(str(tmp_path / "ckpt"))
+    expected = [next(iterator) for _ in range(4)]  # crosses an epoch of both tasks
+    checkpoint.restore(path)
+    for want, got in zip(expected, [next(iterator) for _ in range(4)]):
+        for want_task, got_task in zip(want, got):
+            for key in ("image", "label", "task"):
+                np.testing.assert_array_equal(want_task[key], got_task[key])
+
+
+def test_bad_arguments_are_value_errors():
+    with pytest.raises(ValueError, match=r"batch_size: expected one int or 2 \(one per task\)"):
+        datasets.multitask_dataset([INDEX_TASK] * 2, "train", [4], seed=0, training=True)
+    with pytest.raises(ValueError, match="batch_size: must be a positive int, got 0"):
+        datasets.task_dataset(INDEX_TASK, "train", 0, seed=0, training=True)
+    with pytest.raises(ValueError, match="label_key 'coarse_label' is not a label"):
+        bad = dataclasses.replace(INDEX_TASK, label_key="coarse_label")
+        datasets.task_dataset(bad, "train", 4, seed=0, training=True)
+
+
+def test_task_classes_beyond_the_dataset_are_rejected(mock_tfds):
+    task = Task("too_many", "cifar10", 32, 8, first_class=5)
+    with pytest.raises(ValueError, match=r"classes 5...12 exceed the 10 classes of 'cifar10'"):
+        datasets.task_dataset(task, "train", 4, seed=0, training=True, data_dir=mock_tfds)
