@@ -57,15 +57,6 @@ def block_tables(network: MultiTaskNetwork) -> tuple[np.ndarray, np.ndarray]:
     return np.array(macs, np.int64), np.array(params, np.int64)
 
 
-def output_layers(network: MultiTaskNetwork, task: int) -> list:
-    """The fully connected layers a task's instances run after the trunk."""
-    if isinstance(network, Estimator):
-        return [*network.hidden, network.heads[task]]
-    if isinstance(network, Selector):
-        return [network.logits]
-    raise TypeError(f"unsupported network {type(network).__name__}")
-
-
 def trainable_params(network: MultiTaskNetwork) -> int:
     """Every trainable weight (stems, blocks, batch norm, heads, biases)."""
     return int(sum(np.prod(v.shape) for v in network.trainable_weights))
@@ -107,7 +98,7 @@ def cost_table(network: MultiTaskNetwork) -> CostTable:
     """The cost table of an estimator (or of a selector, whose blocks have one level)."""
     macs, params = block_tables(network)
     fixed = tuple(
-        stem_macs(network, t) + sum(dense_macs(layer) for layer in output_layers(network, t))
+        stem_macs(network, t) + sum(dense_macs(layer) for layer in network.output_layers(t))
         for t in range(len(network.tasks))
     )
     return CostTable(macs, params, fixed)

@@ -163,3 +163,6 @@ class Estimator(MultiTaskNetwork):
 
     def _head(self, features, task):
         return self.heads[task](features)
+
+    def output_layers(self, task: int) -> list:
+        return [*self.hidden, self.heads[task]]

@@ -134,5 +134,9 @@ class MultiTaskNetwork(keras.Model):
     def _trunk(self, features, *args, **kwargs):
         raise NotImplementedError
 
+    def output_layers(self, task: int) -> list:
+        """The fully connected layers a task's instances run after the trunk (for costs)."""
+        raise NotImplementedError
+
     def _head(self, features, task):
         raise NotImplementedError

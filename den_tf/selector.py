@@ -92,3 +92,6 @@ class Selector(MultiTaskNetwork):
 
     def _head(self, features, task):
         return tf.reshape(self.logits(features), [-1, self.n_blocks, self.levels])
+
+    def output_layers(self, task: int) -> list:
+        return [self.logits]
