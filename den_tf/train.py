@@ -133,7 +133,7 @@ class Trainer:
         self.generator = tf.random.Generator.from_seed(config.seed)
         self.state = {
             name: tf.Variable(0, dtype=tf.int64, name=name, trainable=False)
-            for name in ("stage", "phase", "step", "global_step", "bad_evals", "done")
+            for name in ("stage", "phase", "step", "global_step", "bad_evals")
         }
         self.best_objective = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
         self.best_weights = {
@@ -208,7 +208,7 @@ class Trainer:
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             logging.info("resumed from %s", self.manager.latest_checkpoint)
-        while not int(self.state["done"]):
+        while int(self.state["stage"]) < self.config.train.stages:
             stage, phase = int(self.state["stage"]), PHASES[int(self.state["phase"])]
             self._run_phase(phase_settings(self.config, stage, phase))
             if phase == "estimator":
@@ -216,8 +216,6 @@ class Trainer:
             else:
                 self.state["phase"].assign(0)
                 self.state["stage"].assign_add(1)
-                if int(self.state["stage"]) >= self.config.train.stages:
-                    self.state["done"].assign(1)
             self.state["step"].assign(0)
             self.state["bad_evals"].assign(0)
             self.best_objective.assign(np.inf)
