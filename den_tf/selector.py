@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from den_tf import blocks
-from den_tf.network import MultiTaskNetwork
+from den_tf.network import MultiTaskNetwork, task_from_config
 from den_tf.tasks import Task
 
 
@@ -43,11 +43,9 @@ class Selector(MultiTaskNetwork):
         bn_momentum: float = 0.9,
         **kwargs,
     ):
-        tasks = list(tasks)
+        tasks = [task_from_config(t) for t in tasks]
         if trunk_size is None:
-            trunk_size = min(
-                (t.input_size if isinstance(t, Task) else t["input_size"]) for t in tasks
-            )
+            trunk_size = min(t.input_size for t in tasks)
         super().__init__(tasks, trunk_size, stem_channels, stem_kernel, per_task_stems, **kwargs)
         if not widths or any(int(w) < 1 for w in widths):
             raise ValueError(f"selector widths must be positive ints, got {tuple(widths)}")

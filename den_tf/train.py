@@ -125,11 +125,11 @@ class Trainer:
         self.estimator_optimizer.build(self.estimator.trainable_variables)
         self.selector_optimizer.build(self.selector.trainable_variables)
 
-        self.train_data = multitask_dataset(
+        train_data = multitask_dataset(
             self.tasks, "train", train.batch_size, seed=config.seed, training=True,
             **experiment.data_kwargs(config),
         )
-        self.iterator = iter(self.train_data)
+        self.iterator = iter(train_data)
         self.generator = tf.random.Generator.from_seed(config.seed)
         self.state = {
             name: tf.Variable(0, dtype=tf.int64, name=name, trainable=False)
