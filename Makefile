@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= runs
 
 DATASETS ?= cifar10,cifar100,stl10,tiny_imagenet
+# The project's data home (data/README.md); every config reads data/tfds by default.
+DATA_DIR ?= data/tfds
+MANUAL_DIR ?= data/manual
 
 .PHONY: install test lint summary demo m1 m2 m3 c1 data bench clean
 
@@ -17,8 +20,12 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
+# Grouped convolutions run with TensorFlow's oneDNN kernels on and off (CPUs differ in the
+# default), then the whole suite under this machine's default.
 test: $(STAMP)
 	$(VENV)/bin/ruff check den_tf experiments tests
+	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -q -p no:cacheprovider tests/test_blocks.py -k "bottleneck or grouped"
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_blocks.py -k "bottleneck or grouped"
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
@@ -45,11 +52,11 @@ c1: $(STAMP)
 	$(PY) -m den_tf.main --config=experiments/c1_resnext.py:8 --workdir=$(WORKDIR)/c1_resnext8 $(ARGS)
 
 data: $(STAMP)
-	$(PY) -m den_tf.datasets.prepare --datasets=$(DATASETS) $(if $(DATA_DIR),--data_dir=$(DATA_DIR)) $(if $(MANUAL_DIR),--manual_dir=$(MANUAL_DIR))
+	$(PY) -m den_tf.datasets.prepare --datasets=$(DATASETS) --data_dir=$(DATA_DIR) --manual_dir=$(MANUAL_DIR)
 
 # Input pipeline of the M1 mix, then the M1 model's training and inference throughput.
 bench: $(STAMP)
-	$(PY) -m den_tf.datasets.bench $(if $(DATA_DIR),--data_dir=$(DATA_DIR))
+	$(PY) -m den_tf.datasets.bench --data_dir=$(DATA_DIR)
 	$(PY) -m den_tf.bench --config=experiments/m1_wrn.py $(ARGS)
 
 clean:

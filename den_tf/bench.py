@@ -6,15 +6,14 @@ Uses random images of each task's size (the input pipeline has its own benchmark
 ``den_tf.datasets.bench``). Prints one JSON object: training images/s of the estimator and
 selector steps (all tasks' images counted), and for inference, images/s of the full network
 and of the sliced path at each uniform level and at random mixed structures, with the FLOP
-fraction of each and its measured speed-up over the full network.
+fraction of each and its measured speed-up over the full network, and whether TensorFlow ran
+with oneDNN (it changes CPU timings; TensorFlow leaves it off by default on some CPUs).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import os
-import platform
 import time
 
 import keras
@@ -23,8 +22,8 @@ import tensorflow as tf
 from absl import app, flags
 from ml_collections import config_flags
 
-from den_tf import cost, experiment, policy
-from den_tf.steps import TrainingSteps
+from den_tf import builders, cost, hardware, metrics, policy
+from den_tf.steps import EstimatorStep, SelectorStep
 
 config_flags.DEFINE_config_file("config", "experiments/m1_wrn.py", "Experiment config file.")
 flags.DEFINE_integer("batch_size", 128, "Images per task per step.")
@@ -43,18 +42,11 @@ def _median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def _device() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config, batch_size = FLAGS.config, FLAGS.batch_size
-    estimator, selector = experiment.build_models(config)
+    estimator, selector = builders.build_models(config)
     tasks = estimator.tasks
     rng = np.random.RandomState(0)
     batch = tuple(
@@ -69,16 +61,16 @@ def main(argv):
     sel_opt = keras.optimizers.Adam(1e-5)
     est_opt.build(estimator.trainable_variables)
     sel_opt.build(selector.trainable_variables)
-    steps = TrainingSteps(config, estimator, selector, est_opt, sel_opt, [1.0] * len(tasks))
+    settings = builders.step_settings(config)
+    estimator_step = EstimatorStep(estimator, selector, est_opt, settings)
+    selector_step = SelectorStep(estimator, selector, sel_opt, settings)
     seed = tf.constant([0, 1], tf.int64)
     images_per_step = batch_size * len(tasks)
     training = {
         "estimator_step_images_per_s": images_per_step / _median_seconds(
-            lambda: steps.estimator_step(batch, seed, "initial")["loss"].numpy(),
-            FLAGS.train_steps),
+            lambda: estimator_step(batch, seed, "initial")["loss"].numpy(), FLAGS.train_steps),
         "selector_step_images_per_s": images_per_step / _median_seconds(
-            lambda: steps.selector_step(batch, seed, tf.constant(0.1))["loss"].numpy(),
-            FLAGS.train_steps),
+            lambda: selector_step(batch, seed, 0.1)["loss"].numpy(), FLAGS.train_steps),
     }
 
     costs = cost.cost_table(estimator)
@@ -91,23 +83,25 @@ def main(argv):
             batch_size, estimator.n_blocks, estimator.levels, tf.constant([3, 4]))
         return uniform
 
-    infer = tf.function(lambda x, z, execution: estimator(x, 0, z, execution=execution))
+    infer = tf.function(
+        lambda x, z, execution: estimator(x, task=0, structure=z, execution=execution)
+    )
     full = estimator.full_structure(batch_size)
     full_seconds = _median_seconds(lambda: infer(images, full, "masked").numpy(), FLAGS.repeats)
     inference = {"full_network": {"images_per_s": batch_size / full_seconds, "flops_fraction": 1.0,
                                   "speedup": 1.0}}
-    full_flops = float(costs.flops(full[:1], 0).numpy()[0])
     for name, z in structures().items():
         seconds = _median_seconds(lambda z=z: infer(images, z, "sliced").numpy(), FLAGS.repeats)
         inference[f"sliced_{name}"] = {
             "images_per_s": batch_size / seconds,
-            "flops_fraction": float(np.mean(costs.flops(z, 0).numpy()) / full_flops),
+            "flops_fraction": float(np.mean(metrics.flops_fraction(z, costs).numpy())),
             "speedup": full_seconds / seconds,
         }
     result = {
         "benchmark": "model",
         "date": datetime.date.today().isoformat(),
-        "device": _device(),
+        "device": hardware.device_description(),
+        "onednn": hardware.onednn_enabled(),
         "tensorflow": tf.__version__,
         "backbone": estimator.backbone.name,
         "tasks": [t.name for t in tasks],

@@ -16,6 +16,7 @@ Levels are always tensors, so one trace serves every structure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import keras
@@ -35,17 +36,72 @@ class ConvShape:
 
 
 def check_execution(execution: str) -> None:
+    """Raises ValueError unless ``execution`` is one of ``EXECUTIONS``."""
     if execution not in EXECUTIONS:
         raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
 
 
-def _conv(x: tf.Tensor, kernel: tf.Tensor, stride: int = 1) -> tf.Tensor:
-    """SAME convolution; grouped when the kernel's input depth divides x's channels."""
-    return tf.nn.conv2d(x, kernel, stride, "SAME")
+@functools.cache
+def native_grouped_gradients() -> bool:
+    """Whether TensorFlow can differentiate a grouped convolution natively on this machine.
+
+    On a GPU it can, and on a CPU when oneDNN is on; TensorFlow's own CPU kernels raise
+    ``InvalidArgumentError: Gradients for grouped convolutions are not supported on CPU``, and
+    TensorFlow leaves oneDNN off by default on some CPUs (AMD EPYC among them). So this is
+    probed once, with a tiny convolution, instead of guessed from the CPU or an environment
+    variable.
+    """
+    if tf.config.list_logical_devices("GPU"):
+        return True
+    # The two gradient ops themselves, run eagerly (init_scope also pauses gradient tapes).
+    with tf.init_scope():
+        x, kernel, grad = tf.ones([1, 3, 3, 4]), tf.ones([3, 3, 2, 4]), tf.ones([1, 3, 3, 4])
+        try:
+            tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=grad,
+                strides=[1, 1, 1, 1], padding="SAME",
+            )
+            tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(kernel), out_backprop=grad,
+                strides=[1, 1, 1, 1], padding="SAME",
+            )
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+    return True
 
 
-def _out_hw(input_hw: tuple[int, int], stride: int) -> tuple[int, int]:
-    return (-(-input_hw[0] // stride), -(-input_hw[1] // stride))
+def conv(x: tf.Tensor, kernel: tf.Tensor, stride: int = 1) -> tf.Tensor:
+    """SAME convolution; grouped when the kernel's input depth divides x's channels.
+
+    Where grouped convolutions cannot be differentiated natively (``native_grouped_gradients``)
+    each group runs as its own convolution and the outputs are concatenated: the same result,
+    trainable on every CPU.
+    """
+    groups = x.shape[-1] // kernel.shape[2]
+    if groups == 1 or native_grouped_gradients():
+        return tf.nn.conv2d(x, kernel, stride, "SAME")
+    return tf.concat(
+        [
+            tf.nn.conv2d(part, group_kernel, stride, "SAME")
+            for part, group_kernel in zip(tf.split(x, groups, -1), tf.split(kernel, groups, -1))
+        ],
+        axis=-1,
+    )
+
+
+Initializer = str | dict | keras.initializers.Initializer
+
+
+def initializer_identifier(initializer: Initializer) -> str | dict:
+    """A Keras initializer as a name or a config: what ``get_config`` stores, and what each
+    kernel instantiates afresh (one unseeded instance called twice repeats its values)."""
+    if isinstance(initializer, str | dict):
+        return initializer
+    return keras.initializers.serialize(initializer)
+
+
+def _out_size(size: int | None, stride: int) -> int | None:
+    return None if size is None else -(-size // stride)
 
 
 @keras.saving.register_keras_serializable(package="den_tf")
@@ -98,6 +154,9 @@ class MaskedBatchNorm(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
 
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
 
 def masked_moments(x: tf.Tensor, mask: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
     """Per-channel mean, (biased) variance and entry count of ``x`` over the masked entries."""
@@ -127,6 +186,9 @@ class NestedBlock(keras.layers.Layer):
       level_channels: channels kept at each level, strictly increasing, ending at ``width``
         (a residual block's level 0 keeps 0). A single entry makes a non-nested block.
       stride: spatial stride of the block.
+      bn_momentum: momentum of the batch-norm moving statistics.
+      kernel_initializer: initializer of the convolution kernels (a Keras identifier or
+        object; serialized by ``get_config``).
     """
 
     residual = True
@@ -138,6 +200,7 @@ class NestedBlock(keras.layers.Layer):
         level_channels: Sequence[int],
         stride: int = 1,
         bn_momentum: float = 0.9,
+        kernel_initializer: Initializer = "he_normal",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -155,6 +218,7 @@ class NestedBlock(keras.layers.Layer):
         self.level_channels = level_channels
         self.stride = stride
         self.bn_momentum = bn_momentum
+        self.kernel_initializer = initializer_identifier(kernel_initializer)
 
     @property
     def levels(self) -> int:
@@ -168,6 +232,7 @@ class NestedBlock(keras.layers.Layer):
             "level_channels": list(self.level_channels),
             "stride": self.stride,
             "bn_momentum": self.bn_momentum,
+            "kernel_initializer": self.kernel_initializer,
         }
 
     def _batch_norm(self, name: str) -> MaskedBatchNorm:
@@ -180,7 +245,8 @@ class NestedBlock(keras.layers.Layer):
         return h if mask is None else h * mask
 
     def _kernel(self, name: str, shape: tuple[int, ...]):
-        return self.add_weight(shape=shape, initializer="he_normal", name=name)
+        initializer = keras.initializers.get(self.kernel_initializer)
+        return self.add_weight(shape=shape, initializer=initializer, name=name)
 
     def call(self, x, levels=None, training=False, execution="masked"):
         """Runs the block; ``levels`` (batch,) int32 or None for the full block."""
@@ -226,12 +292,15 @@ class NestedBlock(keras.layers.Layer):
             x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
         return x
 
-    def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
-        return _out_hw(input_hw, self.stride)
+    def compute_output_shape(self, input_shape):
+        batch, height, width = input_shape[:3]
+        return (batch, _out_size(height, self.stride), _out_size(width, self.stride),
+                self.out_channels)
 
-    def level_conv_shapes(self, input_hw: tuple[int, int]) -> list[list[ConvShape]]:
+    def level_conv_shapes(self, input_shape) -> list[list[ConvShape]]:
         """The convolutions run at each level (an empty list for a skipped block)."""
-        return [self.conv_shapes(c, input_hw) if c else [] for c in self.level_channels]
+        return [self.conv_shapes(c, tuple(input_shape[1:3])) if c else []
+                for c in self.level_channels]
 
     def _check_input(self, input_shape):
         if self.residual and input_shape[-1] > self.out_channels:
@@ -260,12 +329,12 @@ class ResidualBasicBlock(NestedBlock):
 
     def _branch(self, x, channels, mask, instance_mask, training):
         h = tf.nn.relu(self.bn_in(x, training=training, active=instance_mask))
-        h = _conv(h, self.conv1[..., :channels], self.stride)
+        h = conv(h, self.conv1[..., :channels], self.stride)
         h = self._activate(self.bn_mid, h, mask, training)
-        return _conv(h, self.conv2[:, :, :channels, :])
+        return conv(h, self.conv2[:, :, :channels, :])
 
     def conv_shapes(self, channels, input_hw):
-        out_hw = self.output_hw(input_hw)
+        out_hw = self.compute_output_shape((None, *input_hw, None))[1:3]
         return [
             ConvShape(3, self.conv1.shape[2], channels, out_hw),
             ConvShape(3, channels, self.out_channels, out_hw),
@@ -307,14 +376,14 @@ class ResidualBottleneckBlock(NestedBlock):
 
     def _branch(self, x, channels, mask, instance_mask, training):
         h = tf.nn.relu(self.bn_in(x, training=training, active=instance_mask))
-        h = _conv(h, self.conv_reduce[..., :channels])
+        h = conv(h, self.conv_reduce[..., :channels])
         h = self._activate(self.bn_reduce, h, mask, training)
-        h = _conv(h, self.conv_grouped[..., :channels], self.stride)
+        h = conv(h, self.conv_grouped[..., :channels], self.stride)
         h = self._activate(self.bn_grouped, h, mask, training)
-        return _conv(h, self.conv_expand[:, :, :channels, :])
+        return conv(h, self.conv_expand[:, :, :channels, :])
 
     def conv_shapes(self, channels, input_hw):
-        out_hw = self.output_hw(input_hw)
+        out_hw = self.compute_output_shape((None, *input_hw, None))[1:3]
         return [
             ConvShape(1, self.conv_reduce.shape[2], channels, input_hw),
             ConvShape(3, self.conv_grouped.shape[2], channels, out_hw),
@@ -358,10 +427,10 @@ class PlainConvBlock(NestedBlock):
             self.bn_b.build((None, None, None, self.out_channels))
 
     def _branch(self, x, channels, mask, instance_mask, training):
-        h = _conv(x, self.conv_a[..., :channels])
+        h = conv(x, self.conv_a[..., :channels])
         h = self._activate(self.bn_a, h, mask, training)
         if self.convs == 2:
-            h = _conv(h, self.conv_b[:, :, :channels, :])
+            h = conv(h, self.conv_b[:, :, :channels, :])
             return tf.nn.relu(self.bn_b(h, training=training))
         return tf.pad(h, [[0, 0], [0, 0], [0, 0], [0, self.width - channels]])
 
@@ -370,8 +439,12 @@ class PlainConvBlock(NestedBlock):
             return tf.nn.max_pool2d(branch, 2, 2, "VALID")
         return branch
 
-    def output_hw(self, input_hw):
-        return (input_hw[0] // 2, input_hw[1] // 2) if self.pool else input_hw
+    def compute_output_shape(self, input_shape):
+        batch, height, width = input_shape[:3]
+        if self.pool:
+            height = None if height is None else height // 2
+            width = None if width is None else width // 2
+        return (batch, height, width, self.out_channels)
 
     def conv_shapes(self, channels, input_hw):
         shapes = [ConvShape(3, self.conv_a.shape[2], channels, input_hw)]

@@ -47,13 +47,13 @@ def stem_macs(network: MultiTaskNetwork, task: int) -> int:
 
 def block_tables(network: MultiTaskNetwork) -> tuple[np.ndarray, np.ndarray]:
     """Multiply-adds and weights of every block at every level: two (n_blocks, h) arrays."""
-    hw = network.trunk_hw()
+    shape = network.trunk_input_shape()
     macs, params = [], []
     for block in network.blocks:
-        levels = block.level_conv_shapes(hw)
+        levels = block.level_conv_shapes(shape)
         macs.append([sum(conv_macs(s) for s in shapes) for shapes in levels])
         params.append([sum(conv_params(s) for s in shapes) for shapes in levels])
-        hw = block.output_hw(hw)
+        shape = block.compute_output_shape(shape)
     return np.array(macs, np.int64), np.array(params, np.int64)
 
 
@@ -94,24 +94,43 @@ class CostTable:
         return 2.0 * self.macs(structure, task)
 
 
+def fully_connected_macs(network: MultiTaskNetwork, task: int) -> int:
+    """Multiply-adds of the fully connected layers a task's instances run (hidden + head)."""
+    return sum(dense_macs(layer) for layer in network.output_layers(task))
+
+
 def cost_table(network: MultiTaskNetwork) -> CostTable:
     """The cost table of an estimator (or of a selector, whose blocks have one level)."""
     macs, params = block_tables(network)
     fixed = tuple(
-        stem_macs(network, t) + sum(dense_macs(layer) for layer in network.output_layers(t))
+        stem_macs(network, t) + fully_connected_macs(network, t)
         for t in range(len(network.tasks))
     )
     return CostTable(macs, params, fixed)
 
 
-def paper_params(estimator: Estimator) -> int:
-    """Parameters under the paper's convention: conv and FC weights of stems, blocks and
-    hidden layers; task heads only where the paper counts them (SimpleConvNet)."""
+def _weights(layers) -> int:
+    return int(sum(np.prod(layer.kernel.shape) for layer in layers))
+
+
+def paper_params_by_part(estimator: Estimator) -> dict[str, int]:
+    """The weights the paper's parameter count adds up, per part of the network: conv and FC
+    kernels of the stems, the blocks (at their top level) and the hidden FC layers, and the
+    task heads only where the paper counts them (SimpleConvNet); no BN or biases."""
     _, params = block_tables(estimator)
-    layers = [*estimator.stems, *estimator.hidden]
+    parts = {
+        "stems": _weights(estimator.stems),
+        "blocks": int(params[:, -1].sum()),
+        "hidden": _weights(estimator.hidden),
+    }
     if estimator.backbone.heads_in_paper_params:
-        layers += list(estimator.heads)
-    return int(params[:, -1].sum() + sum(np.prod(layer.kernel.shape) for layer in layers))
+        parts["heads"] = _weights(estimator.heads)
+    return parts
+
+
+def paper_params(estimator: Estimator) -> int:
+    """Parameters under the paper's convention (``paper_params_by_part`` summed)."""
+    return sum(paper_params_by_part(estimator).values())
 
 
 def lookup_per_block(table: tf.Tensor, structure: tf.Tensor) -> tf.Tensor:
@@ -131,6 +150,15 @@ def sparsity_cost(structure: tf.Tensor, density: np.ndarray, rho: float) -> tf.T
     return rho * tf.square(mean_density(structure, density))
 
 
+COUNTING = (
+    "params.paper: conv and fully connected kernels of the stems, the blocks and the hidden FC "
+    "layers, plus the task heads only for SimpleConvNet (paper_by_part); params.total: every "
+    "trainable weight. macs_full / flops_full (2 per multiply-add) per task at the full "
+    "structure: its stem convolution, every block's convolutions and its FC layers and head "
+    "(macs_full_by_part); batch norm, pooling and the parameter-free shortcuts count nothing."
+)
+
+
 def model_summary(estimator: Estimator, selector: Selector) -> dict:
     """The figures of ``--mode=summary``: parameters, FLOPs per task and per block level."""
     table = cost_table(estimator)
@@ -142,13 +170,23 @@ def model_summary(estimator: Estimator, selector: Selector) -> dict:
         "levels": estimator.levels,
         "fractions": list(estimator.fractions),
         "trunk_size": estimator.trunk_size,
-        "params": {"paper": paper_params(estimator), "total": trainable_params(estimator)},
+        "counts": COUNTING,
+        "params": {
+            "paper": paper_params(estimator),
+            "paper_by_part": paper_params_by_part(estimator),
+            "total": trainable_params(estimator),
+        },
         "tasks": {
             task.name: {
                 "input_size": task.input_size,
                 "num_classes": task.num_classes,
                 "macs_full": table.full_macs(t),
                 "flops_full": 2 * table.full_macs(t),
+                "macs_full_by_part": {
+                    "stem": stem_macs(estimator, t),
+                    "blocks": int(table.level_macs[:, -1].sum()),
+                    "fully_connected": fully_connected_macs(estimator, t),
+                },
             }
             for t, task in enumerate(estimator.tasks)
         },

@@ -19,7 +19,11 @@ from den_tf.tasks import Task
 
 
 def make_block(
-    spec: BlockSpec, fractions: Sequence[float], bn_momentum: float, name: str
+    spec: BlockSpec,
+    fractions: Sequence[float],
+    bn_momentum: float,
+    name: str,
+    kernel_initializer: blocks.Initializer = "he_normal",
 ) -> blocks.NestedBlock:
     """A nested block for ``spec`` whose levels split its width by ``fractions``."""
     residual = spec.kind != "plain"
@@ -27,7 +31,8 @@ def make_block(
     channels = structure_lib.level_channels(spec.width, fractions, residual, unit)
     common = dict(
         width=spec.width, out_channels=spec.out_channels, level_channels=channels,
-        stride=spec.stride, bn_momentum=bn_momentum, name=name,
+        stride=spec.stride, bn_momentum=bn_momentum, kernel_initializer=kernel_initializer,
+        name=name,
     )
     if spec.kind == "basic":
         return blocks.ResidualBasicBlock(**common)
@@ -51,6 +56,7 @@ class Estimator(MultiTaskNetwork):
       trunk_size: input resolution of the trunk (default: the smallest task input size).
       per_task_stems: one stem per task, or one shared stem.
       bn_momentum: momentum of the batch-norm moving statistics.
+      kernel_initializer: initializer of every convolution kernel.
     """
 
     def __init__(
@@ -71,7 +77,8 @@ class Estimator(MultiTaskNetwork):
         if trunk_size is None:
             trunk_size = min(t.input_size for t in tasks) if tasks else 0
         super().__init__(
-            tasks, trunk_size, spec.stem_channels, spec.stem_kernel, per_task_stems, **kwargs
+            tasks, trunk_size, spec.stem_channels, spec.stem_kernel, per_task_stems,
+            **kwargs,
         )
         kinds = {b.kind == "plain" for b in spec.blocks}
         if len(kinds) != 1:
@@ -89,14 +96,15 @@ class Estimator(MultiTaskNetwork):
         self.fractions = fractions
         self.bn_momentum = bn_momentum
 
-        shape = (None, trunk_size, trunk_size, spec.stem_channels or 3)
+        shape = self.trunk_input_shape()
         trunk = []
         for i, block_spec in enumerate(spec.blocks):
-            block = make_block(block_spec, fractions, bn_momentum, f"block_{i}")
+            block = make_block(
+                block_spec, fractions, bn_momentum, f"block_{i}", self.kernel_initializer
+            )
             block.build(shape)
             trunk.append(block)
-            height, width = block.output_hw(shape[1:3])
-            shape = (None, height, width, block.out_channels)
+            shape = block.compute_output_shape(shape)
         self.blocks = tuple(trunk)  # a tuple, so that checkpoints track the layers
         if spec.neck == "gap":
             self.neck_bn = blocks.MaskedBatchNorm(momentum=bn_momentum, name="neck_bn")
@@ -126,14 +134,15 @@ class Estimator(MultiTaskNetwork):
         return len(self.blocks)
 
     def get_config(self):
+        config = super().get_config()
+        # The backbone decides the stems.
+        for key in ("stem_channels", "stem_kernel"):
+            del config[key]
         return {
-            "name": self.name,
+            **config,
             "backbone": self.backbone.to_config(),
-            "tasks": [vars(t).copy() for t in self.tasks],
             "levels": self.levels,
             "fractions": list(self.fractions),
-            "trunk_size": self.trunk_size,
-            "per_task_stems": self.per_task_stems,
             "bn_momentum": self.bn_momentum,
         }
 
@@ -141,7 +150,10 @@ class Estimator(MultiTaskNetwork):
         return structure_lib.full_structure(batch_size, self.n_blocks, self.levels)
 
     def call(self, images, task=0, structure=None, training=False, execution="masked"):
-        """Logits of one task's batch under structure z (None: the full model)."""
+        """Logits of one task's batch under structure z (None: the full model).
+
+        Call as ``estimator(images, task=t, structure=z)``.
+        """
         return self.call_task(
             images, task, structure, training=training, execution=execution
         )

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from den_tf import cost, policy
+from den_tf import cost, metrics, policy
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
@@ -59,15 +59,15 @@ class Evaluator:
         estimator, selector = self.estimator, self.selector
 
         def run(images, labels, task, seed, marginals):
-            logits = selector(images, task, training=False)
+            logits = selector(images, task=task, training=False)
             if mode == "selector":
                 z = policy.argmax_structure(logits)
             else:
                 z = _structures(mode, estimator, images, seed, marginals)
-            outputs = estimator(images, task, z, training=False, execution="sliced")
-            ce = tf.keras.losses.sparse_categorical_crossentropy(labels, outputs, from_logits=True)
-            correct = tf.equal(tf.argmax(outputs, -1, tf.int32), labels)
-            return z, ce, correct, tf.nn.softmax(logits)
+            outputs = estimator(images, task=task, structure=z, training=False,
+                                execution="sliced")
+            return (z, metrics.cross_entropy(labels, outputs), metrics.correct(labels, outputs),
+                    tf.nn.softmax(logits))
 
         return run
 
@@ -103,12 +103,12 @@ class Evaluator:
                                      for i in range(4))
             sparsity = cost.sparsity_cost(z, self.costs.density, self.rho).numpy()
             report[task.name] = {
-                "accuracy": 100.0 * float(correct.mean()),
+                "accuracy": 100.0 * float(correct.mean(dtype=np.float64)),
                 "cross_entropy": float(ce.mean()),
                 "objective": float(ce.mean() + sparsity.mean()),
                 "flops": float(self.costs.flops(z, t).numpy().mean()),
                 "flops_full": 2 * self.costs.full_macs(t),
-                "density": float(cost.mean_density(z, self.costs.density).numpy().mean()),
+                "density": float(metrics.density(z, self.costs).numpy().mean()),
                 "num": int(len(correct)),
                 "structures": z,
                 "level_probabilities": probs.mean(axis=0),
@@ -183,7 +183,7 @@ def results(
             "flops": _average(tasks, "flops"),
             "flops_full": _average(tasks, "flops_full"),
         },
-        "params": summary["params"],
+        "params": {key: summary["params"][key] for key in ("paper", "total")},
         "selector": summary["selector"],
         "full_structure": controls["full"],
         "random_selector": {"uniform": controls["uniform"], "marginal": controls["marginal"]},

@@ -12,12 +12,14 @@ a value of the wrong type stops the program before any work starts.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from den_tf import cost, evaluation, experiment, train
+import den_tf
+from den_tf import builders, cost, evaluation, train
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard and results.")
@@ -26,11 +28,17 @@ flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
 
+PACKAGE_DIR = os.path.dirname(os.path.abspath(den_tf.__file__)) + os.sep
+
+
 class _ProjectInfoOnly(logging.logging.Filter):
-    """Keeps TensorFlow's own INFO lines (checkpoint sharding, ...) out of the progress log."""
+    """Keeps TensorFlow's own INFO lines (checkpoint sharding, ...) out of the progress log:
+    INFO passes only from modules inside this package's directory."""
 
     def filter(self, record):
-        return record.levelno > logging.logging.INFO or "den_tf" in record.pathname
+        return record.levelno > logging.logging.INFO or os.path.abspath(
+            record.pathname
+        ).startswith(PACKAGE_DIR)
 
 
 def main(argv):
@@ -39,13 +47,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = FLAGS.config
     if FLAGS.mode == "summary":
-        estimator, selector = experiment.build_models(config)
+        estimator, selector = builders.build_models(config)
         json.dump(cost.model_summary(estimator, selector), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return
     if not FLAGS.workdir:
         raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
-    train.check_config(config)
     if FLAGS.mode == "train":
         results = train.train_and_evaluate(config, FLAGS.workdir)
     else:

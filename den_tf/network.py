@@ -8,15 +8,18 @@ through the trunk once, split it and apply each task's head.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
+from den_tf import blocks
 from den_tf.tasks import Task
 
 
 def task_from_config(config: dict | Task) -> Task:
+    """A ``Task`` from itself or from its dict (as stored in a Keras config)."""
     return config if isinstance(config, Task) else Task(**config)
 
 
@@ -30,6 +33,10 @@ class MultiTaskNetwork(keras.Model):
       stem_channels: output channels of the stems; 0 for no stem.
       stem_kernel: stem kernel size.
       per_task_stems: one stem per task (True) or one shared stem (False).
+      kernel_initializer: initializer of the stems' and blocks' convolution kernels.
+
+    The task id picks a stem and a head, so it is a Python int passed by keyword:
+    ``network(images, task=1)``.
     """
 
     def __init__(
@@ -39,11 +46,10 @@ class MultiTaskNetwork(keras.Model):
         stem_channels: int,
         stem_kernel: int,
         per_task_stems: bool = True,
+        kernel_initializer: blocks.Initializer = "he_normal",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        # The task id is a Python int (it picks a stem and a head), allowed positionally.
-        self._allow_non_tensor_positional_args = True
         self.tasks = tuple(task_from_config(t) for t in tasks)
         if not self.tasks:
             raise ValueError("tasks: at least one task is required")
@@ -51,6 +57,7 @@ class MultiTaskNetwork(keras.Model):
         self.stem_channels = int(stem_channels)
         self.stem_kernel = int(stem_kernel)
         self.per_task_stems = bool(per_task_stems)
+        self.kernel_initializer = blocks.initializer_identifier(kernel_initializer)
         strides = []
         for task in self.tasks:
             stride, rest = divmod(task.input_size, self.trunk_size)
@@ -70,7 +77,7 @@ class MultiTaskNetwork(keras.Model):
             for t in range(count):
                 stem = keras.layers.Conv2D(
                     self.stem_channels, self.stem_kernel, strides=strides[t], padding="same",
-                    use_bias=False, kernel_initializer="he_normal",
+                    use_bias=False, kernel_initializer=self.kernel_initializer,
                     name=f"stem_{self.tasks[t].name}" if self.per_task_stems else "stem",
                 )
                 size = self.tasks[t].input_size
@@ -80,12 +87,13 @@ class MultiTaskNetwork(keras.Model):
 
     def get_config(self):
         return {
-            "name": self.name,
-            "tasks": [vars(t).copy() for t in self.tasks],
+            **super().get_config(),
+            "tasks": [dataclasses.asdict(t) for t in self.tasks],
             "trunk_size": self.trunk_size,
             "stem_channels": self.stem_channels,
             "stem_kernel": self.stem_kernel,
             "per_task_stems": self.per_task_stems,
+            "kernel_initializer": self.kernel_initializer,
         }
 
     def check_task(self, task) -> int:
@@ -110,8 +118,9 @@ class MultiTaskNetwork(keras.Model):
             return images
         return self.stems[task if self.per_task_stems else 0](images)
 
-    def trunk_hw(self) -> tuple[int, int]:
-        return (self.trunk_size, self.trunk_size)
+    def trunk_input_shape(self) -> tuple[None, int, int, int]:
+        """Shape of the trunk's input: the stems' output (or the image without a stem)."""
+        return (None, self.trunk_size, self.trunk_size, self.stem_channels or 3)
 
     def call_tasks(self, images: Sequence[tf.Tensor], *args, **kwargs) -> list[tf.Tensor]:
         """One batch per task (in task order) through one trunk pass; outputs per task.

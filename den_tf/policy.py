@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+# The baselines b of the policy gradient (see ``baseline``).
+BASELINES = ("none", "leave_one_out", "greedy")
+
 
 def log_prob(logits: tf.Tensor, structure: tf.Tensor) -> tf.Tensor:
     """log P(z; x) = sum_i log C_i(l_i; x) for each instance, shape (batch,)."""
@@ -89,7 +92,7 @@ def baseline(costs: tf.Tensor, kind: str, greedy_costs: tf.Tensor | None = None)
         if greedy_costs is None:
             raise ValueError("baseline 'greedy' needs the costs of the argmax structures")
         return tf.stop_gradient(greedy_costs)
-    raise ValueError(f"baseline must be one of none, leave_one_out, greedy; got {kind!r}")
+    raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
 
 
 def reinforce_surrogate(log_p: tf.Tensor, costs: tf.Tensor, baselines: tf.Tensor) -> tf.Tensor:

@@ -27,7 +27,8 @@ class Selector(MultiTaskNetwork):
       levels: levels per block, h.
       widths: width of the residual block of each stage (the first at stride 1, the rest
         at stride 2).
-      trunk_size, stem_channels, stem_kernel, per_task_stems: as for the estimator.
+      trunk_size, stem_channels, stem_kernel, per_task_stems, kernel_initializer: as for the
+        estimator.
     """
 
     def __init__(
@@ -53,16 +54,16 @@ class Selector(MultiTaskNetwork):
         self.levels = int(levels)
         self.widths = tuple(int(w) for w in widths)
         self.bn_momentum = bn_momentum
-        shape = (None, self.trunk_size, self.trunk_size, stem_channels or 3)
+        shape = self.trunk_input_shape()
         trunk = []
         for s, width in enumerate(self.widths):
             block = blocks.ResidualBasicBlock(
                 width, width, (width,), stride=1 if s == 0 else 2, bn_momentum=bn_momentum,
-                name=f"block_{s}",
+                kernel_initializer=self.kernel_initializer, name=f"block_{s}",
             )
             block.build(shape)
             trunk.append(block)
-            shape = (None, *block.output_hw(shape[1:3]), width)
+            shape = block.compute_output_shape(shape)
         self.blocks = tuple(trunk)  # a tuple, so that checkpoints track the layers
         self.neck_bn = blocks.MaskedBatchNorm(momentum=bn_momentum, name="neck_bn")
         self.neck_bn.build(shape)
@@ -80,7 +81,7 @@ class Selector(MultiTaskNetwork):
         }
 
     def call(self, images, task=0, training=False):
-        """Level logits (batch, n_blocks, h) for one task's batch."""
+        """Level logits (batch, n_blocks, h) for one task's batch: ``selector(x, task=t)``."""
         return self.call_task(images, task, training=training)
 
     def _trunk(self, x, training=False):

@@ -1,95 +1,169 @@
 """One training step of each phase, compiled once: the estimator's and the selector's.
 
-``TrainingSteps`` holds what the steps need (the models, their optimizers, the cost table)
-but no data or state, so the training loop and the benchmarks share it.
+A step holds what it needs (the models, its optimizer, the cost table and a frozen
+``StepSettings``) but no data or loop state, so the training loop, the benchmarks and other
+methods build steps without an experiment config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import keras
-import ml_collections
 import tensorflow as tf
 
-from den_tf import cost, policy
+from den_tf import blocks, cost, metrics, policy
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
+# Where the estimator step takes its structures from: Eq. (8) (the first stage), samples
+# of the selector's distribution (Algorithm 1) or its argmax (the authors' code).
+STRUCTURE_SOURCES = ("initial", "sample", "argmax")
 
-class TrainingSteps:
-    """The estimator step (SGD on structures from Eq. (8) or the selector, masked path) and
-    the selector step (the policy gradient of Eq. (7), the estimator frozen).
 
-    Args:
-      config: the experiment config (reads ``train``, ``rho``).
-      estimator, selector: the models.
-      estimator_optimizer, selector_optimizer: built on the models' trainable variables.
-      task_weights: weight of each task's loss.
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """What the training steps need to know, validated on construction.
+
+    Attributes:
+      rho: weight of the sparsity cost S(z) (Eq. 5).
+      task_weights: weight of each task's loss (empty: 1 for every task).
+      weight_decay: L2 coefficient on the estimator's kernels (rank > 1; not BN or biases).
+      tau: probability of the full model in the initial distribution (Eq. 8).
+      samples: structures |Z| sampled per instance in the selector step (Eq. 7).
+      baseline: the policy gradient's baseline (``policy.BASELINES``).
+      execution: how the frozen estimator scores the samples (``blocks.EXECUTIONS``).
     """
+
+    rho: float = 1.0
+    task_weights: tuple[float, ...] = ()
+    weight_decay: float = 1e-4
+    tau: float = 0.75
+    samples: int = 4
+    baseline: str = "leave_one_out"
+    execution: str = "sliced"
+
+    def __post_init__(self):
+        if self.baseline not in policy.BASELINES:
+            raise ValueError(f"baseline must be one of {policy.BASELINES}, got {self.baseline!r}")
+        blocks.check_execution(self.execution)
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.baseline == "leave_one_out" and self.samples < 2:
+            raise ValueError("baseline 'leave_one_out' needs samples >= 2")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must lie in [0, 1], got {self.tau}")
+        if self.rho < 0 or self.weight_decay < 0:
+            raise ValueError(
+                f"rho and weight_decay must be >= 0, got {self.rho} and {self.weight_decay}"
+            )
+
+    def weights_for(self, n_tasks: int) -> list[float]:
+        """The task weights, checked against the number of tasks."""
+        if not self.task_weights:
+            return [1.0] * n_tasks
+        if len(self.task_weights) != n_tasks:
+            raise ValueError(
+                f"task_weights needs one weight per task ({n_tasks}), got {self.task_weights}"
+            )
+        return [float(w) for w in self.task_weights]
+
+
+def _split_batch(batch: Sequence[dict]) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+    return [b["image"] for b in batch], [b["label"] for b in batch]
+
+
+class Step:
+    """A compiled training step of one model (``optimizer`` updates its variables) of the
+    estimator-selector pair; subclasses define ``_step_fn``."""
 
     def __init__(
         self,
-        config: ml_collections.ConfigDict,
         estimator: Estimator,
         selector: Selector,
-        estimator_optimizer: keras.optimizers.Optimizer,
-        selector_optimizer: keras.optimizers.Optimizer,
-        task_weights: Sequence[float],
+        optimizer: keras.optimizers.Optimizer,
+        settings: StepSettings,
     ):
-        self.config = config
         self.estimator = estimator
         self.selector = selector
-        self.estimator_optimizer = estimator_optimizer
-        self.selector_optimizer = selector_optimizer
-        self.task_weights = [float(w) for w in task_weights]
+        self.optimizer = optimizer
+        self.settings = settings
+        self.task_weights = settings.weights_for(len(estimator.tasks))
         self.costs = cost.cost_table(estimator)
-        self.density = self.costs.density
-        self.estimator_step = tf.function(self._estimator_step_fn)
-        self.selector_step = tf.function(self._selector_step_fn)
+        self._step = tf.function(self._step_fn)
 
-    def _task_losses(self, logits, labels):
-        """Per-instance cross-entropy of each task."""
-        return [
-            keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True)
-            for y, out in zip(labels, logits)
-        ]
+    def _step_fn(self, *args):
+        raise NotImplementedError
 
-    def _estimator_structures(self, images, mode: str, seed):
+
+class EstimatorStep(Step):
+    """SGD on the structures of the current distribution, on the masked path.
+
+    ``step(batch, seed, source)``: ``batch`` is one dict per task (``image``, ``label``),
+    ``seed`` a [2] int tensor, ``source`` one of ``STRUCTURE_SOURCES``. Returns batch means of
+    loss, cross-entropy, accuracy, density and FLOPs fraction, and ``finite``: a non-finite
+    loss changes no weight.
+    """
+
+    def __call__(self, batch, seed, source: str) -> dict[str, tf.Tensor]:
+        if source not in STRUCTURE_SOURCES:
+            raise ValueError(f"structure source must be one of {STRUCTURE_SOURCES}, got {source!r}")
+        return self._step(batch, seed, source)
+
+    def _structures(self, images, source: str, seed):
         batch = sum(x.shape[0] for x in images)
-        if mode == "initial":
+        if source == "initial":
             return policy.initial_structure(
-                batch, self.estimator.n_blocks, self.estimator.levels,
-                self.config.train.estimator.tau, seed,
+                batch, self.estimator.n_blocks, self.estimator.levels, self.settings.tau, seed
             )
         logits = tf.concat(self.selector.call_tasks(images, training=False), axis=0)
-        if mode == "argmax":
+        if source == "argmax":
             return policy.argmax_structure(logits)
         return policy.sample_structure(logits, seed)
 
-    def _estimator_step_fn(self, batch, seed, mode: str):
-        images = [b["image"] for b in batch]
-        labels = [b["label"] for b in batch]
-        structure = self._estimator_structures(images, mode, seed)
+    def _step_fn(self, batch, seed, source: str):
+        images, labels = _split_batch(batch)
+        structure = self._structures(images, source, seed)
         variables = self.estimator.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.estimator.call_tasks(images, structure, training=True)
-            losses = self._task_losses(logits, labels)
+            losses = [metrics.cross_entropy(y, out) for y, out in zip(labels, logits)]
             loss = tf.add_n([w * tf.reduce_mean(x) for w, x in zip(self.task_weights, losses)])
             decay = tf.add_n([tf.nn.l2_loss(v) for v in variables if v.shape.rank > 1])
-            total = loss + self.config.train.estimator.weight_decay * decay
+            total = loss + self.settings.weight_decay * decay
         grads = tape.gradient(total, variables)
         finite = tf.math.is_finite(total)
-        # A non-finite loss changes nothing; the caller stops the run.
         if finite:
-            self.estimator_optimizer.apply_gradients(zip(grads, variables))
-        return self._step_metrics(total, logits, labels, losses, structure)
+            self.optimizer.apply_gradients(zip(grads, variables))
+        correct = [metrics.correct(y, out) for y, out in zip(labels, logits)]
+        return {
+            "loss": total,
+            "finite": finite,
+            "cross_entropy": tf.reduce_mean(tf.concat(losses, 0)),
+            "accuracy": tf.reduce_mean(tf.concat(correct, 0)),
+            "density": tf.reduce_mean(metrics.density(structure, self.costs)),
+            "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
+        }
 
-    def _selector_step_fn(self, batch, seed, epsilon):
-        train = self.config.train.selector
-        samples, greedy = train.samples, train.baseline == "greedy"
-        images = [b["image"] for b in batch]
-        labels = [b["label"] for b in batch]
+
+class SelectorStep(Step):
+    """The policy gradient of Eq. (7) with the estimator frozen (BN in inference mode).
+
+    ``step(batch, seed, epsilon)``: |Z| = ``settings.samples`` structures per instance, drawn
+    by tiling the batch and explored epsilon-greedily, are scored in one estimator pass; the
+    selector descends mean((R - b) log P(z)) with R = CE + S(z). Returns batch means of the
+    surrogate loss, cost R, cross-entropy, accuracy, density and FLOPs fraction of the
+    samples, and ``finite``.
+    """
+
+    def __call__(self, batch, seed, epsilon) -> dict[str, tf.Tensor]:
+        return self._step(batch, seed, tf.convert_to_tensor(epsilon, tf.float32))
+
+    def _step_fn(self, batch, seed, epsilon):
+        samples, baseline = self.settings.samples, self.settings.baseline
+        greedy = baseline == "greedy"
+        images, labels = _split_batch(batch)
         seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2 * len(images)))
         variables = self.selector.trainable_variables
         with tf.GradientTape() as tape:
@@ -108,35 +182,39 @@ class TrainingSteps:
                 greedy_structures = (
                     [policy.argmax_structure(x) for x in logits] if greedy else None
                 )
-                scores = self._score_structures(images, labels, structures, greedy_structures)
+                scores = self._score(images, labels, structures, greedy_structures)
             surrogate = []
             for t, (x, z, score) in enumerate(zip(tiled, structures, scores)):
                 batch_size = tf.shape(logits[t])[0]
                 costs = tf.reshape(score["cost"][: samples * batch_size], [samples, -1])
                 greedy_costs = score["cost"][samples * batch_size:][tf.newaxis] if greedy else None
-                baseline = policy.baseline(costs, train.baseline, greedy_costs)
+                b = policy.baseline(costs, baseline, greedy_costs)
                 surrogate.append(self.task_weights[t] * policy.reinforce_surrogate(
-                    policy.log_prob(x, z), tf.reshape(costs, [-1]), tf.reshape(
-                        tf.broadcast_to(baseline, tf.shape(costs)), [-1])))
+                    policy.log_prob(x, z), tf.reshape(costs, [-1]),
+                    tf.reshape(tf.broadcast_to(b, tf.shape(costs)), [-1])))
             loss = tf.add_n(surrogate)
         grads = tape.gradient(loss, variables)
         finite = tf.math.is_finite(loss)
         if finite:
-            self.selector_optimizer.apply_gradients(zip(grads, variables))
+            self.optimizer.apply_gradients(zip(grads, variables))
         structure = tf.concat(structures, axis=0)
-        sampled = lambda key: tf.concat(  # noqa: E731
-            [s[key][: samples * tf.shape(x)[0]] for s, x in zip(scores, logits)], axis=0)
+
+        def sampled(key):  # the scores of the |Z| samples (not of the greedy structures)
+            return tf.concat(
+                [s[key][: samples * tf.shape(x)[0]] for s, x in zip(scores, logits)], axis=0
+            )
+
         return {
             "loss": loss,
             "finite": finite,
             "cost": tf.reduce_mean(sampled("cost")),
             "cross_entropy": tf.reduce_mean(sampled("cross_entropy")),
             "accuracy": tf.reduce_mean(sampled("correct")),
-            "density": tf.reduce_mean(cost.mean_density(structure, self.density)),
-            "flops_fraction": self._flops_fraction(structure),
+            "density": tf.reduce_mean(metrics.density(structure, self.costs)),
+            "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
         }
 
-    def _score_structures(self, images, labels, structures, greedy_structures):
+    def _score(self, images, labels, structures, greedy_structures):
         """Cost R = CE + S(z) of each structure (its task's images tiled to match), from one
         estimator pass in inference mode over every task; greedy structures come last."""
         tiled_images, tiled_labels, all_structures = [], [], []
@@ -149,34 +227,14 @@ class TrainingSteps:
             all_structures.append(z)
         logits = self.estimator.call_tasks(
             tiled_images, tf.concat(all_structures, axis=0), training=False,
-            execution=self.config.train.selector.execution,
+            execution=self.settings.execution,
         )
-        losses = self._task_losses(logits, tiled_labels)
-        return [
-            {
-                "cost": ce + cost.sparsity_cost(z, self.density, self.config.rho),
+        scores = []
+        for z, out, y in zip(all_structures, logits, tiled_labels):
+            ce = metrics.cross_entropy(y, out)
+            scores.append({
+                "cost": ce + cost.sparsity_cost(z, self.costs.density, self.settings.rho),
                 "cross_entropy": ce,
-                "correct": tf.cast(tf.equal(tf.argmax(o, -1, tf.int32), y), tf.float32),
-            }
-            for ce, z, o, y in zip(losses, all_structures, logits, tiled_labels)
-        ]
-
-    def _flops_fraction(self, structure):
-        """Mean trunk FLOPs of the structures as a fraction of the full trunk's."""
-        trunk = cost.lookup_per_block(tf.constant(self.costs.level_macs, tf.float64), structure)
-        full = float(self.costs.level_macs[:, -1].sum())
-        return tf.cast(tf.reduce_mean(tf.reduce_sum(trunk, axis=1)) / full, tf.float32)
-
-    def _step_metrics(self, loss, logits, labels, losses, structure):
-        correct = [
-            tf.cast(tf.equal(tf.argmax(o, -1, tf.int32), y), tf.float32)
-            for o, y in zip(logits, labels)
-        ]
-        return {
-            "loss": loss,
-            "finite": tf.math.is_finite(loss),
-            "cross_entropy": tf.reduce_mean(tf.concat(losses, 0)),
-            "accuracy": tf.reduce_mean(tf.concat(correct, 0)),
-            "density": tf.reduce_mean(cost.mean_density(structure, self.density)),
-            "flops_fraction": self._flops_fraction(structure),
-        }
+                "correct": metrics.correct(y, out),
+            })
+        return scores

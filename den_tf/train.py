@@ -8,9 +8,11 @@ ends at a plateau of its validation objective (mean cross-entropy + S(z) under t
 structures) or at its step budget; the weights of its best evaluation are kept and its
 learning rate decays x0.1 for the next stage. The test split is evaluated once, at the end.
 
-Everything that decides what comes next (stage, phase, step, plateau state, models, both
-optimizers, the random generator, the input iterator and the best weights so far) is in the
-checkpoint, so rerunning the same command resumes where the run stopped.
+The phases are objects (``phases.py``, built by ``builders.build_phases``); the loop here runs
+any of them the same way. Everything that decides what comes next (stage, phase, step, the
+models, the optimizers, the plateaus with their best weights, the random generator and the
+input iterator) is in the checkpoint, written every ``checkpoint_every`` global steps and at
+every phase end, so rerunning the same command resumes where the run stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 
 import keras
 import ml_collections
@@ -26,275 +29,197 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from den_tf import evaluation, experiment
+from den_tf import builders, evaluation
 from den_tf import summaries as summaries_lib
 from den_tf.datasets import multitask_dataset, task_dataset
 from den_tf.estimator import Estimator
+from den_tf.phases import Phase
 from den_tf.selector import Selector
-from den_tf.steps import TrainingSteps
-
-PHASES = ("estimator", "selector")
-BASELINES = ("none", "leave_one_out", "greedy")
-ESTIMATOR_STRUCTURES = ("sample", "argmax")
 
 
 class NonFiniteLossError(RuntimeError):
     """A training loss became NaN or Inf; the last good checkpoint is left as it was."""
 
 
-class SimulatedInterruption(RuntimeError):
-    """Raised by ``train.halt_after_steps`` to test resumption: nothing is saved."""
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    """How the loop runs: stages, batch sizes and the intervals of its side tasks."""
+
+    stages: int
+    batch_size: int
+    eval_batch_size: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value < 1:
+                raise ValueError(f"train.{field.name} must be >= 1, got {value}")
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> LoopSettings:
+        return cls(**{f.name: config.train[f.name] for f in dataclasses.fields(cls)})
 
 
-@dataclasses.dataclass
-class PhaseSettings:
-    """What one phase of one stage runs, derived from the config and the stage."""
-
-    stage: int
-    phase: str
-    max_steps: int
-    learning_rate: float
-
-
-def check_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for training settings outside their allowed values."""
-    train = config.train
-    choices = (
-        ("train.selector.baseline", train.selector.baseline, BASELINES),
-        ("train.estimator.structures", train.estimator.structures, ESTIMATOR_STRUCTURES),
-        ("train.selector.execution", train.selector.execution, ("masked", "sliced")),
-    )
-    for name, value, allowed in choices:
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    positive = {
-        "train.stages": train.stages,
-        "train.batch_size": train.batch_size,
-        "train.eval_every": train.eval_every,
-        "train.log_every": train.log_every,
-        "train.checkpoint_every": train.checkpoint_every,
-        "train.patience": train.patience,
-        "train.estimator.steps": train.estimator.steps,
-        "train.selector.steps": train.selector.steps,
-        "train.selector.samples": train.selector.samples,
-    }
-    for name, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if train.selector.baseline == "leave_one_out" and train.selector.samples < 2:
-        raise ValueError(
-            "train.selector.baseline='leave_one_out' needs train.selector.samples >= 2"
-        )
-    if not 0.0 <= train.estimator.tau <= 1.0:
-        raise ValueError(f"train.estimator.tau must lie in [0, 1], got {train.estimator.tau}")
-    n_tasks = len(config.tasks.split(","))
-    if train.task_weights and len(train.task_weights) != n_tasks:
-        raise ValueError(
-            f"train.task_weights needs one weight per task ({n_tasks}), got {train.task_weights}"
-        )
-
-
-def phase_settings(config: ml_collections.ConfigDict, stage: int, phase: str) -> PhaseSettings:
-    """Step budget and learning rate of a phase: the rate decays x ``lr_decay`` per stage."""
-    section = config.train[phase]
-    steps = section.steps
-    if phase == "estimator" and stage == 0 and config.train.estimator.initial_steps:
-        steps = config.train.estimator.initial_steps
-    return PhaseSettings(stage, phase, steps, section.lr * section.lr_decay**stage)
+StepHook = Callable[["Trainer"], None]
 
 
 class Trainer:
-    """Holds the models, optimizers, data and state of one run; see the module docstring."""
+    """Holds the models, phases, data and state of one run; see the module docstring.
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-        check_config(config)
+    ``step_hooks`` are called after every training step with the trainer (its ``state``
+    holds stage, phase, step and global_step); an exception raised there stops the run as
+    an interruption would.
+    """
+
+    def __init__(
+        self, config: ml_collections.ConfigDict, workdir: str, step_hooks: Sequence[StepHook] = ()
+    ):
         self.config = config
         self.workdir = workdir
-        train = config.train
+        self.loop = LoopSettings.from_config(config)
+        self.step_hooks = tuple(step_hooks)
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
-        self.estimator, self.selector = experiment.build_models(config)
-        self.tasks = self.estimator.tasks
-        task_weights = train.task_weights or [1.0] * len(self.tasks)
-
-        self.estimator_optimizer = keras.optimizers.SGD(
-            train.estimator.lr, momentum=train.estimator.momentum, nesterov=True
+        self.estimator, self.selector = builders.build_models(config)
+        self.phases: tuple[Phase, ...] = builders.build_phases(
+            config, self.estimator, self.selector
         )
-        self.selector_optimizer = keras.optimizers.Adam(train.selector.lr)
-        self.estimator_optimizer.build(self.estimator.trainable_variables)
-        self.selector_optimizer.build(self.selector.trainable_variables)
+        self.tasks = self.estimator.tasks
 
         train_data = multitask_dataset(
-            self.tasks, "train", train.batch_size, seed=config.seed, training=True,
-            **experiment.data_kwargs(config),
+            self.tasks, "train", self.loop.batch_size, seed=config.seed, training=True,
+            **builders.data_kwargs(config),
         )
         self.iterator = iter(train_data)
         self.generator = tf.random.Generator.from_seed(config.seed)
         self.state = {
             name: tf.Variable(0, dtype=tf.int64, name=name, trainable=False)
-            for name in ("stage", "phase", "step", "global_step", "bad_evals")
-        }
-        self.best_objective = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
-        self.best_weights = {
-            "estimator": [tf.Variable(v, trainable=False) for v in self.estimator.weights],
-            "selector": [tf.Variable(v, trainable=False) for v in self.selector.weights],
+            for name in ("stage", "phase", "step", "global_step")
         }
         self.checkpoint = tf.train.Checkpoint(
             estimator=self.estimator,
             selector=self.selector,
-            estimator_optimizer=self.estimator_optimizer,
-            selector_optimizer=self.selector_optimizer,
             iterator=self.iterator,
             generator=self.generator,
             state=self.state,
-            best_objective=self.best_objective,
-            best_weights=self.best_weights,
+            **{f"{p.name}_optimizer": p.optimizer for p in self.phases},
+            **{f"{p.name}_plateau": p.plateau for p in self.phases},
         )
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=3
+            self.checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=3,
+            step_counter=self.state["global_step"],
+            checkpoint_interval=self.loop.checkpoint_every,
         )
         self.writer = summaries_lib.Writer(
             os.path.join(workdir, "tensorboard"), self.tasks, self.estimator.levels
         )
         self.evaluator = evaluation.Evaluator(self.estimator, self.selector, config.rho)
         self.validation_data = [
-            task_dataset(task, "validation", train.eval_batch_size, seed=config.seed,
-                         training=False, task_id=t, **experiment.data_kwargs(config))
+            task_dataset(task, "validation", self.loop.eval_batch_size, seed=config.seed,
+                         training=False, task_id=t, **builders.data_kwargs(config))
             for t, task in enumerate(self.tasks)
         ]
-        self.steps = TrainingSteps(
-            config, self.estimator, self.selector, self.estimator_optimizer,
-            self.selector_optimizer, task_weights,
-        )
 
-    def _epsilon(self, step: int) -> float:
-        train = self.config.train.selector
-        return train.epsilon * train.epsilon_decay**step
-
-    def _estimator_mode(self, stage: int) -> str:
-        return "initial" if stage == 0 else self.config.train.estimator.structures
-
-    def _validate(self, stage: int, phase: str) -> tuple[float, dict]:
-        """Mean over tasks of cross-entropy + S(z) on the validation split, under the
-        structures the phase is aiming at (the full model before the selector has trained,
-        the selector's choice afterwards)."""
-        mode = "full" if stage == 0 and phase == "estimator" else "selector"
-        report = self.evaluator.evaluate(self.validation_data, mode, self.config.seed)
-        return float(np.mean([r["objective"] for r in report.values()])), report
-
-    def _start_phase(self, settings: PhaseSettings) -> None:
-        optimizer = (
-            self.estimator_optimizer if settings.phase == "estimator" else self.selector_optimizer
-        )
-        optimizer.learning_rate.assign(settings.learning_rate)
-
-    def _model(self, phase: str) -> keras.Model:
-        return self.estimator if phase == "estimator" else self.selector
-
-    def _remember_best(self, phase: str) -> None:
-        for saved, variable in zip(self.best_weights[phase], self._model(phase).weights):
-            saved.assign(variable)
-
-    def _restore_best(self, phase: str) -> None:
-        for saved, variable in zip(self.best_weights[phase], self._model(phase).weights):
-            variable.assign(saved)
-
-    def _save(self) -> None:
-        self.manager.save(checkpoint_number=int(self.state["global_step"]))
+    def _save(self, check_interval: bool) -> None:
+        step = int(self.state["global_step"])
+        self.manager.save(checkpoint_number=step, check_interval=check_interval)
 
     def run(self) -> None:
         """Trains until every stage is done, resuming from the latest checkpoint if any."""
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             logging.info("resumed from %s", self.manager.latest_checkpoint)
-        while int(self.state["stage"]) < self.config.train.stages:
-            stage, phase = int(self.state["stage"]), PHASES[int(self.state["phase"])]
-            self._run_phase(phase_settings(self.config, stage, phase))
-            if phase == "estimator":
-                self.state["phase"].assign(1)
+        while int(self.state["stage"]) < self.loop.stages:
+            index = int(self.state["phase"])
+            phase = self.phases[index]
+            self.run_phase(phase, int(self.state["stage"]))
+            if index + 1 < len(self.phases):
+                self.state["phase"].assign(index + 1)
             else:
                 self.state["phase"].assign(0)
                 self.state["stage"].assign_add(1)
             self.state["step"].assign(0)
-            self.state["bad_evals"].assign(0)
-            self.best_objective.assign(np.inf)
-            self._save()
+            phase.plateau.reset()
+            self._save(check_interval=False)
         self.writer.flush()
 
-    def _run_phase(self, settings: PhaseSettings) -> None:
-        train = self.config.train
-        self._start_phase(settings)
-        phase, stage = settings.phase, settings.stage
-        images_per_step = train.batch_size * len(self.tasks)
+    def run_phase(self, phase: Phase, stage: int) -> None:
+        """Trains one phase from ``state['step']`` until its plateau or step budget, then
+        keeps the weights of its best validation."""
+        phase.start(stage)
+        max_steps = phase.schedule.max_steps(stage)
+        images_per_step = self.loop.batch_size * len(self.tasks)
+        means: dict[str, keras.metrics.Mean] = {}
         last_time, last_step = time.time(), int(self.state["step"])
-        while int(self.state["step"]) < settings.max_steps:
+        while int(self.state["step"]) < max_steps:
+            # The state after the previous step, every checkpoint_every global steps.
+            self._save(check_interval=True)
             step = int(self.state["step"])
             batch = next(self.iterator)
             seed = self.generator.make_seeds(1)[:, 0]
-            if phase == "estimator":
-                metrics = self.steps.estimator_step(batch, seed, self._estimator_mode(stage))
-            else:
-                epsilon = tf.constant(self._epsilon(step), tf.float32)
-                metrics = self.steps.selector_step(batch, seed, epsilon)
+            metrics = phase.step(batch, seed, stage, step)
             if not bool(metrics["finite"]):
                 raise NonFiniteLossError(
                     f"non-finite loss ({float(metrics['loss'])}) at stage {stage + 1}, "
-                    f"{phase} phase, step {step + 1}; the last good checkpoint "
+                    f"{phase.name} phase, step {step + 1}; the last good checkpoint "
                     f"{self.manager.latest_checkpoint} is intact"
                 )
+            for name, value in metrics.items():
+                if name != "finite":
+                    means.setdefault(name, keras.metrics.Mean(name=name)).update_state(value)
             self.state["step"].assign_add(1)
             self.state["global_step"].assign_add(1)
             step += 1
             global_step = int(self.state["global_step"])
-            if train.halt_after_steps and global_step >= train.halt_after_steps:
-                raise SimulatedInterruption(f"halted after {global_step} steps")
-            if step % train.log_every == 0 or step == settings.max_steps:
+            if step % self.loop.log_every == 0 or step == max_steps:
                 now = time.time()
                 seconds_per_step = (now - last_time) / max(step - last_step, 1)
                 last_time, last_step = now, step
-                eta = time.strftime(
-                    "%H:%M:%S", time.gmtime((settings.max_steps - step) * seconds_per_step)
-                )
+                scalars = {name: float(mean.result()) for name, mean in means.items()}
+                for mean in means.values():
+                    mean.reset_state()
                 logging.info(
                     "stage %d/%d %s step %d/%d | %.0f img/s | loss %.4f | ETA %s",
-                    stage + 1, train.stages, phase, step, settings.max_steps,
-                    images_per_step / seconds_per_step, float(metrics["loss"]), eta,
+                    stage + 1, self.loop.stages, phase.name, step, max_steps,
+                    images_per_step / seconds_per_step, scalars["loss"],
+                    time.strftime("%H:%M:%S", time.gmtime((max_steps - step) * seconds_per_step)),
                 )
-                scalars = {k: float(v) for k, v in metrics.items() if k != "finite"}
-                scalars["learning_rate"] = settings.learning_rate
-                if phase == "selector":
-                    scalars["epsilon"] = self._epsilon(step - 1)
-                self.writer.scalars(phase, scalars, global_step)
-            if step % train.eval_every == 0 or step == settings.max_steps:
-                if self._evaluate_and_check_plateau(settings, global_step):
-                    break
-            if step % train.checkpoint_every == 0:
-                self._save()
-        self._restore_best(phase)
+                scalars.update(phase.schedule_scalars(stage, step - 1))
+                self.writer.scalars(phase.name, scalars, global_step)
+            converged = False
+            if step % self.loop.eval_every == 0 or step == max_steps:
+                converged = self._validate(phase, stage, global_step)
+            for hook in self.step_hooks:
+                hook(self)
+            if converged:
+                break
+        phase.plateau.restore_best()
 
-    def _evaluate_and_check_plateau(self, settings: PhaseSettings, global_step: int) -> bool:
-        """Validation at an interval; returns True once the phase has converged."""
-        objective, report = self._validate(settings.stage, settings.phase)
-        self.writer.evaluation(settings.phase, report, global_step)
+    def _validate(self, phase: Phase, stage: int, global_step: int) -> bool:
+        """Mean over tasks of cross-entropy + S(z) on the validation split, under the
+        structures the phase aims at; returns True once the phase has converged."""
+        report = self.evaluator.evaluate(
+            self.validation_data, phase.validation_structures(stage), self.config.seed
+        )
+        objective = float(np.mean([r["objective"] for r in report.values()]))
+        self.writer.evaluation(phase.name, report, global_step)
         self.writer.level_probabilities(evaluation.mean_level_probabilities(report), global_step)
-        if objective < float(self.best_objective) - self.config.train.min_delta:
-            self.best_objective.assign(objective)
-            self.state["bad_evals"].assign(0)
-            self._remember_best(settings.phase)
-        else:
-            self.state["bad_evals"].assign_add(1)
+        converged = phase.plateau.update(objective)
         logging.info(
             "stage %d %s validation objective %.4f (best %.4f, %d evaluations without gain)",
-            settings.stage + 1, settings.phase, objective, float(self.best_objective),
-            int(self.state["bad_evals"]),
+            stage + 1, phase.name, objective, float(phase.plateau.best),
+            int(phase.plateau.evaluations_without_gain),
         )
-        return int(self.state["bad_evals"]) >= self.config.train.patience
+        return converged
 
 
 def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str):
     """The models of the latest checkpoint in ``workdir`` (for ``--mode=evaluate``)."""
-    estimator, selector = experiment.build_models(config)
+    estimator, selector = builders.build_models(config)
     directory = os.path.join(workdir, "checkpoints")
     latest = tf.train.latest_checkpoint(directory)
     if latest is None:
@@ -310,7 +235,7 @@ def evaluate_and_report(
     tasks = estimator.tasks
     test_data = [
         task_dataset(task, "test", config.train.eval_batch_size, seed=config.seed,
-                     training=False, task_id=t, **experiment.data_kwargs(config))
+                     training=False, task_id=t, **builders.data_kwargs(config))
         for t, task in enumerate(tasks)
     ]
     results = evaluation.results(config, estimator, selector, test_data)
@@ -322,9 +247,11 @@ def evaluate_and_report(
     return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, step_hooks: Sequence[StepHook] = ()
+) -> dict:
     """Trains (or resumes) in ``workdir``, then evaluates on the test split once."""
     os.makedirs(workdir, exist_ok=True)
-    trainer = Trainer(config, workdir)
+    trainer = Trainer(config, workdir, step_hooks)
     trainer.run()
     return evaluate_and_report(config, workdir, trainer.estimator, trainer.selector)

@@ -7,7 +7,7 @@ c = 8 / 4 / 2 (paper, Table 5: 22.4M / 11.2M / 5.6M); 6.78 GFLOPs per 32x32 imag
 Paper result (Table 5, CIFAR-10, DEN rho=0.1): 94.61 % (8x64d), 94.47 % (4x64d).
 """
 
-from den_tf.experiment import base_config
+from den_tf.builders import base_config
 
 CARDINALITIES = (2, 4, 8)
 

@@ -6,7 +6,7 @@ stack as 8 two-conv blocks x 2 levels (the lowest keeps half of each block), FC 
 Paper result (Table 5, DEN rho=0.1): 92.31 % on CIFAR-10 at 2.4x fewer FLOPs.
 """
 
-from den_tf.experiment import base_config
+from den_tf.builders import base_config
 
 
 def get_config():

@@ -2,22 +2,22 @@
 
     make demo   # = python -m den_tf.main --config=experiments/demo.py --workdir=runs/demo
 
-Trains on the embedded synthetic dataset (den_tf/synthetic.py; nothing to download): per-task
-7x7 stems into a 16x16 trunk, WRN-32 with widths 16/32/64 (15 blocks x 4 levels), two stages
-of Algorithm 1, rho = 0.3. About 7 minutes on 2 CPU cores.
+Trains on the embedded synthetic dataset (den_tf/datasets/synthetic.py; nothing to
+download): per-task 7x7 stems into a 16x16 trunk, WRN-32 with widths 16/32/64 (15 blocks x
+4 levels), two stages of Algorithm 1, rho = 0.3. About 7 minutes on 2 CPU cores.
 Expected result (2026-11-28, 2 cores): DEN 87.2 % average accuracy at 23.8 MFLOPs per image
 (67 % of the full structure's 35.4M); full structure 86.2 %; random structures 79.6 % (uniform)
 and 86.7 % (the selector's level frequencies, same FLOPs).
 """
 
-from den_tf import synthetic
-from den_tf.experiment import base_config
+from den_tf.builders import base_config
+from den_tf.tasks import SYNTHETIC_TASKS
 
 
 def get_config():
     config = base_config()
     config.scenario = "demo (M1-shaped, synthetic)"
-    config.tasks = ",".join(task.name for task in synthetic.TASKS)
+    config.tasks = ",".join(task.name for task in SYNTHETIC_TASKS)
     config.rho = 0.3
     config.model.backbone_args.widths = (16, 32, 64)
     config.model.trunk_size = 16

@@ -7,7 +7,7 @@ full structure (paper: 2.13G); selector 0.31M parameters, 0.09 GFLOPs (paper: 0.
 Paper result (Table 2b, DEN rho=1): 75.43 / 58.17 / 87.54 % at 1.13 GFLOPs.
 """
 
-from den_tf.experiment import base_config
+from den_tf.builders import base_config
 
 
 def get_config():

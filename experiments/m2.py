@@ -8,7 +8,7 @@ from this network; see shared/reference/backbones.md).
 Paper result (Table 3): DEN_s 60.78 % (rho=1) at 84x84; DEN 63.20 % (rho=1) at 224x224.
 """
 
-from den_tf.experiment import base_config
+from den_tf.builders import base_config
 from den_tf.tasks import MINI_IMAGENET_SIZES, MINI_IMAGENET_TASKS
 
 

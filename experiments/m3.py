@@ -6,7 +6,7 @@
 Paper result (Table 4, DEN rho=1): coarse 84.87 %, fine 75.93 % at 1.37 GFLOPs.
 """
 
-from den_tf.experiment import base_config
+from den_tf.builders import base_config
 
 
 def get_config():

@@ -168,3 +168,88 @@ def test_bad_block_arguments():
     with pytest.raises(ValueError, match="sliced path is for inference"):
         block(tf.zeros((1, 8, 8, IN_CHANNELS)), tf.constant([1]), training=True,
               execution="sliced")
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_keras_serialization_round_trip(kind, tmp_path):
+    """serialize/deserialize and .keras save/load give the same layer and outputs."""
+    block = _block(kind)
+    x = tf.random.normal((4, 8, 8, IN_CHANNELS))
+    levels = tf.constant([0, 1, 2, 1]) % block.levels
+    _warm_statistics(block, x)
+    expected = block(x, levels, training=False).numpy()
+
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(block))
+    assert type(clone) is type(block) and clone.get_config() == block.get_config()
+    assert clone.built  # from the serialized build config
+    clone.set_weights(block.get_weights())
+    assert np.array_equal(clone(x, levels, training=False).numpy(), expected)
+
+    inputs = keras.Input((8, 8, IN_CHANNELS))
+    model = keras.Model(inputs, block(inputs))
+    model.save(tmp_path / "block.keras")
+    loaded = keras.saving.load_model(tmp_path / "block.keras")
+    restored = next(layer for layer in loaded.layers if isinstance(layer, blocks.NestedBlock))
+    assert restored.get_config() == block.get_config()
+    assert np.array_equal(restored(x, levels, training=False).numpy(), expected)
+
+
+def test_kernel_initializer_is_an_argument():
+    for initializer in ("zeros", keras.initializers.Constant(0.5)):
+        block = blocks.ResidualBasicBlock(8, 8, (0, 4, 8), kernel_initializer=initializer)
+        clone = blocks.ResidualBasicBlock.from_config(block.get_config())
+        for layer in (block, clone):
+            layer.build((None, 4, 4, 8))
+            expected = 0.0 if initializer == "zeros" else 0.5
+            assert np.all(layer.conv1.numpy() == expected)
+            assert np.all(layer.conv2.numpy() == expected)
+
+
+def test_unseeded_kernels_differ():
+    """Each kernel draws its own values (one unseeded Keras initializer repeats itself)."""
+    block = blocks.ResidualBasicBlock(8, 8, (0, 4, 8), kernel_initializer="he_normal")
+    block.build((None, 4, 4, 8))
+    assert not np.allclose(block.conv1.numpy(), block.conv2.numpy())
+
+
+def test_compute_output_shape():
+    assert _block("basic").compute_output_shape((None, 8, 8, IN_CHANNELS)) == (None, 4, 4, 24)
+    assert _block("plain1").compute_output_shape((2, 9, 9, IN_CHANNELS)) == (2, 4, 4, 16)
+    assert _block("plain2").compute_output_shape((2, 8, 8, IN_CHANNELS)) == (2, 8, 8, 24)
+
+
+def _block_diagonal(kernel: np.ndarray, in_channels: int) -> np.ndarray:
+    """A grouped kernel (k, k, in/groups, out) as the equivalent dense kernel (zeros off the
+    groups): a reference that needs no grouped convolution at all."""
+    group_in, out = kernel.shape[2], kernel.shape[3]
+    groups = in_channels // group_in
+    dense = np.zeros(kernel.shape[:2] + (in_channels, out), kernel.dtype)
+    for g in range(groups):
+        rows, cols = slice(g * group_in, (g + 1) * group_in), slice(g * out // groups,
+                                                                    (g + 1) * out // groups)
+        dense[:, :, rows, cols] = kernel[:, :, :, cols]
+    return dense
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_grouped_convolution_and_its_gradients(native, monkeypatch):
+    """Both ways of running a grouped convolution (native where TensorFlow can differentiate
+    it, per group elsewhere) equal a dense convolution with a block-diagonal kernel, in value
+    and gradients."""
+    if native and not blocks.native_grouped_gradients():
+        pytest.skip("TensorFlow cannot differentiate grouped convolutions on this CPU")
+    monkeypatch.setattr(blocks, "native_grouped_gradients", lambda: native)
+    x = tf.random.normal((2, 6, 6, 8))
+    kernel = tf.random.normal((3, 3, 2, 12))  # 4 groups of 2 inputs -> 3 outputs each
+    dense = tf.constant(_block_diagonal(kernel.numpy(), 8))
+    weights = tf.random.normal((2, 3, 3, 12))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel, dense])
+        grouped = blocks.conv(x, kernel, 2)
+        reference = tf.nn.conv2d(x, dense, 2, "SAME")
+        loss, reference_loss = (tf.reduce_sum(y * weights) for y in (grouped, reference))
+    assert np.allclose(grouped, reference, atol=1e-4)
+    assert np.allclose(tape.gradient(loss, x), tape.gradient(reference_loss, x), atol=1e-4)
+    in_group = _block_diagonal(np.ones(kernel.shape, np.float32), 8) != 0
+    assert np.allclose(_block_diagonal(tape.gradient(loss, kernel).numpy(), 8),
+                       tape.gradient(reference_loss, dense).numpy() * in_group, atol=1e-4)

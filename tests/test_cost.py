@@ -116,3 +116,22 @@ def test_selector_is_small():
     assert summary["selector"]["flops"] < 0.05 * summary["tasks"]["cifar100"]["flops_full"]
     assert len(summary["blocks"]) == 15
     assert summary["blocks"][0]["level_flops"][0] == 0
+
+
+def test_m1_resnet_config_reproduces_the_paper_and_says_what_it_counts():
+    import importlib.util
+    import pathlib
+
+    from den_tf import builders
+
+    path = pathlib.Path(__file__).parent.parent / "experiments" / "m1_resnet.py"
+    spec = importlib.util.spec_from_file_location("m1_resnet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = cost.model_summary(*builders.build_models(module.get_config()))
+    assert f"{summary['params']['paper'] / 1e6:.1f}" == "29.8"  # paper, Table 2a
+    assert sum(summary["params"]["paper_by_part"].values()) == summary["params"]["paper"]
+    for task in summary["tasks"].values():
+        assert f"{task['flops_full'] / 1e9:.2f}" == "2.91"
+        assert sum(task["macs_full_by_part"].values()) == task["macs_full"]
+    assert "stem" in summary["counts"] and "batch norm" in summary["counts"]

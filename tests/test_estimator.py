@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from den_tf import backbones, experiment, policy
+from den_tf import backbones, builders, policy
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 from den_tf.tasks import Task
@@ -69,8 +69,8 @@ def test_masked_sliced_and_explicit_subnetwork_agree():
     mixed = tf.constant([[3, 0, 1, 2, 0, 3], [0, 0, 0, 0, 0, 0], [1, 2, 3, 1, 2, 3],
                          [3, 3, 3, 3, 3, 3], [2, 1, 0, 3, 1, 0]])
     for z in (uniform, mixed):
-        masked = est(images, 1, z).numpy()
-        sliced = est(images, 1, z, execution="sliced").numpy()
+        masked = est(images, task=1, structure=z).numpy()
+        sliced = est(images, task=1, structure=z, execution="sliced").numpy()
         explicit = np.concatenate(
             [reference_logits(est, images[b:b + 1], 1, z.numpy()[b]) for b in range(5)]
         )
@@ -86,14 +86,15 @@ def test_one_trunk_pass_equals_per_task_calls():
     z = policy.uniform_structure(5, est.n_blocks, est.levels, tf.constant([1, 2]))
     joint = est.call_tasks(images, z, execution="sliced")
     assert [o.shape for o in joint] == [(3, 5), (2, 7)]
-    assert np.allclose(joint[0], est(images[0], 0, z[:3]), atol=1e-5)
-    assert np.allclose(joint[1], est(images[1], 1, z[3:]), atol=1e-5)
+    assert np.allclose(joint[0], est(images[0], task=0, structure=z[:3]), atol=1e-5)
+    assert np.allclose(joint[1], est(images[1], task=1, structure=z[3:]), atol=1e-5)
 
 
 def test_full_structure_is_default():
     est = _estimator()
     images = tf.random.normal((2, 16, 16, 3))
-    assert np.allclose(est(images, 0), est(images, 0, est.full_structure(2)), atol=1e-6)
+    assert np.allclose(est(images, task=0),
+                       est(images, task=0, structure=est.full_structure(2)), atol=1e-6)
 
 
 def test_estimator_and_selector_round_trip_config():
@@ -103,13 +104,14 @@ def test_estimator_and_selector_round_trip_config():
     clone.set_weights(est.get_weights())
     images = tf.random.normal((2, 32, 32, 3))
     z = tf.constant([[1, 2, 3, 0, 1, 2]] * 2)
-    assert np.allclose(clone(images, 1, z), est(images, 1, z), atol=1e-6)
+    assert np.allclose(clone(images, task=1, structure=z), est(images, task=1, structure=z),
+                       atol=1e-6)
 
     sel = Selector(TASKS, est.n_blocks, est.levels, widths=(8, 16), trunk_size=16, stem_channels=8)
     sel_clone = Selector.from_config(sel.get_config())
     assert sel_clone.get_config() == sel.get_config()
     sel_clone.set_weights(sel.get_weights())
-    assert np.allclose(sel_clone(images, 1), sel(images, 1), atol=1e-6)
+    assert np.allclose(sel_clone(images, task=1), sel(images, task=1), atol=1e-6)
 
 
 def test_selector_gives_one_distribution_per_block():
@@ -160,11 +162,11 @@ def test_bad_arguments_raise_value_errors():
     est = Estimator(SPEC, TASKS, trunk_size=16)
     images = tf.zeros((2, 16, 16, 3))
     with pytest.raises(ValueError, match=r"structure levels must lie in \[0, 4\), got values"):
-        est(images, 0, tf.constant([[0, 1, 2, 3, 4, 0]] * 2))
+        est(images, task=0, structure=tf.constant([[0, 1, 2, 3, 4, 0]] * 2))
     with pytest.raises(ValueError, match=r"task id must be an int in \[0, 2\) \(small, large\)"):
-        est(images, 2)
+        est(images, task=2)
     with pytest.raises(ValueError, match=r"task 'large' must have shape \(batch, 32, 32, 3\)"):
-        est(images, 1)
+        est(images, task=1)
     with pytest.raises(ValueError, match="cannot enter a trunk of size 12"):
         Estimator(SPEC, TASKS, trunk_size=12)
 
@@ -181,7 +183,7 @@ def test_all_experiment_configs_build():
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         config = module.get_config(arg) if arg else module.get_config()
-        estimator, selector = experiment.build_models(config)
+        estimator, selector = builders.build_models(config)
         assert selector.n_blocks == estimator.n_blocks and selector.levels == estimator.levels
         assert [t.name for t in estimator.tasks] == config.tasks.split(",")
 
@@ -198,3 +200,39 @@ def test_checkpoint_holds_every_variable(tmp_path):
     tf.train.Checkpoint(estimator=fresh, selector=fresh_sel).restore(path).assert_consumed()
     for a, b in zip(fresh.weights + fresh_sel.weights, est.weights + sel.weights):
         assert np.array_equal(a.numpy(), b.numpy())
+
+
+def _selector(est):
+    return Selector(TASKS, est.n_blocks, est.levels, widths=(8, 16), trunk_size=16,
+                    stem_channels=8, name="selector")
+
+
+def test_models_round_trip_keras_serialization_and_keras_files(tmp_path):
+    """keras-hub's run_serialization_test pattern: serialize/deserialize and a .keras file
+    give a model with the same config and identical outputs."""
+    est = _estimator()
+    sel = _selector(est)
+    images = tf.random.normal((3, 32, 32, 3))
+    z = tf.constant([[1, 2, 3, 0, 1, 2], [0, 0, 0, 0, 0, 0], [3, 3, 3, 3, 3, 3]])
+    cases = [
+        (est, lambda m: m(images, task=1, structure=z, execution="sliced")),
+        (sel, lambda m: m(images, task=1)),
+    ]
+    for model, run in cases:
+        expected = run(model).numpy()
+        clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+        assert type(clone) is type(model) and clone.get_config() == model.get_config()
+        clone.set_weights(model.get_weights())
+        assert np.array_equal(run(clone).numpy(), expected)
+
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
+        assert np.array_equal(run(loaded).numpy(), expected)
+
+
+def test_task_id_is_passed_by_keyword_only():
+    est = _estimator()
+    with pytest.raises(ValueError, match="positional"):
+        est(tf.zeros((2, 32, 32, 3)), 1)

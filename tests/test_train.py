@@ -3,7 +3,6 @@ and the policy-gradient estimator against the exact gradient."""
 
 import itertools
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -11,8 +10,9 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from den_tf import policy, synthetic, train
-from den_tf.experiment import base_config
+from den_tf import builders, policy, train
+from den_tf.builders import base_config
+from den_tf.datasets import synthetic
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -105,13 +105,29 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path):
     assert histogram.shape[1] == 3 and histogram[:, 2].sum() > 0  # counts of evaluated images
 
 
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_after(global_steps):
+    def hook(trainer):
+        if int(trainer.state["global_step"]) >= global_steps:
+            raise Interrupted
+
+    return hook
+
+
 def test_interrupted_run_resumes_to_the_same_results(tmp_path):
     uninterrupted = train.train_and_evaluate(tiny_config(), str(tmp_path / "a"))
-    # Stop mid-phase (stage 1's selector phase, after a checkpoint at step 9), losing steps.
-    with pytest.raises(train.SimulatedInterruption):
-        train.train_and_evaluate(tiny_config(**{"train.halt_after_steps": 11}),
-                                 str(tmp_path / "b"))
+    # Stop mid-phase (stage 1's estimator phase, after the checkpoint at global step 3, which
+    # follows the phase's first validation), losing the steps since.
+    with pytest.raises(Interrupted):
+        train.train_and_evaluate(tiny_config(), str(tmp_path / "b"), [interrupt_after(5)])
     assert not (tmp_path / "b" / "results.json").exists()
+    latest = tf.train.latest_checkpoint(str(tmp_path / "b" / "checkpoints"))
+    assert latest.endswith("-3")
+    reader = tf.train.load_checkpoint(latest)
+    assert reader.get_tensor("estimator_plateau/best/.ATTRIBUTES/VARIABLE_VALUE") < np.inf
     resumed = train.train_and_evaluate(tiny_config(), str(tmp_path / "b"))
     assert resumed == uninterrupted
 
@@ -130,14 +146,27 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(w)) for w in estimator.get_weights())
 
 
-def test_bad_training_settings_are_rejected():
-    with pytest.raises(ValueError, match="train.selector.baseline must be one of"):
-        train.check_config(tiny_config(**{"train.selector.baseline": "mean"}))
-    with pytest.raises(ValueError, match="needs train.selector.samples >= 2"):
-        train.check_config(tiny_config(**{"train.selector.baseline": "leave_one_out",
-                                          "train.selector.samples": 1}))
-    with pytest.raises(ValueError, match="one weight per task"):
-        train.check_config(tiny_config(**{"train.task_weights": (1.0,)}))
+@pytest.mark.parametrize("override, message", [
+    ({"train.selector.baseline": "mean"}, r"baseline must be one of \('none'"),
+    ({"train.selector.baseline": "leave_one_out", "train.selector.samples": 1},
+     "'leave_one_out' needs samples >= 2"),
+    ({"train.selector.execution": "fast"}, "execution must be one of"),
+    ({"train.estimator.structures": "best"}, "later_structures must be one of"),
+    ({"train.estimator.tau": 1.5}, r"tau must lie in \[0, 1\]"),
+    ({"train.task_weights": (1.0,)}, r"one weight per task \(3\)"),
+    ({"train.patience": 0}, "patience must be >= 1"),
+    ({"train.selector.steps": 0}, "steps must be >= 1"),
+])
+def test_bad_training_settings_are_rejected(override, message):
+    config = tiny_config(**override)
+    estimator, selector = builders.build_models(config)
+    with pytest.raises(ValueError, match=message):
+        builders.build_phases(config, estimator, selector)
+
+
+def test_bad_loop_settings_are_rejected():
+    with pytest.raises(ValueError, match="train.eval_every must be >= 1, got 0"):
+        train.LoopSettings.from_config(tiny_config(**{"train.eval_every": 0}))
 
 
 @pytest.mark.parametrize("baseline", ["none", "leave_one_out", "greedy"])
@@ -193,6 +222,8 @@ def test_demo_config_is_valid():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    train.check_config(config)
-    assert config.model.levels == 4
-    assert os.path.basename(str(ROOT / "experiments" / "demo.py")) == "demo.py"
+    estimator, selector = builders.build_models(config)
+    phases = builders.build_phases(config, estimator, selector)
+    assert [p.name for p in phases] == ["estimator", "selector"]
+    assert train.LoopSettings.from_config(config).stages == 2
+    assert [t.name for t in estimator.tasks] == config.tasks.split(",")

@@ -17,6 +17,7 @@ import time
 import numpy as np
 from absl import app, flags
 
+from den_tf import hardware
 from den_tf.datasets import pipeline, sources, testing
 from den_tf.tasks import get_tasks
 
@@ -72,6 +73,7 @@ def main(argv: list[str]) -> None:
         "images_per_second": round(images / seconds, 1),
         "steps_per_second": round(FLAGS.steps / seconds, 2),
         "cpus": os.cpu_count(),
+        "onednn": hardware.onednn_enabled(),
     }
     print(json.dumps(result))
 

@@ -1,7 +1,7 @@
 """Prepares datasets for the pipelines, downloading where the dataset allows it.
 
     python -m den_tf.datasets.prepare --datasets=cifar100,tiny_imagenet \\
-        --manual_dir=/data/manual --data_dir=/data/tfds
+        [--manual_dir=data/manual] [--data_dir=data/tfds]
 
 ``mini_imagenet`` alone means both of its configs (84 and 224). CIFAR-10/100, STL-10 and
 Tiny-ImageNet download by themselves; Tiny-ImageNet also builds from its zip or folder in the
@@ -27,9 +27,11 @@ def define_flags() -> None:
         "datasets", None, f"Datasets to prepare, from: {', '.join(sources.TFDS_DATASETS)}."
     )
     flags.DEFINE_string(
-        "data_dir", None, "TFDS data directory (default: TFDS's, ~/tensorflow_datasets)."
+        "data_dir", sources.DATA_DIR, "TFDS data directory, where every config looks by default."
     )
-    flags.DEFINE_string("manual_dir", None, "Folder with manually downloaded data (see README).")
+    flags.DEFINE_string(
+        "manual_dir", sources.MANUAL_DIR, "Folder with manually downloaded data (data/README.md)."
+    )
     flags.mark_flag_as_required("datasets")
 
 

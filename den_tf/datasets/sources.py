@@ -16,9 +16,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 # Builders of our own register with TFDS when their modules are imported.
-from den_tf.datasets import mini_imagenet, tiny_imagenet  # noqa: F401
+from den_tf.datasets import mini_imagenet, synthetic, tiny_imagenet  # noqa: F401
 
 SOURCE_SPLITS = ("train", "test")
+# The project's data home (data/README.md), relative to the directory commands run in: the
+# checkout, for every make target. Prepared TFDS datasets, and manually downloaded archives.
+DATA_DIR = "data/tfds"
+MANUAL_DIR = "data/manual"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,3 +220,7 @@ def _memory_source(dataset: str, split: str, fn: SourceFn, preprocessing: Prepro
         num_classes={"label": None},
         preprocessing=preprocessing,
     )
+
+
+# The demo's embedded data, served from memory like any registered source.
+register_source(synthetic.PREFIX, synthetic.generate)

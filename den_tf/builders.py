@@ -1,20 +1,22 @@
-"""Configs to objects, in one place: the model code never reads a config.
+"""Experiment configs turned into objects, in one place: nothing else reads a config.
 
 ``base_config()`` holds every field with its default; each file in ``experiments/`` starts
-from it and sets what its scenario needs. The builders below turn a config into plain
-arguments for the estimator and the selector.
+from it and sets what its scenario needs. The builders below turn a config into the models,
+the phases of Algorithm 1 (steps, optimizers, schedules, plateaus) and the input-pipeline
+arguments (the loop's own intervals: ``train.LoopSettings.from_config``). Each object checks
+its own arguments, so a bad value stops the run with a ValueError before any work.
 """
 
 from __future__ import annotations
 
+import keras
 import ml_collections
 
-from den_tf import backbones, synthetic
+from den_tf import backbones, phases, steps
+from den_tf.datasets import sources
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 from den_tf.tasks import get_tasks
-
-synthetic.register()  # the demo's embedded tasks are always available
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -47,8 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.selector.trunk_size = 32
 
     config.data = ml_collections.ConfigDict()
-    # TFDS data directory ('' = TFDS's default, ~/tensorflow_datasets).
-    config.data.data_dir = ""
+    # TFDS data directory, where `make data` prepares the datasets ('': TFDS's default).
+    config.data.data_dir = sources.DATA_DIR
     # Download missing datasets (else a missing dataset fails at once with the command
     # that prepares it).
     config.data.download = False
@@ -68,8 +70,6 @@ def base_config() -> ml_collections.ConfigDict:
     # A phase converges after this many evaluations without a validation gain of min_delta.
     config.train.patience = 5
     config.train.min_delta = 1e-3
-    # Testing aid: stop abruptly (nothing saved) after this many steps; 0 = never.
-    config.train.halt_after_steps = 0
 
     config.train.estimator = ml_collections.ConfigDict()
     config.train.estimator.steps = 30_000  # step budget of each estimator phase
@@ -101,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def data_kwargs(config: ml_collections.ConfigDict) -> dict:
-    """Input-pipeline arguments shared by every split."""
+    """Input-pipeline arguments shared by every split ('' as data_dir: TFDS's default)."""
     return {
         "data_dir": config.data.data_dir or None,
         "download": config.data.download,
@@ -111,6 +111,7 @@ def data_kwargs(config: ml_collections.ConfigDict) -> dict:
 
 
 def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
+    """The estimator of ``config.model`` for ``config.tasks``."""
     model = config.model
     spec = backbones.build_backbone(model.backbone, **model.backbone_args.to_dict())
     return Estimator(
@@ -126,6 +127,7 @@ def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
 
 
 def build_selector(config: ml_collections.ConfigDict, estimator: Estimator) -> Selector:
+    """The selector of ``config.selector`` for the estimator's tasks and blocks."""
     selector = config.selector
     return Selector(
         estimator.tasks,
@@ -142,5 +144,57 @@ def build_selector(config: ml_collections.ConfigDict, estimator: Estimator) -> S
 
 
 def build_models(config: ml_collections.ConfigDict) -> tuple[Estimator, Selector]:
+    """The estimator and its selector."""
     estimator = build_estimator(config)
     return estimator, build_selector(config, estimator)
+
+
+def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
+    """What the training steps need, from ``config.rho`` and ``config.train``."""
+    train = config.train
+    return steps.StepSettings(
+        rho=config.rho,
+        task_weights=tuple(train.task_weights),
+        weight_decay=train.estimator.weight_decay,
+        tau=train.estimator.tau,
+        samples=train.selector.samples,
+        baseline=train.selector.baseline,
+        execution=train.selector.execution,
+    )
+
+
+def build_phases(
+    config: ml_collections.ConfigDict, estimator: Estimator, selector: Selector
+) -> tuple[phases.EstimatorPhase, phases.SelectorPhase]:
+    """The two phases of every stage of Algorithm 1, in order, with their optimizers (SGD
+    with Nesterov momentum for the estimator, Adam for the selector)."""
+    train, settings = config.train, step_settings(config)
+    settings.weights_for(len(estimator.tasks))  # one weight per task, or none
+    estimator_optimizer = keras.optimizers.SGD(
+        train.estimator.lr, momentum=train.estimator.momentum, nesterov=True
+    )
+    selector_optimizer = keras.optimizers.Adam(train.selector.lr)
+    estimator_optimizer.build(estimator.trainable_variables)
+    selector_optimizer.build(selector.trainable_variables)
+
+    def plateau(model, name):
+        return phases.Plateau(model.weights, train.patience, train.min_delta, name=name)
+
+    return (
+        phases.EstimatorPhase(
+            steps.EstimatorStep(estimator, selector, estimator_optimizer, settings),
+            phases.PhaseSchedule(
+                train.estimator.steps, train.estimator.lr, train.estimator.lr_decay,
+                train.estimator.initial_steps,
+            ),
+            plateau(estimator, "estimator_plateau"),
+            later_structures=train.estimator.structures,
+        ),
+        phases.SelectorPhase(
+            steps.SelectorStep(estimator, selector, selector_optimizer, settings),
+            phases.PhaseSchedule(train.selector.steps, train.selector.lr, train.selector.lr_decay),
+            plateau(selector, "selector_plateau"),
+            epsilon=train.selector.epsilon,
+            epsilon_decay=train.selector.epsilon_decay,
+        ),
+    )

@@ -10,6 +10,9 @@ Three tasks in the shape of scenario M1, each with its own ten classes and input
 Every image has its own difficulty d in [0, 1]: the object shrinks and loses contrast, and
 noise and distracting clutter grow with d. Easy images are recognisable by a small network and
 hard ones need more capacity, so choosing a network per instance pays off.
+
+The tasks are defined in ``den_tf/tasks.py``; ``sources.py`` serves ``generate`` under the
+``synthetic`` prefix through the same pipeline as the real datasets.
 """
 
 from __future__ import annotations
@@ -18,18 +21,12 @@ import functools
 
 import numpy as np
 
-from den_tf.datasets import register_source
-from den_tf.tasks import Task, register_task
+from den_tf.tasks import SYNTHETIC_TASKS as TASKS
 
 PREFIX = "synthetic"
 NUM_CLASSES = 10
 SPLIT_SIZES = {"train": 6000, "test": 2000}
 SPLIT_SEEDS = {"train": 1, "test": 2}
-TASKS = (
-    Task("synthetic_shapes", "synthetic/shapes", 32, NUM_CLASSES),
-    Task("synthetic_textures", "synthetic/textures", 64, NUM_CLASSES),
-    Task("synthetic_colors", "synthetic/colors", 96, NUM_CLASSES),
-)
 HUES = np.array(
     [[0.9, 0.15, 0.1], [0.15, 0.8, 0.2], [0.15, 0.3, 0.95], [0.95, 0.85, 0.1], [0.85, 0.2, 0.85]]
 )
@@ -111,7 +108,7 @@ def generate(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         )
     rng = np.random.RandomState([SPLIT_SEEDS[split], TASKS.index(task)])
     count = SPLIT_SIZES[split]
-    labels = np.arange(count) % NUM_CLASSES
+    labels = np.arange(count) % task.num_classes
     rng.shuffle(labels)
     difficulty = rng.uniform(0, 1, count) ** 1.5
     images = np.empty((count, task.input_size, task.input_size, 3), np.uint8)
@@ -119,10 +116,3 @@ def generate(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         images[i] = np.round(255 * _render(kind, labels[i], task.input_size, difficulty[i], rng))
     return images, labels.astype(np.int64)
 
-
-def register() -> tuple[Task, ...]:
-    """Makes the synthetic tasks and their data source known; returns the tasks."""
-    for task in TASKS:
-        register_task(task)
-    register_source(PREFIX, generate)
-    return TASKS

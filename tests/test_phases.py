@@ -1,0 +1,69 @@
+"""The plateau that ends a phase, phase schedules, and the shared metrics, by hand."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from den_tf import cost, metrics
+from den_tf.phases import PhaseSchedule, Plateau
+
+
+def test_plateau_tracks_the_best_objective_and_weights():
+    weights = [tf.Variable([1.0, 2.0]), tf.Variable(3.0)]
+    plateau = Plateau(weights, patience=2, min_delta=0.1)
+    assert not plateau.update(1.0)  # first evaluation: best 1.0, weights copied
+    weights[0].assign([5.0, 5.0])
+    assert not plateau.update(0.95)  # gain 0.05 <= min_delta: no gain (1 without)
+    weights[1].assign(7.0)
+    assert not plateau.update(0.8)  # gain 0.2: best 0.8, weights [5, 5], 7 copied
+    assert float(plateau.best) == 0.8 and int(plateau.evaluations_without_gain) == 0
+    weights[0].assign([9.0, 9.0])
+    assert not plateau.update(0.8)
+    assert plateau.update(2.0)  # two evaluations without gain: converged
+    plateau.restore_best()
+    assert weights[0].numpy().tolist() == [5.0, 5.0] and float(weights[1]) == 7.0
+    plateau.reset()
+    assert float(plateau.best) == np.inf and not plateau.converged
+
+
+def test_plateau_is_checkpointed(tmp_path):
+    weights = [tf.Variable([1.0, 2.0])]
+    plateau = Plateau(weights, patience=3, min_delta=0.0)
+    plateau.update(0.5)
+    plateau.update(0.7)
+    path = tf.train.Checkpoint(plateau=plateau).save(str(tmp_path / "ckpt"))
+    stored = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    assert len([k for k in stored if k.startswith("plateau/")]) == 3  # best, count, 1 copy
+    fresh = Plateau([tf.Variable([0.0, 0.0])], patience=3, min_delta=0.0)
+    tf.train.Checkpoint(plateau=fresh).restore(path).assert_consumed()
+    assert float(fresh.best) == 0.5 and int(fresh.evaluations_without_gain) == 1
+    assert fresh.best_weights[0].numpy().tolist() == [1.0, 2.0]
+
+
+def test_phase_schedule():
+    schedule = PhaseSchedule(steps=100, lr=0.1, lr_decay=0.1, initial_steps=300)
+    assert [schedule.max_steps(s) for s in range(3)] == [300, 100, 100]
+    assert np.allclose([schedule.learning_rate(s) for s in range(3)], [0.1, 0.01, 0.001])
+    assert PhaseSchedule(steps=7, lr=1.0).max_steps(0) == 7
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        PhaseSchedule(steps=0, lr=0.1)
+
+
+def test_metrics_by_hand():
+    labels = tf.constant([0, 2])
+    logits = tf.constant([[2.0, 0.0, 0.0], [1.0, 3.0, 0.0]])
+    # CE = logsumexp(logits) - logits[label].
+    expected = [np.log(np.exp(2) + 2) - 2, np.log(np.exp(1) + np.exp(3) + 1) - 0]
+    assert np.allclose(metrics.cross_entropy(labels, logits), expected, atol=1e-6)
+    assert metrics.correct(labels, logits).numpy().tolist() == [1.0, 0.0]
+
+    costs = cost.CostTable(
+        level_macs=np.array([[0, 10, 40], [0, 30, 60]]),
+        level_params=np.array([[0, 1, 4], [0, 3, 6]]),
+        fixed_macs=(5,),
+    )
+    z = tf.constant([[2, 2], [1, 0], [0, 1]])
+    # Trunk MACs 100, 10, 30 of a full trunk of 100.
+    assert np.allclose(metrics.flops_fraction(z, costs), [1.0, 0.1, 0.3])
+    # Densities: (1 + 1) / 2, (1/4 + 0) / 2, (0 + 1/2) / 2.
+    assert np.allclose(metrics.density(z, costs), [1.0, 0.125, 0.25])
