@@ -10,7 +10,7 @@ DATASETS ?= cifar10,cifar100,stl10,tiny_imagenet
 DATA_DIR ?= data/tfds
 MANUAL_DIR ?= data/manual
 
-.PHONY: install test lint summary demo m1 m2 m3 c1 data bench clean
+.PHONY: install test lint summary demo sweep m1 m2 m3 c1 data bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,20 @@ lint: $(STAMP)
 summary: $(STAMP)
 	$(PY) -m den_tf.main --config=experiments/m1_wrn.py --mode=summary
 
-# The offline demo: embedded synthetic data, a few minutes on 2 cores.
+# The offline demo: embedded synthetic data, no download. `make demo SEEDS=5` runs seeds
+# 0..4 into runs/demo_seeds and reports means with 95% intervals (den_tf/sweep.py).
 demo: $(STAMP)
-	$(PY) -m den_tf.main --config=experiments/demo.py --workdir=$(WORKDIR)/demo
+ifdef SEEDS
+	$(PY) -m den_tf.sweep --config=experiments/demo.py --workdir=$(WORKDIR)/demo_seeds --seeds=$(SEEDS) $(ARGS)
+else
+	$(PY) -m den_tf.main --config=experiments/demo.py --workdir=$(WORKDIR)/demo $(ARGS)
+endif
+
+# Any config over seeds: make sweep CONFIG=experiments/m3.py SEEDS=3 [ARGS=--config.rho=0.5]
+CONFIG ?= experiments/demo.py
+SEEDS_DEFAULT := 5
+sweep: $(STAMP)
+	$(PY) -m den_tf.sweep --config=$(CONFIG) --workdir=$(WORKDIR)/sweep_$(basename $(notdir $(CONFIG))) --seeds=$(or $(SEEDS),$(SEEDS_DEFAULT)) $(ARGS)
 
 # The paper's scenarios (real data, prepared with `make data`; a GPU is advised).
 m1: $(STAMP)

@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.estimator.momentum = 0.9
     config.train.estimator.weight_decay = 1e-4  # L2 on kernels, not on BN or biases
     config.train.estimator.tau = 0.75  # Eq. (8)
+    # The first stage's structures: 'eq8', 'uniform' or 'selector' (the untrained selector's
+    # distribution; paper A.2).
+    config.train.estimator.initial_distribution = "eq8"
     # Structures of later estimator phases: sampled from the selector (Algorithm 1) or its
     # argmax (the authors' code).
     config.train.estimator.structures = "sample"
@@ -157,6 +160,7 @@ def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
         task_weights=tuple(train.task_weights),
         weight_decay=train.estimator.weight_decay,
         tau=train.estimator.tau,
+        initial_distribution=train.estimator.initial_distribution,
         samples=train.selector.samples,
         baseline=train.selector.baseline,
         execution=train.selector.execution,

@@ -15,12 +15,13 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from den_tf import cost, metrics, policy
+from den_tf import cost, metrics, policy, stats
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
-MODES = ("selector", "full", "uniform", "marginal")
+MODES = ("selector", "full", "uniform", "marginal", "level_<l>")
 TOP_STRUCTURES = 20
+QUINTILES = 5
 
 
 def structure_ids(structures: np.ndarray, levels: int) -> np.ndarray:
@@ -29,11 +30,23 @@ def structure_ids(structures: np.ndarray, levels: int) -> np.ndarray:
     return structures.astype(np.int64) @ weights
 
 
+def check_mode(mode: str, levels: int) -> None:
+    """Raises ValueError unless ``mode`` is one of ``MODES`` ('level_<l>': every block at l)."""
+    if mode in MODES[:-1]:
+        return
+    level = mode.removeprefix("level_")
+    if mode.startswith("level_") and level.isdigit() and int(level) < levels:
+        return
+    raise ValueError(f"evaluation mode must be one of {MODES} (l < {levels}), got {mode!r}")
+
+
 def _structures(mode, estimator, images, seed, marginals):
-    """Random or full structures for the controls."""
+    """The structures of a control: full, one uniform level, or random."""
     batch = tf.shape(images)[0]
     if mode == "full":
         return estimator.full_structure(batch)
+    if mode.startswith("level_"):
+        return tf.fill([batch, estimator.n_blocks], int(mode.removeprefix("level_")))
     if mode == "uniform":
         return policy.uniform_structure(batch, estimator.n_blocks, estimator.levels, seed)
     logits = tf.math.log(marginals + 1e-12)  # mode "marginal"
@@ -43,7 +56,8 @@ def _structures(mode, estimator, images, seed, marginals):
 class Evaluator:
     """Runs the estimator over datasets under one kind of structures (``MODES``).
 
-    The compiled functions are built once and reused at every evaluation interval.
+    One compiled function per mode and task, with the batch dimension left open, so it is
+    traced once (a last partial batch does not retrace) and reused at every evaluation.
     """
 
     def __init__(self, estimator: Estimator, selector: Selector, rho: float):
@@ -51,14 +65,26 @@ class Evaluator:
         self.selector = selector
         self.costs = cost.cost_table(estimator)
         self.rho = rho
-        self._run = {
-            mode: tf.function(self._run_fn(mode), reduce_retracing=True) for mode in MODES
-        }
+        self._compiled: dict[tuple[str, int], tf.types.experimental.GenericFunction] = {}
 
-    def _run_fn(self, mode):
+    def _function(self, mode: str, task: int):
+        if (mode, task) not in self._compiled:
+            size = self.estimator.tasks[task].input_size
+            signature = [
+                tf.TensorSpec([None, size, size, 3], tf.float32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([2], tf.int64),
+                tf.TensorSpec([self.estimator.n_blocks, self.estimator.levels], tf.float32),
+            ]
+            self._compiled[(mode, task)] = tf.function(
+                self._run_fn(mode, task), input_signature=signature
+            )
+        return self._compiled[(mode, task)]
+
+    def _run_fn(self, mode: str, task: int):
         estimator, selector = self.estimator, self.selector
 
-        def run(images, labels, task, seed, marginals):
+        def run(images, labels, seed, marginals):
             logits = selector(images, task=task, training=False)
             if mode == "selector":
                 z = policy.argmax_structure(logits)
@@ -66,8 +92,13 @@ class Evaluator:
                 z = _structures(mode, estimator, images, seed, marginals)
             outputs = estimator(images, task=task, structure=z, training=False,
                                 execution="sliced")
-            return (z, metrics.cross_entropy(labels, outputs), metrics.correct(labels, outputs),
-                    tf.nn.softmax(logits))
+            return {
+                "structures": z,
+                "cross_entropy": metrics.cross_entropy(labels, outputs),
+                "correct": metrics.correct(labels, outputs),
+                "predictions": tf.argmax(outputs, -1, output_type=tf.int32),
+                "probabilities": tf.nn.softmax(logits),
+            }
 
         return run
 
@@ -79,39 +110,47 @@ class Evaluator:
         marginals: Sequence[np.ndarray] | None = None,
     ) -> dict[str, dict]:
         """Per task: accuracy (%), mean cross-entropy, objective (CE + S(z)), mean FLOPs and
-        density of the structures used, the structures, and the selector's mean level
-        probabilities (n_blocks, h), over one pass of each dataset.
+        density of the structures used, the selector's mean level probabilities (n_blocks, h),
+        and per instance (``instances``): label, prediction, correct, structure, FLOPs, the
+        selector's level probabilities and the data's extra features (``difficulty``).
 
         ``marginals[t]`` (n_blocks, h) gives the level frequencies of mode 'marginal'.
         """
-        if mode not in MODES:
-            raise ValueError(f"evaluation mode must be one of {MODES}, got {mode!r}")
+        check_mode(mode, self.estimator.levels)
         shape = (self.estimator.n_blocks, self.estimator.levels)
         report = {}
         for t, (task, dataset) in enumerate(zip(self.estimator.tasks, datasets)):
             task_marginals = tf.constant(
                 np.ones(shape) if marginals is None else marginals[t], tf.float32
             )
-            outputs = [
-                self._run[mode](batch["image"], batch["label"], t,
-                                tf.constant([seed, t * 100_003 + b], tf.int64), task_marginals)
-                for b, batch in enumerate(dataset)
-            ]
+            run = self._function(mode, t)
+            outputs, extras = collections.defaultdict(list), collections.defaultdict(list)
+            for b, batch in enumerate(dataset):
+                seed_b = tf.constant([seed, t * 100_003 + b], tf.int64)
+                for key, value in run(batch["image"], batch["label"], seed_b,
+                                      task_marginals).items():
+                    outputs[key].append(value.numpy())
+                outputs["labels"].append(batch["label"].numpy())
+                for key in batch.keys() - {"image", "label", "task"}:
+                    extras[key].append(batch[key].numpy())
             if not outputs:
                 raise ValueError(f"evaluation data of task {task.name!r} is empty")
-            z, ce, correct, probs = (np.concatenate([o[i].numpy() for o in outputs])
-                                     for i in range(4))
+            instances = {key: np.concatenate(value) for key, value in outputs.items()}
+            instances.update({key: np.concatenate(value) for key, value in extras.items()})
+            z, ce, correct = (instances[k] for k in ("structures", "cross_entropy", "correct"))
+            instances["flops"] = self.costs.flops(z, t).numpy()
             sparsity = cost.sparsity_cost(z, self.costs.density, self.rho).numpy()
             report[task.name] = {
                 "accuracy": 100.0 * float(correct.mean(dtype=np.float64)),
                 "cross_entropy": float(ce.mean()),
                 "objective": float(ce.mean() + sparsity.mean()),
-                "flops": float(self.costs.flops(z, t).numpy().mean()),
+                "flops": float(instances["flops"].mean()),
                 "flops_full": 2 * self.costs.full_macs(t),
                 "density": float(metrics.density(z, self.costs).numpy().mean()),
                 "num": int(len(correct)),
                 "structures": z,
-                "level_probabilities": probs.mean(axis=0),
+                "level_probabilities": instances["probabilities"].mean(axis=0),
+                "instances": instances,
             }
         return report
 
@@ -139,13 +178,69 @@ def _average(tasks: dict, key: str) -> float:
     return float(np.mean([entry[key] for entry in tasks.values()]))
 
 
+def _point(report: dict[str, dict]) -> dict:
+    """Accuracy and FLOPs per task and on average: one operating point of the estimator."""
+    tasks = {name: {"accuracy": e["accuracy"], "flops": e["flops"]} for name, e in report.items()}
+    return {
+        "tasks": tasks,
+        "average": {"accuracy": _average(tasks, "accuracy"), "flops": _average(tasks, "flops")},
+    }
+
+
+def oracle(level_reports: dict[int, dict[str, dict]]) -> dict:
+    """The oracle over uniform structures: each test instance runs the cheapest uniform level
+    that classifies it correctly (it knows the label), or the cheapest level when none does.
+    An upper bound on what choosing among these structures per instance can give."""
+    levels = sorted(level_reports)
+    tasks = {}
+    for name in level_reports[levels[0]]:
+        instances = [level_reports[level][name]["instances"] for level in levels]
+        correct = np.stack([i["correct"] > 0 for i in instances])
+        flops = np.stack([i["flops"] for i in instances])
+        chosen = np.where(correct.any(axis=0), correct.argmax(axis=0), 0)
+        columns = np.arange(correct.shape[1])
+        tasks[name] = {
+            "accuracy": 100.0 * float(correct.any(axis=0).mean()),
+            "flops": float(flops[chosen, columns].mean()),
+        }
+    return {
+        "rule": "cheapest uniform level that is correct, else the cheapest",
+        "levels": levels,
+        "tasks": tasks,
+        "average": {"accuracy": _average(tasks, "accuracy"), "flops": _average(tasks, "flops")},
+    }
+
+
+def instance_awareness(instances: dict[str, np.ndarray], flops_full: float) -> dict:
+    """How the chosen structures follow the known difficulty of the instances: the rank
+    correlation of difficulty and FLOPs, and per difficulty quintile (easiest first) the mean
+    difficulty, FLOPs fraction and accuracy (%)."""
+    difficulty, flops = instances["difficulty"], instances["flops"] / flops_full
+    correct = instances["correct"]
+    bins = stats.quantile_bins(difficulty, QUINTILES)
+    rho = stats.spearman(difficulty, flops)
+    return {
+        "spearman_difficulty_flops": None if np.isnan(rho) else rho,
+        "quintile_difficulty": [float(difficulty[b].mean()) for b in bins],
+        "quintile_flops_fraction": [float(flops[b].mean()) for b in bins],
+        "quintile_accuracy": [100.0 * float(correct[b].mean(dtype=np.float64)) for b in bins],
+    }
+
+
+def lowest_useful_level(estimator: Estimator) -> int:
+    """The cheapest uniform level worth reporting: 1 when level 0 skips every residual block."""
+    return 1 if estimator.blocks[0].level_channels[0] == 0 else 0
+
+
 def results(
     config: ml_collections.ConfigDict,
     estimator: Estimator,
     selector: Selector,
     test_data: Sequence[tf.data.Dataset],
-) -> dict:
-    """Everything results.json holds: selected structures, controls and model figures."""
+) -> tuple[dict, dict[str, dict]]:
+    """Everything results.json holds (selected structures, controls, uniform levels, the
+    oracle, instance-awareness where the data knows difficulty, model figures), and the
+    per-task report of the selected structures (its ``instances`` make predictions.npz)."""
     evaluator = Evaluator(estimator, selector, config.rho)
     summary = cost.model_summary(estimator, selector)
     den = evaluator.evaluate(test_data, "selector", config.seed)
@@ -157,37 +252,69 @@ def results(
             "flops_full": entry["flops_full"],
             "density": entry["density"],
             "num_test": entry["num"],
+            "distinct_flops": int(len(np.unique(entry["instances"]["flops"]))),
             "histogram": _histogram(entry["structures"]),
             "level_frequencies": level_frequencies(entry["structures"], estimator.levels)
             .round(4).tolist(),
         }
+        if "difficulty" in entry["instances"]:
+            tasks[name]["instance_awareness"] = instance_awareness(
+                entry["instances"], entry["flops_full"]
+            )
     marginals = [level_frequencies(e["structures"], estimator.levels) for e in den.values()]
-    controls = {}
-    for mode in ("full", "uniform", "marginal"):
-        report = evaluator.evaluate(test_data, mode, config.seed, marginals)
-        controls[mode] = {
-            "tasks": {n: {"accuracy": e["accuracy"], "flops": e["flops"]}
-                      for n, e in report.items()},
-        }
-        controls[mode]["average"] = {
-            "accuracy": _average(controls[mode]["tasks"], "accuracy"),
-            "flops": _average(controls[mode]["tasks"], "flops"),
-        }
+    controls = {
+        mode: _point(evaluator.evaluate(test_data, mode, config.seed, marginals))
+        for mode in ("uniform", "marginal")
+    }
+    top = estimator.levels - 1
+    level_reports = {
+        level: evaluator.evaluate(test_data, "full" if level == top else f"level_{level}",
+                                  config.seed)
+        for level in range(lowest_useful_level(estimator), estimator.levels)
+    }
+    average = {
+        "accuracy": _average(tasks, "accuracy"),
+        "flops": _average(tasks, "flops"),
+        "flops_full": _average(tasks, "flops_full"),
+    }
+    average["flops_fraction"] = average["flops"] / average["flops_full"]
     return {
         "scenario": config.scenario,
         "method": f"DEN (rho={config.rho:g})",
         "backbone": summary["backbone"],
+        "seed": config.seed,
         "tasks": tasks,
-        "average": {
-            "accuracy": _average(tasks, "accuracy"),
-            "flops": _average(tasks, "flops"),
-            "flops_full": _average(tasks, "flops_full"),
-        },
+        "average": average,
         "params": {key: summary["params"][key] for key in ("paper", "total")},
         "selector": summary["selector"],
-        "full_structure": controls["full"],
-        "random_selector": {"uniform": controls["uniform"], "marginal": controls["marginal"]},
-    }
+        "full_structure": _point(level_reports[top]),
+        "random_selector": controls,
+        "uniform_levels": {str(level): _point(r) for level, r in level_reports.items()},
+        "oracle": oracle(level_reports),
+    }, den
+
+
+def write_predictions(path: str, report: dict[str, dict]) -> None:
+    """The per-instance record of an evaluation as one .npz: task id and names, label,
+    prediction, correct, the selector's level probabilities (N, n_blocks, h), the structure
+    and its FLOPs, and difficulty (NaN where the data has none)."""
+    names = list(report)
+    parts = [report[name]["instances"] for name in names]
+    count = [len(p["labels"]) for p in parts]
+    np.savez_compressed(
+        path,
+        task_names=np.array(names),
+        task=np.repeat(np.arange(len(names)), count),
+        label=np.concatenate([p["labels"] for p in parts]),
+        prediction=np.concatenate([p["predictions"] for p in parts]),
+        correct=np.concatenate([p["correct"] > 0 for p in parts]),
+        probabilities=np.concatenate([p["probabilities"] for p in parts]),
+        structure=np.concatenate([p["structures"] for p in parts]),
+        flops=np.concatenate([p["flops"] for p in parts]),
+        difficulty=np.concatenate([
+            p.get("difficulty", np.full(n, np.nan, np.float32)) for p, n in zip(parts, count)
+        ]),
+    )
 
 
 def _giga(flops: float) -> str:
@@ -196,11 +323,12 @@ def _giga(flops: float) -> str:
 
 def results_markdown(results: dict) -> str:
     """results.json as a table laid out like the paper's Table 2."""
+    den = {"tasks": results["tasks"], "average": results["average"]}
     columns = [
         ("Full structure", results["full_structure"]),
         ("Random (uniform)", results["random_selector"]["uniform"]),
         ("Random (marginal)", results["random_selector"]["marginal"]),
-        (results["method"], {"tasks": results["tasks"], "average": results["average"]}),
+        (results["method"], den),
     ]
     lines = [
         f"# {results['scenario']} on {results['backbone']}",
@@ -223,5 +351,44 @@ def results_markdown(results: dict) -> str:
         f"Selector: {results['selector']['params'] / 1e6:.3f}M parameters, "
         f"{_giga(results['selector']['flops'])} FLOPs.",
         "",
+        "## Operating points of the same estimator",
+        "",
+        "Accuracy % @ FLOPs as a fraction of the full structure's. Uniform level l: every block "
+        "at level l. Oracle: each instance at the cheapest uniform level that classifies it "
+        "correctly (it knows the label): the headroom that choosing per instance could reach.",
+        "",
     ]
+    points = [(f"Uniform level {level}", point)
+              for level, point in results["uniform_levels"].items()]
+    points += [("Oracle over uniform levels", results["oracle"]), (results["method"], den)]
+    lines.append("| Dataset | " + " | ".join(name for name, _ in points) + " |")
+    lines.append("|---|" + "---|" * len(points))
+    for task, entry in results["tasks"].items():
+        cells = [f"{p['tasks'][task]['accuracy']:.2f} @ "
+                 f"{p['tasks'][task]['flops'] / entry['flops_full']:.2f}" for _, p in points]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    full = results["average"]["flops_full"]
+    lines.append("| Average | " + " | ".join(
+        f"{p['average']['accuracy']:.2f} @ {p['average']['flops'] / full:.2f}" for _, p in points
+    ) + " |")
+    aware = {t: e["instance_awareness"] for t, e in results["tasks"].items()
+             if "instance_awareness" in e}
+    if aware:
+        lines += [
+            "",
+            "## Instance-awareness against the known difficulty",
+            "",
+            "| Dataset | rank correlation (difficulty, FLOPs) | FLOPs fraction by difficulty "
+            "quintile, easiest first | accuracy % by quintile | distinct FLOPs values |",
+            "|---|---|---|---|---|",
+        ]
+        for task, entry in aware.items():
+            rho = entry["spearman_difficulty_flops"]
+            lines.append(
+                f"| {task} | {'n/a' if rho is None else f'{rho:+.2f}'} | "
+                + " ".join(f"{x:.2f}" for x in entry["quintile_flops_fraction"]) + " | "
+                + " ".join(f"{x:.0f}" for x in entry["quintile_accuracy"]) + " | "
+                + f"{results['tasks'][task]['distinct_flops']} |"
+            )
+    lines.append("")
     return "\n".join(lines)

@@ -20,6 +20,9 @@ from den_tf.selector import Selector
 # Where the estimator step takes its structures from: Eq. (8) (the first stage), samples
 # of the selector's distribution (Algorithm 1) or its argmax (the authors' code).
 STRUCTURE_SOURCES = ("initial", "sample", "argmax")
+# The initial distribution of the first stage (paper A.2, Fig. 5b): Eq. (8), uniform over
+# all h^n models, or the untrained selector's distribution.
+INITIAL_DISTRIBUTIONS = ("eq8", "uniform", "selector")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,7 @@ class StepSettings:
       task_weights: weight of each task's loss (empty: 1 for every task).
       weight_decay: L2 coefficient on the estimator's kernels (rank > 1; not BN or biases).
       tau: probability of the full model in the initial distribution (Eq. 8).
+      initial_distribution: the first stage's distribution (``INITIAL_DISTRIBUTIONS``).
       samples: structures |Z| sampled per instance in the selector step (Eq. 7).
       baseline: the policy gradient's baseline (``policy.BASELINES``).
       execution: how the frozen estimator scores the samples (``blocks.EXECUTIONS``).
@@ -40,6 +44,7 @@ class StepSettings:
     task_weights: tuple[float, ...] = ()
     weight_decay: float = 1e-4
     tau: float = 0.75
+    initial_distribution: str = "eq8"
     samples: int = 4
     baseline: str = "leave_one_out"
     execution: str = "sliced"
@@ -48,6 +53,9 @@ class StepSettings:
         if self.baseline not in policy.BASELINES:
             raise ValueError(f"baseline must be one of {policy.BASELINES}, got {self.baseline!r}")
         blocks.check_execution(self.execution)
+        if self.initial_distribution not in INITIAL_DISTRIBUTIONS:
+            raise ValueError(f"initial_distribution must be one of {INITIAL_DISTRIBUTIONS}, "
+                             f"got {self.initial_distribution!r}")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.baseline == "leave_one_out" and self.samples < 2:
@@ -113,10 +121,13 @@ class EstimatorStep(Step):
 
     def _structures(self, images, source: str, seed):
         batch = sum(x.shape[0] for x in images)
-        if source == "initial":
-            return policy.initial_structure(
-                batch, self.estimator.n_blocks, self.estimator.levels, self.settings.tau, seed
-            )
+        n_blocks, levels = self.estimator.n_blocks, self.estimator.levels
+        initial = self.settings.initial_distribution
+        if source == "initial" and initial == "eq8":
+            return policy.initial_structure(batch, n_blocks, levels, self.settings.tau, seed)
+        if source == "initial" and initial == "uniform":
+            return policy.uniform_structure(batch, n_blocks, levels, seed)
+        # The selector's distribution (untrained in the first stage) or its argmax.
         logits = tf.concat(self.selector.call_tasks(images, training=False), axis=0)
         if source == "argmax":
             return policy.argmax_structure(logits)

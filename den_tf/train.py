@@ -231,14 +231,16 @@ def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str):
 def evaluate_and_report(
     config: ml_collections.ConfigDict, workdir: str, estimator: Estimator, selector: Selector
 ) -> dict:
-    """Evaluates on the test split once and writes results.json and results.md."""
+    """Evaluates on the test split once and writes results.json, results.md and the
+    per-instance record predictions.npz."""
     tasks = estimator.tasks
     test_data = [
         task_dataset(task, "test", config.train.eval_batch_size, seed=config.seed,
                      training=False, task_id=t, **builders.data_kwargs(config))
         for t, task in enumerate(tasks)
     ]
-    results = evaluation.results(config, estimator, selector, test_data)
+    results, report = evaluation.results(config, estimator, selector, test_data)
+    evaluation.write_predictions(os.path.join(workdir, "predictions.npz"), report)
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     markdown = evaluation.results_markdown(results)

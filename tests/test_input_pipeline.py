@@ -318,3 +318,26 @@ def test_task_classes_beyond_the_dataset_are_rejected(mock_tfds):
     task = Task("too_many", "cifar10", 32, 8, first_class=5)
     with pytest.raises(ValueError, match=r"classes 5...12 exceed the 10 classes of 'cifar10'"):
         datasets.task_dataset(task, "train", 4, seed=0, training=True, data_dir=mock_tfds)
+
+
+def _source_with_extras(dataset: str, split: str):
+    count = 12
+    images = np.zeros((count, 8, 8, 3), np.uint8)
+    labels = np.arange(count) % 3
+    if dataset.endswith("bad"):
+        return images, labels, {"difficulty": np.zeros(count + 1, np.float32)}
+    return images, labels, {"difficulty": np.arange(count, dtype=np.float32) / count}
+
+
+datasets.register_source("extratest/", _source_with_extras)
+
+
+def test_extra_features_travel_with_their_examples():
+    task = Task("extra", "extratest/good", 8, 3)
+    batches = list(datasets.task_dataset(task, "test", 5, seed=0, training=False))
+    difficulty = np.concatenate([b["difficulty"].numpy() for b in batches])
+    labels = np.concatenate([b["label"].numpy() for b in batches])
+    assert np.allclose(difficulty, np.arange(12) / 12) and labels.tolist() == [0, 1, 2] * 4
+    with pytest.raises(ValueError, match="extra feature 'difficulty' must be a numeric array"):
+        datasets.task_dataset(Task("bad", "extratest/bad", 8, 3), "test", 5, seed=0,
+                              training=False)

@@ -67,3 +67,38 @@ def test_metrics_by_hand():
     assert np.allclose(metrics.flops_fraction(z, costs), [1.0, 0.1, 0.3])
     # Densities: (1 + 1) / 2, (1/4 + 0) / 2, (0 + 1/2) / 2.
     assert np.allclose(metrics.density(z, costs), [1.0, 0.125, 0.25])
+
+
+@pytest.mark.parametrize("initial", ["selector", "uniform"])
+def test_initial_distributions_draw_from_their_probabilities(initial):
+    """The first stage's structures: the untrained selector's distribution (paper A.2, the
+    'Random' of Fig. 5b) gives each block's levels at that selector's probabilities; 'uniform'
+    gives every level 1/h."""
+    import keras
+
+    from den_tf import backbones
+    from den_tf.estimator import Estimator
+    from den_tf.selector import Selector
+    from den_tf.steps import EstimatorStep, StepSettings
+    from den_tf.tasks import Task
+
+    tasks = [Task("t", "t", 16, 3)]
+    est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), tasks, levels=3)
+    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
+    # Skewed level logits, so that matching them is not matching a near-uniform draw.
+    sel.logits.bias.assign(tf.constant(np.tile([1.5, 0.0, -1.0], est.n_blocks), tf.float32))
+    step = EstimatorStep(est, sel, keras.optimizers.SGD(0.1),
+                         StepSettings(initial_distribution=initial))
+    count = 4000
+    image = tf.tile(tf.random.normal((1, 16, 16, 3)), [count, 1, 1, 1])  # one x, many draws
+    z = step._structures([image], "initial", tf.constant([3, 4])).numpy()
+    frequencies = np.stack([np.bincount(z[:, i], minlength=3) / count for i in range(3)])
+    if initial == "selector":
+        expected = tf.nn.softmax(sel(image[:1], task=0)).numpy()[0]
+        assert expected.max() > 0.45
+    else:
+        expected = np.full((3, 3), 1 / 3)
+    sigma = np.sqrt(expected * (1 - expected) / count)
+    assert np.all(np.abs(frequencies - expected) <= 4 * sigma + 1e-9), (frequencies, expected)
+    with pytest.raises(ValueError, match="initial_distribution must be one of"):
+        StepSettings(initial_distribution="random")

@@ -85,8 +85,23 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path):
         assert all("accuracy" in e and "flops" in e for e in control["tasks"].values())
     full = saved["full_structure"]["tasks"]
     assert all(np.isclose(full[n]["flops"], e["flops_full"]) for n, e in saved["tasks"].items())
+    assert set(saved["uniform_levels"]) == {"1", "2", "3"}  # level 0 skips every block
+    assert saved["uniform_levels"]["3"] == saved["full_structure"]
+    assert saved["oracle"]["average"]["accuracy"] >= max(
+        p["average"]["accuracy"] for p in saved["uniform_levels"].values())
+    for entry in saved["tasks"].values():
+        aware = entry["instance_awareness"]
+        assert len(aware["quintile_accuracy"]) == 5
+        assert aware["quintile_difficulty"] == sorted(aware["quintile_difficulty"])
     table = (tmp_path / "results.md").read_text()
     assert "| Average |" in table and "Random (marginal)" in table
+    assert "Oracle over uniform levels" in table and "rank correlation" in table
+    predictions = np.load(tmp_path / "predictions.npz")
+    assert len(predictions["label"]) == 3 * 60
+    assert predictions["probabilities"].shape[1:] == (3, 4)  # 3 blocks x 4 levels
+    assert np.all((predictions["difficulty"] >= 0) & (predictions["difficulty"] <= 1))
+    assert np.isclose(100 * predictions["correct"][:60].mean(),
+                      saved["tasks"]["synthetic_shapes"]["accuracy"])
 
     accumulator = event_accumulator.EventAccumulator(
         str(tmp_path / "tensorboard"), size_guidance={event_accumulator.TENSORS: 0}

@@ -84,7 +84,8 @@ def task_dataset(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
 ) -> tf.data.Dataset:
     """Batches of one task: dicts with ``image`` float32 [B, S, S, 3] (normalized, S =
-    ``task.input_size``), ``label`` int32 [B] in 0..num_classes-1 and ``task`` int32 ``task_id``.
+    ``task.input_size``), ``label`` int32 [B] in 0..num_classes-1, ``task`` int32 ``task_id``, and
+    the source's extra per-example features (the synthetic data's ``difficulty``).
 
     ``split`` is 'train', 'validation' (the seeded ``validation_fraction`` of the training data,
     never in 'train') or 'test'. With ``training``: shuffled, augmented, repeated forever, full
@@ -128,7 +129,8 @@ def task_dataset(
         if augment_seed is not None:
             image = augment(image, augment_seed, source.preprocessing.crop_padding)
         label = tf.cast(example[task.label_key] - task.first_class, tf.int32)
-        return {"image": normalize(image, source.preprocessing), "label": label}
+        extras = {key: example[key] for key in source.extras}
+        return {"image": normalize(image, source.preprocessing), "label": label, **extras}
 
     if training:
         augment_seed = tf.constant(seeds.derive_seed(seed, task.dataset, "augment"), tf.int64)

@@ -59,7 +59,7 @@ MANUAL_DIR_CONTENTS = {
     "mini_imagenet": "<ILSVRC-2012 folder with train/<wnid>/*.JPEG and val/>",
 }
 
-SourceFn = Callable[[str, str], tuple[np.ndarray, np.ndarray]]
+SourceFn = Callable[[str, str], tuple]  # (images, labels) or (images, labels, extras)
 _REGISTERED: dict[str, tuple[SourceFn, Preprocessing]] = {}
 
 
@@ -76,6 +76,7 @@ class Source:
     image_size: tuple[int, int]
     num_classes: dict[str, int | None]  # per label feature; None: not known (in-memory)
     preprocessing: Preprocessing
+    extras: tuple[str, ...] = ()  # per-example numeric features passed through to batches
 
 
 def register_source(
@@ -89,7 +90,9 @@ def register_source(
     """Serves datasets whose name starts with ``prefix`` from ``fn`` instead of TFDS.
 
     ``fn(dataset_name, split)`` with split ``'train'`` or ``'test'`` returns ``(images, labels)``:
-    uint8 ``[N, H, W, 3]`` and integer ``[N]`` arrays (the ``label`` feature). They go through the
+    uint8 ``[N, H, W, 3]`` and integer ``[N]`` arrays (the ``label`` feature), optionally with a
+    third element, a dict of per-example numeric ``[N]`` arrays (e.g. the synthetic data's
+    ``difficulty``) that the pipeline passes through into every batch. They go through the
     same pipeline as TFDS data (validation carve, augmentation, batching, multi-task zip).
     ``mean``/``std`` are per channel, of pixels scaled to [0, 1].
     """
@@ -198,7 +201,8 @@ def load_source(
 
 
 def _memory_source(dataset: str, split: str, fn: SourceFn, preprocessing: Preprocessing) -> Source:
-    images, labels = fn(dataset, split)
+    images, labels, *rest = fn(dataset, split)
+    extras = {key: np.asarray(value) for key, value in (rest[0] if rest else {}).items()}
     images, labels = np.asarray(images), np.asarray(labels)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(
@@ -210,8 +214,15 @@ def _memory_source(dataset: str, split: str, fn: SourceFn, preprocessing: Prepro
             f"source {dataset!r}: labels must be integers of shape {images.shape[:1]}, got "
             f"{labels.dtype} {labels.shape}"
         )
+    for key, value in extras.items():
+        numeric = value.dtype.kind in "biuf"
+        if key in ("image", "label") or value.shape != labels.shape or not numeric:
+            raise ValueError(
+                f"source {dataset!r}: extra feature {key!r} must be a numeric array of shape "
+                f"{labels.shape} named neither image nor label, got {value.dtype} {value.shape}"
+            )
     examples = tf.data.Dataset.from_tensor_slices(
-        {"image": images, "label": labels.astype(np.int64)}
+        {"image": images, "label": labels.astype(np.int64), **extras}
     )
     return Source(
         examples=examples,
@@ -219,6 +230,7 @@ def _memory_source(dataset: str, split: str, fn: SourceFn, preprocessing: Prepro
         image_size=images.shape[1:3],
         num_classes={"label": None},
         preprocessing=preprocessing,
+        extras=tuple(extras),
     )
 
 

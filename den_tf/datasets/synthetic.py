@@ -97,8 +97,9 @@ def _render(task: str, label: int, size: int, difficulty: float, rng) -> np.ndar
 
 
 @functools.cache
-def generate(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (uint8, N x S x S x 3) and labels of ``dataset`` ('synthetic/<task>')."""
+def generate(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Images (uint8, N x S x S x 3), labels and ``{"difficulty": d}`` (float32 in [0, 1])
+    of ``dataset`` ('synthetic/<task>'): the difficulty travels with every example."""
     kind = dataset.removeprefix(PREFIX + "/")
     task = next((t for t in TASKS if t.dataset == dataset), None)
     if task is None or split not in SPLIT_SIZES:
@@ -114,5 +115,5 @@ def generate(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     images = np.empty((count, task.input_size, task.input_size, 3), np.uint8)
     for i in range(count):
         images[i] = np.round(255 * _render(kind, labels[i], task.input_size, difficulty[i], rng))
-    return images, labels.astype(np.int64)
+    return images, labels.astype(np.int64), {"difficulty": difficulty.astype(np.float32)}
 

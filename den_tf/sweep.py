@@ -1,0 +1,194 @@
+"""Runs one config over several seeds and reports means with 95% intervals.
+
+    python -m den_tf.sweep --config=experiments/demo.py --workdir=runs/demo_seeds --seeds=5 \\
+        [--first_seed=0] [--config.key=value ...]
+
+Seed s trains into ``WORKDIR/seed_<s>`` (a finished seed is skipped, an interrupted one
+resumes), then ``sweep.json`` and ``sweep.md`` aggregate every finished seed in WORKDIR: for
+each method (DEN, the full structure, the random controls, every uniform level, the oracle)
+the mean and 95% t interval of its accuracy and FLOPs fraction, the paired difference of DEN
+minus each of them (the same seed gives them the same estimator), and, where the data knows
+each image's difficulty, the rank correlation of difficulty and FLOPs and the FLOPs spread
+between the easiest and the hardest quintile.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from den_tf import stats, train
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defines the command's flags; called only when run, so that importing this module
+    (tests, den_tf.main) never collides with flags of the same name."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory of the sweep; seed s goes to seed_<s>/.")
+    flags.DEFINE_integer("seeds", 5, "Number of seeds.")
+    flags.DEFINE_integer("first_seed", 0, "The first seed: seeds run first_seed, first_seed+1...")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+DEN = "DEN"
+
+
+def methods(results: dict) -> dict[str, dict]:
+    """Every operating point of one run, by name: {'average': ..., 'tasks': ...}."""
+    points = {
+        DEN: {"tasks": results["tasks"], "average": results["average"]},
+        "full structure": results["full_structure"],
+        "random (uniform)": results["random_selector"]["uniform"],
+        "random (selector's level frequencies)": results["random_selector"]["marginal"],
+    }
+    for level, point in results["uniform_levels"].items():
+        points[f"uniform level {level}"] = point
+    points["oracle over uniform levels"] = results["oracle"]
+    return points
+
+
+def _fraction(point: dict, flops_full: float) -> float:
+    return point["average"]["flops"] / flops_full
+
+
+def quintile_spread(awareness: dict) -> float:
+    """FLOPs of the hardest quintile over the easiest's, minus 1 (0.3: 30% more)."""
+    flops = awareness["quintile_flops_fraction"]
+    return flops[-1] / flops[0] - 1.0
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Means and 95% intervals over runs (one results.json each, all of the same config)."""
+    if not runs:
+        raise ValueError("no finished runs to aggregate")
+    seeds = [r.get("seed") for r in runs]
+    per_method = [methods(r) for r in runs]
+    flops_full = [r["average"]["flops_full"] for r in runs]
+    tasks = list(runs[0]["tasks"])
+    report = {"runs": len(runs), "seeds": seeds, "method": runs[0]["method"], "methods": {}}
+    for name in per_method[0]:
+        accuracy = [m[name]["average"]["accuracy"] for m in per_method]
+        fraction = [_fraction(m[name], f) for m, f in zip(per_method, flops_full)]
+        entry = {
+            "accuracy": stats.mean_interval(accuracy),
+            "flops_fraction": stats.mean_interval(fraction),
+            "task_accuracy": {
+                t: stats.mean_interval([m[name]["tasks"][t]["accuracy"] for m in per_method])
+                for t in tasks
+            },
+        }
+        if name != DEN:
+            den = [m[DEN]["average"]["accuracy"] for m in per_method]
+            entry["den_minus_this"] = stats.paired_difference(den, accuracy)
+        report["methods"][name] = entry
+    awareness = {}
+    for t in tasks:
+        entries = [r["tasks"][t].get("instance_awareness") for r in runs]
+        if any(e is None for e in entries):
+            continue
+        correlations = [e["spearman_difficulty_flops"] for e in entries]
+        awareness[t] = {
+            "spearman_difficulty_flops": stats.mean_interval(
+                [0.0 if c is None else c for c in correlations]
+            ),
+            "quintile_flops_spread": stats.mean_interval([quintile_spread(e) for e in entries]),
+            "quintile_flops_fraction": [
+                stats.mean_interval([e["quintile_flops_fraction"][q] for e in entries])["mean"]
+                for q in range(len(entries[0]["quintile_flops_fraction"]))
+            ],
+        }
+    report["instance_awareness"] = awareness
+    return report
+
+
+def _cell(interval: dict, scale: float = 1.0, digits: int = 2) -> str:
+    mean = interval["mean"] * scale
+    if interval["half_width"] is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {interval['half_width'] * scale:.{digits}f}"
+
+
+def sweep_markdown(report: dict, title: str) -> str:
+    """The aggregate as markdown: methods, paired differences, instance-awareness."""
+    lines = [
+        f"# {title}: {report['runs']} runs (seeds {', '.join(map(str, report['seeds']))})",
+        "",
+        "Mean ± half-width of the 95% t interval over runs. Paired: DEN minus the method, run "
+        "by run (same seed, same estimator); * marks an interval that excludes zero.",
+        "",
+        "| method | average accuracy % | FLOPs / full | DEN minus this (accuracy) |",
+        "|---|---|---|---|",
+    ]
+    for name, entry in report["methods"].items():
+        paired = entry.get("den_minus_this")
+        paired_cell = "" if paired is None else (
+            _cell(paired) + (" *" if paired["excludes_zero"] else "")
+        )
+        lines.append(f"| {name} | {_cell(entry['accuracy'])} | "
+                     f"{_cell(entry['flops_fraction'], 100, 1)}% | {paired_cell} |")
+    if report["instance_awareness"]:
+        lines += [
+            "",
+            "| task | rank correlation (difficulty, FLOPs) | FLOPs spread, hardest over easiest "
+            "quintile | mean FLOPs fraction by quintile, easiest first |",
+            "|---|---|---|---|",
+        ]
+        for task, entry in report["instance_awareness"].items():
+            lines.append(
+                f"| {task} | {_cell(entry['spearman_difficulty_flops'])} | "
+                f"{_cell(entry['quintile_flops_spread'], 100, 1)}% | "
+                + " ".join(f"{x:.2f}" for x in entry["quintile_flops_fraction"]) + " |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def finished_runs(workdir: str) -> list[dict]:
+    """The results.json of every finished seed in ``workdir``, by seed."""
+    paths = glob.glob(os.path.join(workdir, "seed_*", "results.json"))
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    return sorted(runs, key=lambda r: r.get("seed", 0))
+
+
+def write_report(workdir: str, title: str) -> dict:
+    """Aggregates the finished seeds of ``workdir`` into sweep.json and sweep.md."""
+    report = aggregate(finished_runs(workdir))
+    with open(os.path.join(workdir, "sweep.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(workdir, "sweep.md"), "w") as f:
+        f.write(sweep_markdown(report, title))
+    return report
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.seeds < 1:
+        raise app.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
+    for seed in range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds):
+        workdir = os.path.join(FLAGS.workdir, f"seed_{seed}")
+        if os.path.exists(os.path.join(workdir, "results.json")):
+            logging.info("seed %d already finished in %s", seed, workdir)
+            continue
+        config = FLAGS.config.copy_and_resolve_references()
+        with config.unlocked():
+            config.seed = seed
+        logging.info("seed %d into %s", seed, workdir)
+        train.train_and_evaluate(config, workdir)
+    markdown = sweep_markdown(
+        write_report(FLAGS.workdir, FLAGS.config.scenario), FLAGS.config.scenario
+    )
+    print(markdown)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,102 @@
+"""Evaluation pieces on hand-made inputs: the oracle, instance-awareness, the predictions
+file, mode names, and one trace per mode and task."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from den_tf import backbones, evaluation
+from den_tf.estimator import Estimator
+from den_tf.selector import Selector
+from den_tf.tasks import Task
+
+
+def _report(correct, flops, **extra):
+    instances = {"correct": np.array(correct, np.float32), "flops": np.array(flops, float),
+                 **{k: np.array(v) for k, v in extra.items()}}
+    return {"t": {"instances": instances}}
+
+
+def test_oracle_takes_the_cheapest_correct_level():
+    reports = {
+        1: _report([1, 0, 0, 0], [10, 10, 10, 10]),
+        2: _report([1, 1, 0, 0], [20, 20, 20, 20]),
+        3: _report([0, 1, 1, 0], [40, 40, 40, 40]),
+    }
+    # Instance 0: level 1 (10); 1: level 2 (20); 2: level 3 (40); 3: none right -> level 1.
+    point = evaluation.oracle(reports)
+    assert point["tasks"]["t"] == {"accuracy": 75.0, "flops": (10 + 20 + 40 + 10) / 4}
+    assert point["levels"] == [1, 2, 3]
+
+
+def test_instance_awareness_by_hand():
+    difficulty = np.array([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.0])
+    flops = 100 * (0.2 + 0.5 * difficulty)  # harder images get more FLOPs: rank correlation 1
+    correct = (difficulty < 0.65).astype(np.float32)
+    entry = evaluation.instance_awareness(
+        {"difficulty": difficulty, "flops": flops, "correct": correct}, flops_full=100.0
+    )
+    assert entry["spearman_difficulty_flops"] == pytest.approx(1.0)
+    assert np.allclose(entry["quintile_difficulty"], [0.05, 0.25, 0.45, 0.65, 0.85])
+    assert np.allclose(entry["quintile_flops_fraction"], 0.2 + 0.5 * np.array(
+        [0.05, 0.25, 0.45, 0.65, 0.85]))
+    assert entry["quintile_accuracy"] == [100.0, 100.0, 100.0, 50.0, 0.0]
+    constant = evaluation.instance_awareness(
+        {"difficulty": difficulty, "flops": np.full(10, 50.0), "correct": correct}, 100.0
+    )
+    assert constant["spearman_difficulty_flops"] is None  # undefined, not 0
+
+
+def test_predictions_file_holds_every_instance(tmp_path):
+    def instances(n, difficulty=None):
+        entry = {"labels": np.arange(n), "predictions": np.arange(n)[::-1],
+                 "correct": np.ones(n, np.float32), "probabilities": np.full((n, 2, 3), 1 / 3),
+                 "structures": np.zeros((n, 2), np.int32), "flops": np.full(n, 5.0)}
+        if difficulty is not None:
+            entry["difficulty"] = difficulty
+        return {"instances": entry}
+
+    report = {"a": instances(3, np.array([0.1, 0.2, 0.3], np.float32)), "b": instances(2)}
+    evaluation.write_predictions(str(tmp_path / "p.npz"), report)
+    saved = np.load(tmp_path / "p.npz")
+    assert saved["task_names"].tolist() == ["a", "b"]
+    assert saved["task"].tolist() == [0, 0, 0, 1, 1]
+    assert saved["label"].tolist() == [0, 1, 2, 0, 1]
+    assert saved["prediction"].tolist() == [2, 1, 0, 1, 0]
+    assert saved["probabilities"].shape == (5, 2, 3) and saved["structure"].shape == (5, 2)
+    assert np.allclose(saved["difficulty"][:3], [0.1, 0.2, 0.3])
+    assert np.isnan(saved["difficulty"][3:]).all()
+
+
+def test_mode_names():
+    evaluation.check_mode("level_2", 4)
+    evaluation.check_mode("marginal", 4)
+    for bad in ("level_4", "level_x", "best"):
+        with pytest.raises(ValueError, match="evaluation mode must be one of"):
+            evaluation.check_mode(bad, 4)
+
+
+def test_each_mode_and_task_is_traced_once():
+    tasks = [Task("small", "s", 16, 5), Task("large", "l", 32, 7)]
+    spec = backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8)
+    est = Estimator(spec, tasks, levels=3, trunk_size=16)
+    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
+    evaluator = evaluation.Evaluator(est, sel, rho=0.1)
+
+    def data(size, counts):
+        return tf.data.Dataset.from_tensor_slices(
+            {"image": tf.random.normal((sum(counts), size, size, 3)),
+             "label": tf.zeros(sum(counts), tf.int32),
+             "difficulty": tf.linspace(0.0, 1.0, sum(counts))}
+        ).batch(counts[0])
+
+    datasets = [data(16, [4, 4, 3]), data(32, [5, 2])]  # partial last batches
+    for _ in range(2):
+        for mode in ("selector", "level_1", "marginal"):
+            report = evaluator.evaluate(datasets, mode)
+    assert {key: f.experimental_get_tracing_count() for key, f in evaluator._compiled.items()} \
+        == {(mode, t): 1 for mode in ("selector", "level_1", "marginal") for t in (0, 1)}
+    assert report["small"]["num"] == 11 and report["large"]["num"] == 7
+    assert np.allclose(report["small"]["instances"]["difficulty"], np.linspace(0, 1, 11))
+    level_1 = evaluator.evaluate(datasets, "level_1")["large"]["instances"]["structures"]
+    assert (level_1 == 1).all()
