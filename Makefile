@@ -10,7 +10,7 @@ DATASETS ?= cifar10,cifar100,stl10,tiny_imagenet
 DATA_DIR ?= data/tfds
 MANUAL_DIR ?= data/manual
 
-.PHONY: install test lint summary demo sweep m1 m2 m3 c1 data bench clean
+.PHONY: install test lint summary demo sweep demo-rho ablation-levels ablation-initial m1 m2 m3 c1 data bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,7 @@ ifdef SEEDS
 	$(PY) -m den_tf.sweep --config=experiments/demo.py --workdir=$(WORKDIR)/demo_seeds --seeds=$(SEEDS) $(ARGS)
 else
 	$(PY) -m den_tf.main --config=experiments/demo.py --workdir=$(WORKDIR)/demo $(ARGS)
+	$(PY) -m den_tf.analyze --config=experiments/demo.py --workdir=$(WORKDIR)/demo $(ARGS)
 endif
 
 # Any config over seeds: make sweep CONFIG=experiments/m3.py SEEDS=3 [ARGS=--config.rho=0.5]
@@ -48,6 +49,28 @@ CONFIG ?= experiments/demo.py
 SEEDS_DEFAULT := 5
 sweep: $(STAMP)
 	$(PY) -m den_tf.sweep --config=$(CONFIG) --workdir=$(WORKDIR)/sweep_$(basename $(notdir $(CONFIG))) --seeds=$(or $(SEEDS),$(SEEDS_DEFAULT)) $(ARGS)
+
+# The demo's accuracy-FLOPs trade-off across rho, and the paper's Fig. 5 ablations (the number
+# of levels; the first stage's initial distribution) on CONFIG (default: the demo; the paper
+# used WRN-32-4 on CIFAR-100). Each trains its runs (an interrupted one resumes, a finished one
+# is only evaluated again), then draws them with den_tf.analyze.
+comma := ,
+empty :=
+space := $(empty) $(empty)
+RHOS ?= 0.1 0.3 0.5
+LEVELS ?= 2 3 4 5
+INITIALS ?= eq8 uniform selector
+demo-rho: $(STAMP)
+	for v in $(RHOS); do $(PY) -m den_tf.main --config=experiments/demo.py --workdir=$(WORKDIR)/demo_rho/$$v --config.rho=$$v $(ARGS) || exit 1; done
+	$(PY) -m den_tf.analyze --workdir=$(WORKDIR)/demo_rho --vary=rho --runs=$(subst $(space),$(comma),$(addprefix $(WORKDIR)/demo_rho/,$(RHOS)))
+
+ablation-levels: $(STAMP)
+	for v in $(LEVELS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(WORKDIR)/ablation_levels/$$v --config.model.levels=$$v '--config.model.fractions=()' $(ARGS) || exit 1; done
+	$(PY) -m den_tf.analyze --workdir=$(WORKDIR)/ablation_levels --vary=model.levels --runs=$(subst $(space),$(comma),$(addprefix $(WORKDIR)/ablation_levels/,$(LEVELS)))
+
+ablation-initial: $(STAMP)
+	for v in $(INITIALS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(WORKDIR)/ablation_initial/$$v --config.train.estimator.initial_distribution=$$v $(ARGS) || exit 1; done
+	$(PY) -m den_tf.analyze --workdir=$(WORKDIR)/ablation_initial --vary=train.estimator.initial_distribution --runs=$(subst $(space),$(comma),$(addprefix $(WORKDIR)/ablation_initial/,$(INITIALS)))
 
 # The paper's scenarios (real data, prepared with `make data`; a GPU is advised).
 m1: $(STAMP)

@@ -53,6 +53,9 @@ def _known_tasks() -> dict[str, Task]:
         Task("cifar100_coarse", "cifar100", 32, 20, label_key="coarse_label"),
         Task("tiny_imagenet", "tiny_imagenet", 64, 200),
         Task("stl10", "stl10", 96, 10),
+        # M1 with every task at 32x32 (the paper's Fig. 3): images resized by the pipeline.
+        Task("tiny_imagenet_32px", "tiny_imagenet", 32, 200),
+        Task("stl10_32px", "stl10", 32, 10),
         *SYNTHETIC_TASKS,
     ]
     for size in MINI_IMAGENET_SIZES:

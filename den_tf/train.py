@@ -252,8 +252,11 @@ def evaluate_and_report(
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, step_hooks: Sequence[StepHook] = ()
 ) -> dict:
-    """Trains (or resumes) in ``workdir``, then evaluates on the test split once."""
+    """Trains (or resumes) in ``workdir``, then evaluates on the test split once. The config
+    is saved as ``config.json`` beside the results."""
     os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=1))
     trainer = Trainer(config, workdir, step_hooks)
     trainer.run()
     return evaluate_and_report(config, workdir, trainer.estimator, trainer.selector)

@@ -1,0 +1,363 @@
+"""Figures of a finished run, from its per-instance record (``predictions.npz``).
+
+    python -m den_tf.analyze --workdir=DIR [--config=experiments/<name>.py]
+
+Writes ``DIR/analysis/`` with PNGs and ``analysis.md`` that shows them:
+- ``fig6a_structures.png``: how often each selected structure occurs, per task (paper Fig. 6a);
+- ``fig6b_level_probabilities.png``: the selector's mean probability of each level of each block,
+  per task (paper Fig. 6b);
+- ``fig7_structures.png``: the most selected structures per task drawn as blocks and groups,
+  with test images that chose them (paper Fig. 7; needs the config, to read the images);
+- ``awareness.png``: FLOPs fraction and accuracy by difficulty quintile (data that knows
+  difficulty, like the demo's);
+- ``fig3_neighbours.png``: for a query image of each task, the images of every task whose
+  selector distributions are nearest in l2 distance (paper Fig. 3; needs the config; the paper
+  runs it with every task at 32x32: ``experiments/m1_wrn_32px.py``).
+
+The same figures go to the run's TensorBoard as images (``analysis/<figure>``).
+
+Across runs (``--runs=DIR,DIR,... --vary=rho``): ``runs_<vary>.png``, average accuracy
+against FLOPs fraction of DEN in each run, labelled by the config value that varies (rho for
+the trade-off curve; ``model.levels`` or ``train.estimator.initial_distribution`` for the
+paper's Fig. 5 ablations), with each run's full structure and matched-frequency random
+control as points. ``make demo-rho``, ``make ablation-levels`` and ``make ablation-initial``
+train such runs and draw them.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from den_tf import stats  # noqa: E402
+
+FLAGS = flags.FLAGS
+TOP = 3  # structures per task in Fig. 7
+EXAMPLES = 4  # images per structure in Fig. 7
+HISTOGRAM_BARS = 30
+
+
+def define_flags() -> None:
+    """Defines the command's flags (only when run: importing never collides with others)."""
+    flags.DEFINE_string("workdir", None, "Work directory of a finished run.")
+    config_flags.DEFINE_config_file(
+        "config", None, "The run's config (to read test images for Fig. 7); optional."
+    )
+    flags.DEFINE_list("runs", [], "Work directories of finished runs to compare.")
+    flags.DEFINE_string("vary", "rho", "The config key (dotted) that differs across --runs.")
+    flags.mark_flag_as_required("workdir")
+
+
+def load_predictions(workdir: str) -> dict[str, np.ndarray]:
+    path = os.path.join(workdir, "predictions.npz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: evaluate the run first (--mode=evaluate)")
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def by_task(predictions: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """The per-instance arrays split by task, in task order."""
+    return {
+        str(name): {k: v[predictions["task"] == t] for k, v in predictions.items()
+                    if k != "task_names"}
+        for t, name in enumerate(predictions["task_names"])
+    }
+
+
+def structure_counts(structures: np.ndarray) -> list[tuple[tuple[int, ...], int]]:
+    """Distinct structures with their counts, most frequent first (ties: smaller first)."""
+    counted = collections.Counter(map(tuple, structures.tolist()))
+    return sorted(counted.items(), key=lambda item: (-item[1], item[0]))
+
+
+def plot_structure_histograms(tasks: dict, path: str) -> None:
+    """Fig. 6a: counts of the selected structures per task, most frequent first."""
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(8, 2.2 * len(tasks)), squeeze=False)
+    for ax, (name, entry) in zip(axes[:, 0], tasks.items()):
+        counts = [c for _, c in structure_counts(entry["structure"])]
+        shown = counts[:HISTOGRAM_BARS]
+        ax.bar(range(len(shown)), shown, color="tab:blue")
+        ax.set_title(f"{name}: {len(counts)} distinct structures over {len(entry['label'])} "
+                     f"test images", fontsize=9)
+        ax.set_ylabel("images")
+        ax.set_xlabel(f"structure rank (the {len(shown)} most selected)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_level_probabilities(tasks: dict, path: str) -> None:
+    """Fig. 6b: mean probability of each level (rows) of each block (columns), per task."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3), squeeze=False,
+                             layout="constrained")
+    for ax, (name, entry) in zip(axes[0], tasks.items()):
+        matrix = entry["probabilities"].mean(axis=0).T  # (h, n_blocks)
+        image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("block")
+        ax.set_ylabel("level")
+        ax.set_yticks(range(matrix.shape[0]))
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="mean probability")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_awareness(tasks: dict, path: str) -> bool:
+    """FLOPs fraction and accuracy by difficulty quintile; False when difficulty is unknown."""
+    known = {n: e for n, e in tasks.items() if not np.isnan(e["difficulty"]).any()}
+    if not known:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    full = max(float(e["flops"].max()) for e in known.values())
+    for name, entry in known.items():
+        bins = stats.quantile_bins(entry["difficulty"], 5)
+        flops = [entry["flops"][b].mean() / full for b in bins]
+        accuracy = [100 * entry["correct"][b].mean() for b in bins]
+        rho = stats.spearman(entry["difficulty"], entry["flops"])
+        left.plot(range(1, 6), flops, marker="o", label=f"{name} (rank corr. {rho:+.2f})")
+        right.plot(range(1, 6), accuracy, marker="o", label=name)
+    left.set_title("FLOPs of the selected structures", fontsize=9)
+    left.set_ylabel("fraction of the largest FLOPs")
+    right.set_title("accuracy", fontsize=9)
+    right.set_ylabel("%")
+    for ax in (left, right):
+        ax.set_xlabel("difficulty quintile (1 = easiest)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def draw_structure(ax, structure, levels: int) -> None:
+    """A structure as a grid: one column per block, its kept groups filled from the bottom."""
+    grid = np.array([[1.0 if g < level else 0.0 for g in range(levels - 1)]
+                     for level in structure]).T
+    ax.imshow(grid, cmap="Blues", vmin=0, vmax=1.3, origin="lower", aspect="auto")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def test_images(task, indices, data_dir: str | None) -> list[np.ndarray]:
+    """The task's test images at ``indices`` (positions in the evaluation's order), uint8."""
+    import tensorflow as tf
+
+    from den_tf.datasets import sources
+
+    source = sources.load_source(task.dataset, "test", data_dir=data_dir)
+    wanted, found, position = set(int(i) for i in indices), {}, 0
+    for example in source.examples:
+        label = int(example[task.label_key])
+        if not task.first_class <= label < task.first_class + task.num_classes:
+            continue
+        if position in wanted:
+            image = example["image"]
+            if image.dtype == tf.string:
+                image = tf.io.decode_image(image, channels=3, expand_animations=False)
+            found[position] = image.numpy()
+        position += 1
+        if len(found) == len(wanted):
+            break
+    return [found[int(i)] for i in indices]
+
+
+def plot_top_structures(tasks: dict, task_objects, levels: int, data_dir, path: str) -> None:
+    """Fig. 7: the most selected structures per task with test images that chose them."""
+    rows = [(name, s, count) for name, entry in tasks.items()
+            for s, count in structure_counts(entry["structure"])[:TOP]]
+    fig, axes = plt.subplots(len(rows), 1 + EXAMPLES, figsize=(2 * (1 + EXAMPLES), 1.6 * len(rows)),
+                             squeeze=False, gridspec_kw={"width_ratios": [3] + [1] * EXAMPLES})
+    for row, (name, structure, count) in zip(axes, rows):
+        entry = tasks[name]
+        draw_structure(row[0], structure, levels)
+        row[0].set_title(f"{name}: {count} images", fontsize=8)
+        chosen = np.flatnonzero((entry["structure"] == np.array(structure)).all(axis=1))
+        images = test_images(task_objects[name], chosen[:EXAMPLES], data_dir)
+        for ax, image in zip(row[1:], images + [None] * EXAMPLES):
+            ax.axis("off")
+            if image is not None:
+                ax.imshow(image)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def config_value(config: dict, key: str):
+    """The value at a dotted key of a config saved as JSON."""
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def load_runs(workdirs: list[str], vary: str) -> list[tuple[str, dict]]:
+    """(label, results) of each finished run, the label being its value of ``vary``."""
+    runs = []
+    for workdir in workdirs:
+        paths = [os.path.join(workdir, name) for name in ("results.json", "config.json")]
+        missing = [p for p in paths if not os.path.exists(p)]
+        if missing:
+            raise FileNotFoundError(f"{workdir} is not a finished run: no {', '.join(missing)}")
+        with open(paths[0]) as f, open(paths[1]) as g:
+            results, config = json.load(f), json.load(g)
+        runs.append((f"{vary}={config_value(config, vary)}", results))
+    return runs
+
+
+def plot_runs(runs: list[tuple[str, dict]], path: str, title: str) -> None:
+    """Accuracy against FLOPs fraction: DEN of each run, with its controls as points."""
+    fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
+    den = []
+    for label, results in runs:
+        full = results["average"]["flops_full"]
+        den.append((results["average"]["flops"] / full, results["average"]["accuracy"], label))
+        for key, marker, name in (("full_structure", "s", "full structure"),
+                                  ("marginal", "x", "random, selector's level frequencies")):
+            point = results[key] if key == "full_structure" else results["random_selector"][key]
+            ax.scatter(point["average"]["flops"] / full, point["average"]["accuracy"],
+                       marker=marker, color="gray", label=name if label == runs[0][0] else None)
+    den.sort()
+    ax.plot([d[0] for d in den], [d[1] for d in den], "o-", color="tab:red", label="DEN")
+    for x, y, label in den:
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("FLOPs / full structure")
+    ax.set_ylabel("average accuracy %")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_tensorboard(logdir: str, paths: list[str]) -> None:
+    """Each PNG as an image summary ``analysis/<name>`` in the run's TensorBoard."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(logdir)
+    with writer.as_default(step=0):
+        for path in paths:
+            image = tf.io.decode_png(tf.io.read_file(path), channels=3)
+            name = os.path.splitext(os.path.basename(path))[0]
+            tf.summary.image(f"analysis/{name}", image[tf.newaxis])
+    writer.close()
+
+
+def nearest(probabilities: np.ndarray, query: int, candidates: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` candidates whose selector distributions (flattened (n_blocks, h)) are nearest
+    to the query's in l2 distance, nearest first (the query itself excluded)."""
+    flat = probabilities.reshape(len(probabilities), -1)
+    candidates = candidates[candidates != query]
+    distances = np.linalg.norm(flat[candidates] - flat[query], axis=1)
+    return candidates[np.argsort(distances, kind="mergesort")[:k]]
+
+
+def plot_neighbours(predictions, task_objects, data_dir, path: str, k: int = EXAMPLES) -> None:
+    """Fig. 3: per task a query (its first test image) and, for every task, the ``k`` test
+    images nearest to it in selector distribution."""
+    names = [str(n) for n in predictions["task_names"]]
+    probabilities = predictions["probabilities"]
+    offsets = {name: np.flatnonzero(predictions["task"] == t) for t, name in enumerate(names)}
+    fig, axes = plt.subplots(len(names), 1 + k * len(names),
+                             figsize=(1.1 * (1 + k * len(names)), 1.3 * len(names)),
+                             squeeze=False)
+    rows = []
+    for query_task in names:
+        query = offsets[query_task][0]
+        panels = [(query_task, 0, "query")]
+        for name in names:
+            found = nearest(probabilities, query, offsets[name], k)
+            panels += [(name, int(i - offsets[name][0]), name) for i in found]
+        rows.append(panels)
+    wanted = collections.defaultdict(set)
+    for name, index, _ in (panel for panels in rows for panel in panels):
+        wanted[name].add(index)
+    images = {}
+    for name, indices in wanted.items():  # one pass over each task's test split
+        indices = sorted(indices)
+        images.update(zip(((name, i) for i in indices),
+                          test_images(task_objects[name], indices, data_dir)))
+    for axes_row, panels in zip(axes, rows):
+        for ax, (name, index, title) in zip(axes_row, panels):
+            ax.imshow(images[(name, index)])
+            ax.set_title(title, fontsize=6)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def analyze(workdir: str, config=None) -> str:
+    """Writes the figures and analysis.md into ``workdir/analysis``; returns the page's path."""
+    predictions = load_predictions(workdir)
+    tasks = by_task(predictions)
+    out = os.path.join(workdir, "analysis")
+    os.makedirs(out, exist_ok=True)
+    levels = predictions["probabilities"].shape[-1]
+    figures = [("Selected structures per task (paper Fig. 6a)", "fig6a_structures.png"),
+               ("Mean level probabilities per block (paper Fig. 6b)",
+                "fig6b_level_probabilities.png")]
+    plot_structure_histograms(tasks, os.path.join(out, figures[0][1]))
+    plot_level_probabilities(tasks, os.path.join(out, figures[1][1]))
+    if plot_awareness(tasks, os.path.join(out, "awareness.png")):
+        figures.append(("FLOPs and accuracy by difficulty quintile", "awareness.png"))
+    if config is not None:
+        from den_tf import builders
+        from den_tf.tasks import get_tasks
+
+        task_objects = {t.name: t for t in get_tasks(config.tasks)}
+        plot_top_structures(tasks, task_objects, levels, builders.data_kwargs(config)["data_dir"],
+                            os.path.join(out, "fig7_structures.png"))
+        figures.append(("Most selected structures with test images that chose them (paper "
+                        "Fig. 7); filled cells are the kept groups of each block",
+                        "fig7_structures.png"))
+        plot_neighbours(predictions, task_objects, builders.data_kwargs(config)["data_dir"],
+                        os.path.join(out, "fig3_neighbours.png"))
+        figures.append(("Query images (first column) and the test images of every task with "
+                        "the nearest selector distributions (paper Fig. 3)",
+                        "fig3_neighbours.png"))
+    lines = [f"# Analysis of {os.path.abspath(workdir)}", ""]
+    results_path = os.path.join(workdir, "results.md")
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            lines += ["#" + line if line.startswith("#") else line for line in f.read().split("\n")]
+    for title, name in figures:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    write_tensorboard(os.path.join(workdir, "tensorboard"),
+                      [os.path.join(out, name) for _, name in figures])
+    page = os.path.join(out, "analysis.md")
+    with open(page, "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(out, "figures.json"), "w") as f:
+        json.dump([name for _, name in figures], f)
+    return page
+
+
+def compare(workdir: str, run_dirs: list[str], vary: str) -> str:
+    """Draws ``runs_<vary>.png`` into ``workdir/analysis``; returns its path."""
+    out = os.path.join(workdir, "analysis")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"runs_{vary.replace('.', '_')}.png")
+    plot_runs(load_runs(run_dirs, vary), path, f"DEN across {vary}")
+    return path
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.runs:
+        print(compare(FLAGS.workdir, FLAGS.runs, FLAGS.vary))
+    else:
+        print(analyze(FLAGS.workdir, FLAGS.config))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,104 @@
+"""The figures of a finished run, from a small hand-made predictions file."""
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from den_tf import analyze, evaluation
+from den_tf.builders import base_config
+from den_tf.datasets import synthetic
+from den_tf.tasks import SYNTHETIC_TASKS
+
+PER_TASK = 20
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+    sizes = dict(synthetic.SPLIT_SIZES)
+    synthetic.SPLIT_SIZES.update(test=PER_TASK)
+    synthetic.generate.cache_clear()
+    rng = np.random.RandomState(0)
+    report = {}
+    for task in SYNTHETIC_TASKS:
+        _, labels, extras = synthetic.generate(task.dataset, "test")
+        structures = rng.randint(0, 4, size=(PER_TASK, 15))
+        structures[:8] = 2  # one structure chosen often
+        report[task.name] = {"instances": {
+            "labels": labels, "predictions": labels, "correct": np.ones(PER_TASK, np.float32),
+            "probabilities": rng.dirichlet(np.ones(4), size=(PER_TASK, 15)),
+            "structures": structures, "flops": structures.sum(axis=1) * 1e5,
+            "difficulty": extras["difficulty"],
+        }}
+    evaluation.write_predictions(str(tmp_path / "predictions.npz"), report)
+    yield tmp_path
+    synthetic.SPLIT_SIZES.update(sizes)
+    synthetic.generate.cache_clear()
+
+
+def test_every_figure_is_written(workdir):
+    config = base_config()
+    config.tasks = ",".join(t.name for t in SYNTHETIC_TASKS)
+    page = analyze.analyze(str(workdir), config)
+    text = open(page).read()
+    for name, (height, width) in {
+        "fig6a_structures.png": (660, 800),
+        "fig6b_level_probabilities.png": (300, 1350),
+        "awareness.png": (350, 1000),
+        "fig7_structures.png": (1440, 1000),
+        "fig3_neighbours.png": (390, 1430),
+    }.items():
+        image = matplotlib.image.imread(workdir / "analysis" / name)
+        assert image.shape[:2] == (height, width), name
+        assert image[..., :3].std() > 0.01  # something is drawn
+        assert f"]({name})" in text
+    accumulator = event_accumulator.EventAccumulator(
+        str(workdir / "tensorboard"), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    assert {"analysis/fig6a_structures", "analysis/fig7_structures",
+            "analysis/awareness"} <= set(accumulator.Tags()["tensors"])
+
+
+def test_nearest_by_selector_distribution():
+    probabilities = np.array([[[1.0, 0.0]], [[0.9, 0.1]], [[0.0, 1.0]], [[0.6, 0.4]]])
+    assert analyze.nearest(probabilities, 0, np.arange(4), 2).tolist() == [1, 3]
+    assert analyze.nearest(probabilities, 2, np.array([0, 1]), 5).tolist() == [1, 0]
+
+
+def test_structure_counts_and_task_split(workdir):
+    predictions = analyze.load_predictions(str(workdir))
+    tasks = analyze.by_task(predictions)
+    assert list(tasks) == [t.name for t in SYNTHETIC_TASKS]
+    assert all(len(e["label"]) == PER_TASK for e in tasks.values())
+    counts = analyze.structure_counts(tasks["synthetic_shapes"]["structure"])
+    assert counts[0] == ((2,) * 15, 8)
+    assert analyze.structure_counts(np.array([[1, 0], [0, 1], [1, 0]])) == [((1, 0), 2),
+                                                                            ((0, 1), 1)]
+    with pytest.raises(FileNotFoundError, match="evaluate the run first"):
+        analyze.load_predictions(str(workdir / "nothing"))
+
+
+def test_runs_across_a_config_value(tmp_path):
+    def point(accuracy, flops):
+        return {"average": {"accuracy": accuracy, "flops": flops}}
+
+    runs = []
+    for rho, accuracy, flops in ((0.1, 87.0, 80.0), (0.3, 86.5, 60.0), (0.5, 85.0, 45.0)):
+        run = tmp_path / f"rho_{rho}"
+        run.mkdir()
+        results = {"average": {"accuracy": accuracy, "flops": flops, "flops_full": 100.0},
+                   "full_structure": point(86.0, 100.0),
+                   "random_selector": {"marginal": point(accuracy - 1, flops)}}
+        (run / "results.json").write_text(json.dumps(results))
+        (run / "config.json").write_text(json.dumps({"rho": rho, "model": {"levels": 4}}))
+        runs.append(str(run))
+    loaded = analyze.load_runs(runs, "rho")
+    assert [label for label, _ in loaded] == ["rho=0.1", "rho=0.3", "rho=0.5"]
+    assert analyze.load_runs(runs[:1], "model.levels")[0][0] == "model.levels=4"
+    path = analyze.compare(str(tmp_path), runs, "rho")
+    assert path.endswith("analysis/runs_rho.png")
+    assert matplotlib.image.imread(path).shape[:2] == (450, 600)
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
+        analyze.load_runs([str(tmp_path)], "rho")
