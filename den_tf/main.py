@@ -12,14 +12,12 @@ a value of the wrong type stops the program before any work starts.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-import den_tf
-from den_tf import builders, cost, evaluation, train
+from den_tf import builders, cost, evaluation, progress, train
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard and results.")
@@ -28,21 +26,8 @@ flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(den_tf.__file__)) + os.sep
-
-
-class _ProjectInfoOnly(logging.logging.Filter):
-    """Keeps TensorFlow's own INFO lines (checkpoint sharding, ...) out of the progress log:
-    INFO passes only from modules inside this package's directory."""
-
-    def filter(self, record):
-        return record.levelno > logging.logging.INFO or os.path.abspath(
-            record.pathname
-        ).startswith(PACKAGE_DIR)
-
-
 def main(argv):
-    logging.get_absl_handler().addFilter(_ProjectInfoOnly())
+    progress.show_project_info_only()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = FLAGS.config

@@ -21,7 +21,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from den_tf import stats, train
+from den_tf import progress, stats, train
 
 FLAGS = flags.FLAGS
 
@@ -171,6 +171,7 @@ def write_report(workdir: str, title: str) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    progress.show_project_info_only()
     if FLAGS.seeds < 1:
         raise app.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     for seed in range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds):

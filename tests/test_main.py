@@ -46,13 +46,13 @@ def test_log_filter_keeps_info_from_the_package_directory_only():
     import logging
     import os
 
-    from den_tf import main
+    from den_tf import progress
 
     def passes(path, level=logging.INFO):
         record = logging.LogRecord("x", level, path, 1, "message", (), None)
-        return main._ProjectInfoOnly().filter(record)
+        return progress.ProjectInfoOnly().filter(record)
 
-    inside = os.path.join(main.PACKAGE_DIR, "train.py")
+    inside = os.path.join(progress.PACKAGE_DIR, "train.py")
     # A checkout folder called den_tf holds the virtual environment: TensorFlow's INFO lines
     # come from a path with "den_tf" in it, and must still be filtered out.
     outside = str(ROOT.parent / "den_tf" / ".venv" / "lib" / "tensorflow" / "checkpoint.py")
