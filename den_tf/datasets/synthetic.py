@@ -3,12 +3,16 @@
 Three tasks in the shape of scenario M1, each with its own ten classes and input size:
 
 - ``synthetic_shapes`` (32 px): the outline class of one shape (disk, square, ring, ...).
-- ``synthetic_textures`` (64 px): the pattern inside a patch (stripes at four angles and two
-  frequencies, a checkerboard, a dot grid).
+- ``synthetic_textures`` (64 px): the pattern inside a patch (vertical or horizontal stripes
+  at two frequencies, checkerboards and dot grids at two scales, concentric rings, a diagonal
+  checkerboard). No class is the mirror image of another: training flips images left-right,
+  which would make such a pair indistinguishable (stripes at 45 and 135 degrees were, capping
+  the task at 80%).
 - ``synthetic_colors`` (96 px): the colour (five hues) and form (disk or bar) of an object.
 
 Every image has its own difficulty d in [0, 1]: the object shrinks and loses contrast, and
-noise and distracting clutter grow with d. Easy images are recognisable by a small network and
+noise and distracting clutter grow with d (more strongly for the textures, whose many periods
+would otherwise average the noise away). Easy images are recognisable by a small network and
 hard ones need more capacity, so choosing a network per instance pays off.
 
 The tasks are defined in ``den_tf/tasks.py``; ``sources.py`` serves ``generate`` under the
@@ -50,35 +54,57 @@ def _shape_mask(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return masks[kind]
 
 
-def _texture(kind: int, x: np.ndarray, y: np.ndarray, period: float) -> np.ndarray:
-    """Pattern ``kind`` in [0, 1] on pixel coordinates (x, y)."""
-    if kind < 8:
-        angle = np.pi / 4 * (kind % 4)
-        frequency = (1.0 if kind < 4 else 2.0) / period
-        phase = (x * np.cos(angle) + y * np.sin(angle)) * frequency * 2 * np.pi
-        return 0.5 + 0.5 * np.sign(np.sin(phase))
-    if kind == 8:
-        return ((np.floor(x / period * 2) + np.floor(y / period * 2)) % 2).astype(float)
-    cell = period / 2
+def _stripes(coordinate: np.ndarray, period: float) -> np.ndarray:
+    # Half a pixel off the zero crossings: no pixel lands on a stripe's edge, so the stripes
+    # are as wide on both sides and a flipped pattern is a shifted one.
+    return (np.sin((coordinate + 0.5) / period * 2 * np.pi) > 0).astype(float)
+
+
+def _checkerboard(x: np.ndarray, y: np.ndarray, cell: float) -> np.ndarray:
+    return ((np.floor(x / cell) + np.floor(y / cell)) % 2).astype(float)
+
+
+def _dots(x: np.ndarray, y: np.ndarray, cell: float) -> np.ndarray:
     return (np.hypot(x % cell - cell / 2, y % cell - cell / 2) < cell / 4).astype(float)
+
+
+def _texture(kind: int, x: np.ndarray, y: np.ndarray, period: float, u: np.ndarray,
+             v: np.ndarray, scale: float) -> np.ndarray:
+    """Pattern ``kind`` in [0, 1] on pixel coordinates (x, y); (u, v) are the coordinates
+    relative to the patch (scaled by ``scale`` pixels), for the rings. Every pattern is its own
+    mirror image up to a shift, so flipping never turns one class into another."""
+    patterns = (
+        lambda: _stripes(x, period),  # vertical stripes
+        lambda: _stripes(x, period / 2),
+        lambda: _stripes(y, period),  # horizontal stripes
+        lambda: _stripes(y, period / 2),
+        lambda: _checkerboard(x, y, period / 2),
+        lambda: _checkerboard(x, y, period / 4),
+        lambda: _dots(x, y, period / 2),
+        lambda: _dots(x, y, period),
+        lambda: _stripes(np.hypot(u, v) * scale, period / 2),  # concentric rings
+        lambda: _checkerboard(x + y, x - y, period / 2),  # diagonal checkerboard
+    )
+    return patterns[kind]()
 
 
 def _render(task: str, label: int, size: int, difficulty: float, rng) -> np.ndarray:
     """One float image in [0, 1] of class ``label``."""
     y, x = np.mgrid[0:size, 0:size].astype(float)
-    scale = size * (0.42 - 0.22 * difficulty) * rng.uniform(0.85, 1.15)
+    shrink, fade, noise = (0.28, 0.8, 0.4) if task == "textures" else (0.22, 0.7, 0.3)
+    scale = size * (0.42 - shrink * difficulty) * rng.uniform(0.85, 1.15)
     cx, cy = rng.uniform(size / 2 - (size / 2 - scale) * 0.8, size / 2 + (size / 2 - scale) * 0.8,
                          2)
     u, v = (x - cx) / scale, (y - cy) / scale
     background = rng.uniform(0.2, 0.8, 3)
-    contrast = (1.0 - 0.7 * difficulty) * rng.choice([-1.0, 1.0])
+    contrast = (1.0 - fade * difficulty) * rng.choice([-1.0, 1.0])
     image = np.broadcast_to(background, (size, size, 3)).copy()
     if task == "shapes":
         mask = _shape_mask(label, u, v)
         color = np.clip(background + contrast * 0.45, 0, 1)
     elif task == "textures":
         mask = np.hypot(u, v) < 1.0
-        pattern = _texture(label, x, y, period=size / 8)
+        pattern = _texture(label, x, y, size / 8, u, v, scale)
         color = np.clip(background[None, None] + contrast * 0.45 * (pattern[..., None] - 0.5)
                         * 2, 0, 1)
     else:
@@ -92,7 +118,7 @@ def _render(task: str, label: int, size: int, difficulty: float, rng) -> np.ndar
         distance = abs((x - x0) * np.sin(angle) - (y - y0) * np.cos(angle))
         along = abs((x - x0) * np.cos(angle) + (y - y0) * np.sin(angle))
         image[(distance < size / 40 + 0.5) & (along < length / 2)] = rng.uniform(0, 1, 3)
-    image += rng.normal(0, 0.04 + 0.3 * difficulty, image.shape)
+    image += rng.normal(0, 0.04 + noise * difficulty, image.shape)
     return np.clip(image, 0, 1)
 
 
