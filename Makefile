@@ -24,8 +24,8 @@ install: $(STAMP)
 # default), then the whole suite under this machine's default.
 test: $(STAMP)
 	$(VENV)/bin/ruff check den_tf experiments tests
-	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -q -p no:cacheprovider tests/test_blocks.py -k "bottleneck or grouped"
-	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_blocks.py -k "bottleneck or grouped"
+	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -q -p no:cacheprovider tests/test_blocks.py -k "bottleneck or grouped or onednn"
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_blocks.py -k "bottleneck or grouped or onednn"
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)

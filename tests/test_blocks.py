@@ -269,3 +269,18 @@ def test_masked_batch_norm_serialization_round_trip(tmp_path):
     keras.Model(inputs, bn(inputs)).save(tmp_path / "bn.keras")
     loaded = keras.saving.load_model(tmp_path / "bn.keras").get_layer("bn")
     assert np.array_equal(loaded(x).numpy(), expected)
+
+
+def test_onednn_state_is_reported():
+    """What the benchmarks print: oneDNN on or off, as TF_ENABLE_ONEDNN_OPTS forces it (make
+    test runs this with the variable set to 0 and to 1); on a GPU-less machine grouped
+    gradients are native exactly when oneDNN is on."""
+    import os
+
+    from den_tf import hardware
+
+    forced = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if forced is not None:
+        assert hardware.onednn_enabled() == (forced == "1")
+    if not tf.config.list_logical_devices("GPU"):
+        assert blocks.native_grouped_gradients() == hardware.onednn_enabled()
