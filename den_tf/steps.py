@@ -171,7 +171,41 @@ class SelectorStep(Step):
     def __call__(self, batch, seed, epsilon) -> dict[str, tf.Tensor]:
         return self._step(batch, seed, tf.convert_to_tensor(epsilon, tf.float32))
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._gradients_only = tf.function(lambda *step_args: self._gradients(*step_args)[0])
+
+    def gradients(self, batch, seed, epsilon) -> list[tf.Tensor]:
+        """The policy-gradient estimate of one step, not applied (to measure its variance).
+        It runs the selector in training mode, so its batch-norm statistics move."""
+        return self._gradients_only(batch, seed, tf.convert_to_tensor(epsilon, tf.float32))
+
     def _step_fn(self, batch, seed, epsilon):
+        grads, loss, structures, scores, logits = self._gradients(batch, seed, epsilon)
+        finite = tf.math.is_finite(loss)
+        if finite:
+            self.optimizer.apply_gradients(zip(grads, self.selector.trainable_variables))
+        structure = tf.concat(structures, axis=0)
+        samples = self.settings.samples
+
+        def sampled(key):  # the scores of the |Z| samples (not of the greedy structures)
+            return tf.concat(
+                [s[key][: samples * tf.shape(x)[0]] for s, x in zip(scores, logits)], axis=0
+            )
+
+        return {
+            "loss": loss,
+            "finite": finite,
+            "cost": tf.reduce_mean(sampled("cost")),
+            "cross_entropy": tf.reduce_mean(sampled("cross_entropy")),
+            "accuracy": tf.reduce_mean(sampled("correct")),
+            "density": tf.reduce_mean(metrics.density(structure, self.costs)),
+            "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
+        }
+
+    def _gradients(self, batch, seed, epsilon):
+        """Samples, scores and the surrogate's gradient: (grads, loss, structures, scores,
+        logits)."""
         samples, baseline = self.settings.samples, self.settings.baseline
         greedy = baseline == "greedy"
         images, labels = _split_batch(batch)
@@ -204,26 +238,7 @@ class SelectorStep(Step):
                     policy.log_prob(x, z), tf.reshape(costs, [-1]),
                     tf.reshape(tf.broadcast_to(b, tf.shape(costs)), [-1])))
             loss = tf.add_n(surrogate)
-        grads = tape.gradient(loss, variables)
-        finite = tf.math.is_finite(loss)
-        if finite:
-            self.optimizer.apply_gradients(zip(grads, variables))
-        structure = tf.concat(structures, axis=0)
-
-        def sampled(key):  # the scores of the |Z| samples (not of the greedy structures)
-            return tf.concat(
-                [s[key][: samples * tf.shape(x)[0]] for s, x in zip(scores, logits)], axis=0
-            )
-
-        return {
-            "loss": loss,
-            "finite": finite,
-            "cost": tf.reduce_mean(sampled("cost")),
-            "cross_entropy": tf.reduce_mean(sampled("cross_entropy")),
-            "accuracy": tf.reduce_mean(sampled("correct")),
-            "density": tf.reduce_mean(metrics.density(structure, self.costs)),
-            "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
-        }
+        return tape.gradient(loss, variables), loss, structures, scores, logits
 
     def _score(self, images, labels, structures, greedy_structures):
         """Cost R = CE + S(z) of each structure (its task's images tiled to match), from one

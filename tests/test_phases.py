@@ -102,3 +102,31 @@ def test_initial_distributions_draw_from_their_probabilities(initial):
     assert np.all(np.abs(frequencies - expected) <= 4 * sigma + 1e-9), (frequencies, expected)
     with pytest.raises(ValueError, match="initial_distribution must be one of"):
         StepSettings(initial_distribution="random")
+
+
+def test_selector_step_applies_the_gradients_it_reports():
+    import keras
+
+    from den_tf import backbones
+    from den_tf.estimator import Estimator
+    from den_tf.selector import Selector
+    from den_tf.steps import SelectorStep, StepSettings
+    from den_tf.tasks import Task
+
+    tasks = [Task("a", "a", 16, 3), Task("b", "b", 32, 4)]
+    est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), tasks, levels=3,
+                    trunk_size=16)
+    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
+    step = SelectorStep(est, sel, keras.optimizers.SGD(1.0), StepSettings(samples=3))
+    step.optimizer.build(sel.trainable_variables)
+    batch = tuple({"image": tf.random.normal((4, t.input_size, t.input_size, 3)),
+                   "label": tf.constant([0, 1, 2, 0])} for t in tasks)
+    seed = tf.constant([5, 6], tf.int64)
+    before = [v.numpy() for v in sel.trainable_variables]
+    grads = [g.numpy() for g in step.gradients(batch, seed, 0.0)]
+    assert all(np.array_equal(a, b.numpy()) for a, b in
+               zip(grads, step.gradients(batch, seed, 0.0)))  # same seed, same estimate
+    assert max(np.abs(g).max() for g in grads) > 0
+    step(batch, seed, 0.0)
+    for old, grad, new in zip(before, grads, sel.trainable_variables):
+        assert np.allclose(new.numpy(), old - grad, atol=1e-5)

@@ -54,3 +54,15 @@ def test_quantile_bins():
     assert [len(b) for b in bins] == [3, 2, 2, 2, 2]
     assert key[bins[0]].tolist() == [0.0, 0.1, 0.2]
     assert key[bins[-1]].tolist() == [0.9, 0.95]
+
+
+def test_gradient_snr_by_hand():
+    from den_tf.diagnose import gradient_snr
+
+    # Two draws of a 2-d gradient: (1, 0) and (3, 0): mean (2, 0), signal 4, noise 1.
+    result = gradient_snr([[np.array([1.0]), np.array([0.0])],
+                           [np.array([3.0]), np.array([0.0])]])
+    assert result["signal"] == 4.0 and result["noise"] == 1.0 and result["snr"] == 4.0
+    assert result["cosine_to_mean"] == pytest.approx(1.0)
+    opposite = gradient_snr([[np.array([1.0, 0.0])], [np.array([-1.0, 0.0])]])
+    assert opposite["signal"] == 0.0 and opposite["snr"] == 0.0
