@@ -5,9 +5,10 @@
 
 Restores the latest checkpoint of DIR, takes one training batch, and for every baseline and
 number of samples |Z| draws the gradient estimate of one selector step ``draws`` times with
-independent structures. Prints one JSON line each: the squared norm of the mean gradient
-(signal), the mean squared deviation of one draw from it (noise), their ratio, and the mean
-cosine between one draw and the mean. A step whose ratio is far below 1 mostly follows noise.
+independent structures. Prints one JSON line each: the squared norm of the expected gradient
+(signal), the expected squared deviation of one draw from it (noise), both unbiased, their
+ratio, and the mean cosine between one draw and the mean of the draws. A step whose ratio is
+far below 1 mostly follows noise.
 """
 
 from __future__ import annotations
@@ -41,11 +42,19 @@ def define_flags() -> None:
 
 
 def gradient_snr(draws: Sequence[Sequence[np.ndarray]]) -> dict:
-    """Signal, noise and their ratio over draws of a gradient (each a list of arrays)."""
+    """Signal, noise and their ratio over n >= 2 draws of a gradient (each a list of arrays).
+
+    noise: the expected squared distance of one draw from the true mean (unbiased, ddof 1);
+    signal: the squared norm of the true mean, estimated without the noise that the mean of n
+    draws still carries (||mean||^2 - noise / n, floored at 0); snr = signal / noise.
+    """
     flat = np.stack([np.concatenate([np.ravel(g) for g in draw]) for draw in draws])
+    n = len(flat)
+    if n < 2:
+        raise ValueError(f"need at least 2 draws, got {n}")
     mean = flat.mean(axis=0)
-    signal = float(mean @ mean)
-    noise = float(((flat - mean) ** 2).sum(axis=1).mean())
+    noise = float(((flat - mean) ** 2).sum(axis=1).sum() / (n - 1))
+    signal = max(float(mean @ mean) - noise / n, 0.0)
     norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(mean)
     cosine = float(np.mean(flat @ mean / np.where(norms > 0, norms, 1.0)))
     return {"signal": signal, "noise": noise, "snr": signal / noise if noise else float("inf"),

@@ -59,10 +59,13 @@ def test_quantile_bins():
 def test_gradient_snr_by_hand():
     from den_tf.diagnose import gradient_snr
 
-    # Two draws of a 2-d gradient: (1, 0) and (3, 0): mean (2, 0), signal 4, noise 1.
+    # Two draws of a 2-d gradient, (1, 0) and (3, 0): mean (2, 0); noise (1 + 1) / (2 - 1) = 2;
+    # signal 4 - 2 / 2 = 3.
     result = gradient_snr([[np.array([1.0]), np.array([0.0])],
                            [np.array([3.0]), np.array([0.0])]])
-    assert result["signal"] == 4.0 and result["noise"] == 1.0 and result["snr"] == 4.0
+    assert result["signal"] == 3.0 and result["noise"] == 2.0 and result["snr"] == 1.5
     assert result["cosine_to_mean"] == pytest.approx(1.0)
     opposite = gradient_snr([[np.array([1.0, 0.0])], [np.array([-1.0, 0.0])]])
     assert opposite["signal"] == 0.0 and opposite["snr"] == 0.0
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        gradient_snr([[np.array([1.0])]])
