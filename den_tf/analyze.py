@@ -65,13 +65,17 @@ def load_predictions(workdir: str) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def by_task(predictions: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """The per-instance arrays split by task, in task order."""
-    return {
-        str(name): {k: v[predictions["task"] == t] for k, v in predictions.items()
-                    if k != "task_names"}
-        for t, name in enumerate(predictions["task_names"])
-    }
+def by_task(predictions: dict[str, np.ndarray]) -> dict[str, dict]:
+    """The per-instance arrays split by task, in task order, with the task's ``flops_full``
+    (the largest FLOPs seen where the file does not record it)."""
+    tasks = {}
+    for t, name in enumerate(predictions["task_names"]):
+        mask = predictions["task"] == t
+        entry = {k: v[mask] for k, v in predictions.items() if not k.startswith("task_")}
+        full = predictions.get("task_flops_full", np.full(t + 1, np.nan))[t]
+        entry["flops_full"] = float(entry["flops"].max() if np.isnan(full) else full)
+        tasks[str(name)] = entry
+    return tasks
 
 
 def structure_counts(structures: np.ndarray) -> list[tuple[tuple[int, ...], int]]:
@@ -118,16 +122,16 @@ def plot_awareness(tasks: dict, path: str) -> bool:
     if not known:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    full = max(float(e["flops"].max()) for e in known.values())
     for name, entry in known.items():
         bins = stats.quantile_bins(entry["difficulty"], 5)
-        flops = [entry["flops"][b].mean() / full for b in bins]
+        flops = [entry["flops"][b].mean() / entry["flops_full"] for b in bins]
         accuracy = [100 * entry["correct"][b].mean() for b in bins]
         rho = stats.spearman(entry["difficulty"], entry["flops"])
         left.plot(range(1, 6), flops, marker="o", label=f"{name} (rank corr. {rho:+.2f})")
         right.plot(range(1, 6), accuracy, marker="o", label=name)
     left.set_title("FLOPs of the selected structures", fontsize=9)
-    left.set_ylabel("fraction of the largest FLOPs")
+    left.set_ylabel("fraction of the full structure's FLOPs")
+    left.set_ylim(0, 1.05)
     right.set_title("accuracy", fontsize=9)
     right.set_ylabel("%")
     for ax in (left, right):
@@ -297,6 +301,12 @@ def plot_neighbours(predictions, task_objects, data_dir, path: str, k: int = EXA
 def analyze(workdir: str, config=None) -> str:
     """Writes the figures and analysis.md into ``workdir/analysis``; returns the page's path."""
     predictions = load_predictions(workdir)
+    results_json = os.path.join(workdir, "results.json")
+    if "task_flops_full" not in predictions and os.path.exists(results_json):
+        with open(results_json) as f:  # files written before predictions recorded it
+            entries = json.load(f)["tasks"]
+        predictions["task_flops_full"] = np.array(
+            [entries[str(n)]["flops_full"] for n in predictions["task_names"]], float)
     tasks = by_task(predictions)
     out = os.path.join(workdir, "analysis")
     os.makedirs(out, exist_ok=True)

@@ -297,13 +297,16 @@ def results(
 def write_predictions(path: str, report: dict[str, dict]) -> None:
     """The per-instance record of an evaluation as one .npz: task id and names, label,
     prediction, correct, the selector's level probabilities (N, n_blocks, h), the structure
-    and its FLOPs, and difficulty (NaN where the data has none)."""
+    and its FLOPs, difficulty (NaN where the data has none), and per task the full
+    structure's FLOPs (``task_flops_full``)."""
     names = list(report)
     parts = [report[name]["instances"] for name in names]
     count = [len(p["labels"]) for p in parts]
     np.savez_compressed(
         path,
         task_names=np.array(names),
+        task_flops_full=np.array([float(report[name].get("flops_full", np.nan))
+                                  for name in names]),
         task=np.repeat(np.arange(len(names)), count),
         label=np.concatenate([p["labels"] for p in parts]),
         prediction=np.concatenate([p["predictions"] for p in parts]),
