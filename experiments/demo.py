@@ -4,10 +4,11 @@
 
 Trains on the embedded synthetic dataset (den_tf/datasets/synthetic.py; nothing to
 download): per-task 7x7 stems into a 16x16 trunk, WRN-32 with widths 16/32/64 (15 blocks x
-4 levels), two stages of Algorithm 1, rho = 0.3. About 7 minutes on 2 CPU cores.
-Expected result (2026-11-28, 2 cores): DEN 87.2 % average accuracy at 23.8 MFLOPs per image
-(67 % of the full structure's 35.4M); full structure 86.2 %; random structures 79.6 % (uniform)
-and 86.7 % (the selector's level frequencies, same FLOPs).
+4 levels), two stages of Algorithm 1, rho = 0.3.
+Expected result (2026-11-29, 2-core AMD EPYC, 3 seeds: ``make demo SEEDS=3``): DEN
+90.9 +- 1.7 % average accuracy at 49 % of the full structure's 35.4 MFLOPs; full structure
+89.4 %; random structures 81.6 % (uniform) and 90.6 % (the selector's level frequencies, same
+FLOPs); one seed about 14-15 minutes.
 """
 
 from den_tf.builders import base_config
