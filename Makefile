@@ -46,9 +46,8 @@ endif
 
 # Any config over seeds: make sweep CONFIG=experiments/m3.py SEEDS=3 [ARGS=--config.rho=0.5]
 CONFIG ?= experiments/demo.py
-SEEDS_DEFAULT := 5
 sweep: $(STAMP)
-	$(PY) -m den_tf.sweep --config=$(CONFIG) --workdir=$(WORKDIR)/sweep_$(basename $(notdir $(CONFIG))) --seeds=$(or $(SEEDS),$(SEEDS_DEFAULT)) $(ARGS)
+	$(PY) -m den_tf.sweep --config=$(CONFIG) --workdir=$(WORKDIR)/sweep_$(basename $(notdir $(CONFIG))) --seeds=$(or $(SEEDS),5) $(ARGS)
 
 # The demo's accuracy-FLOPs trade-off across rho, and the paper's Fig. 5 ablations (the number
 # of levels; the first stage's initial distribution) on CONFIG (default: the demo; the paper

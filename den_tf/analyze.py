@@ -152,17 +152,16 @@ def draw_structure(ax, structure, levels: int) -> None:
     ax.set_yticks([])
 
 
-def test_images(task, indices, data_dir: str | None) -> list[np.ndarray]:
+def load_test_images(task, indices, data_dir: str | None) -> list[np.ndarray]:
     """The task's test images at ``indices`` (positions in the evaluation's order), uint8."""
     import tensorflow as tf
 
-    from den_tf.datasets import sources
+    from den_tf.datasets import pipeline, sources
 
     source = sources.load_source(task.dataset, "test", data_dir=data_dir)
     wanted, found, position = set(int(i) for i in indices), {}, 0
     for example in source.examples:
-        label = int(example[task.label_key])
-        if not task.first_class <= label < task.first_class + task.num_classes:
+        if not pipeline.belongs_to_task(task, int(example[task.label_key])):
             continue
         if position in wanted:
             image = example["image"]
@@ -186,7 +185,7 @@ def plot_top_structures(tasks: dict, task_objects, levels: int, data_dir, path: 
         draw_structure(row[0], structure, levels)
         row[0].set_title(f"{name}: {count} images", fontsize=8)
         chosen = np.flatnonzero((entry["structure"] == np.array(structure)).all(axis=1))
-        images = test_images(task_objects[name], chosen[:EXAMPLES], data_dir)
+        images = load_test_images(task_objects[name], chosen[:EXAMPLES], data_dir)
         for ax, image in zip(row[1:], images + [None] * EXAMPLES):
             ax.axis("off")
             if image is not None:
@@ -287,7 +286,7 @@ def plot_neighbours(predictions, task_objects, data_dir, path: str, k: int = EXA
     for name, indices in wanted.items():  # one pass over each task's test split
         indices = sorted(indices)
         images.update(zip(((name, i) for i in indices),
-                          test_images(task_objects[name], indices, data_dir)))
+                          load_test_images(task_objects[name], indices, data_dir)))
     for axes_row, panels in zip(axes, rows):
         for ax, (name, index, title) in zip(axes_row, panels):
             ax.imshow(images[(name, index)])

@@ -177,7 +177,7 @@ class NestedBlock(keras.layers.Layer):
 
     Subclasses define ``_branch(x, channels, mask, instance_mask, training)``: the block's
     computation keeping the first ``channels`` internal channels (``mask`` zeroes further
-    channels per instance in the masked path), ``conv_shapes(channels, input_hw)`` and, for
+    channels per instance in the masked path), ``conv_shapes(channels, input_shape)`` and, for
     residual blocks, the shortcut.
 
     Args:
@@ -299,8 +299,7 @@ class NestedBlock(keras.layers.Layer):
 
     def level_conv_shapes(self, input_shape) -> list[list[ConvShape]]:
         """The convolutions run at each level (an empty list for a skipped block)."""
-        return [self.conv_shapes(c, tuple(input_shape[1:3])) if c else []
-                for c in self.level_channels]
+        return [self.conv_shapes(c, input_shape) if c else [] for c in self.level_channels]
 
     def _check_input(self, input_shape):
         if self.residual and input_shape[-1] > self.out_channels:
@@ -333,8 +332,8 @@ class ResidualBasicBlock(NestedBlock):
         h = self._activate(self.bn_mid, h, mask, training)
         return conv(h, self.conv2[:, :, :channels, :])
 
-    def conv_shapes(self, channels, input_hw):
-        out_hw = self.compute_output_shape((None, *input_hw, None))[1:3]
+    def conv_shapes(self, channels, input_shape):
+        out_hw = self.compute_output_shape(input_shape)[1:3]
         return [
             ConvShape(3, self.conv1.shape[2], channels, out_hw),
             ConvShape(3, channels, self.out_channels, out_hw),
@@ -382,10 +381,10 @@ class ResidualBottleneckBlock(NestedBlock):
         h = self._activate(self.bn_grouped, h, mask, training)
         return conv(h, self.conv_expand[:, :, :channels, :])
 
-    def conv_shapes(self, channels, input_hw):
-        out_hw = self.compute_output_shape((None, *input_hw, None))[1:3]
+    def conv_shapes(self, channels, input_shape):
+        out_hw = self.compute_output_shape(input_shape)[1:3]
         return [
-            ConvShape(1, self.conv_reduce.shape[2], channels, input_hw),
+            ConvShape(1, self.conv_reduce.shape[2], channels, tuple(input_shape[1:3])),
             ConvShape(3, self.conv_grouped.shape[2], channels, out_hw),
             ConvShape(1, channels, self.out_channels, out_hw),
         ]
@@ -446,7 +445,8 @@ class PlainConvBlock(NestedBlock):
             width = None if width is None else width // 2
         return (batch, height, width, self.out_channels)
 
-    def conv_shapes(self, channels, input_hw):
+    def conv_shapes(self, channels, input_shape):
+        input_hw = tuple(input_shape[1:3])
         shapes = [ConvShape(3, self.conv_a.shape[2], channels, input_hw)]
         if self.convs == 2:
             shapes.append(ConvShape(3, channels, self.out_channels, input_hw))

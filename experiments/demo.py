@@ -41,7 +41,8 @@ def get_config():
     config.train.estimator.lr = 0.05
     config.train.estimator.weight_decay = 5e-4
     # No epsilon-greedy exploration, a larger rate, more steps: on one stage-1 estimator these
-    # reached the lowest validation objective and FLOPs (README, "Why the selector adds little").
+    # reached the lowest validation objective and FLOPs, one run each (README, "Why the
+    # selector adds little").
     config.train.selector.steps = 600
     config.train.selector.lr = 3e-3
     config.train.selector.epsilon = 0.0

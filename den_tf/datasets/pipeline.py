@@ -117,10 +117,7 @@ def task_dataset(
             .map(lambda _, example: example)
         )
     if not _covers_all_classes(task, source):
-        first, end = task.first_class, task.first_class + task.num_classes
-        examples = examples.filter(
-            lambda ex: (ex[task.label_key] >= first) & (ex[task.label_key] < end)
-        )
+        examples = examples.filter(lambda ex: belongs_to_task(task, ex[task.label_key]))
 
     def prepare(example: dict[str, tf.Tensor], augment_seed: tf.Tensor | None = None):
         image = _decoded(example["image"], source.image_size)
@@ -203,6 +200,11 @@ def _decoded(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
         image = tf.io.decode_image(image, channels=3, expand_animations=False)
         image = tf.ensure_shape(image, [*size, 3])
     return tf.cast(image, tf.float32)
+
+
+def belongs_to_task(task: Task, label):
+    """Whether a dataset label is one of the task's classes (tensor or int)."""
+    return (label >= task.first_class) & (label < task.first_class + task.num_classes)
 
 
 def _covers_all_classes(task: Task, source: sources.Source) -> bool:
