@@ -56,8 +56,11 @@ def _structures(mode, estimator, images, seed, marginals):
 class Evaluator:
     """Runs the estimator over datasets under one kind of structures (``MODES``).
 
-    One compiled function per mode and task, with the batch dimension left open, so it is
-    traced once (a last partial batch does not retrace) and reused at every evaluation.
+    Two compiled functions per task, shared by every mode: the selector's level logits, and
+    the estimator on the sliced path under given structures. A mode only decides the
+    structures (eagerly, a few integers per image), so each function is traced once, with the
+    batch dimension left open (a last partial batch does not retrace), and reused at every
+    evaluation.
     """
 
     def __init__(self, estimator: Estimator, selector: Selector, rho: float):
@@ -65,42 +68,40 @@ class Evaluator:
         self.selector = selector
         self.costs = cost.cost_table(estimator)
         self.rho = rho
-        self._compiled: dict[tuple[str, int], tf.types.experimental.GenericFunction] = {}
+        self.compiled: dict[tuple[str, int], tf.types.experimental.GenericFunction] = {}
 
-    def _function(self, mode: str, task: int):
-        if (mode, task) not in self._compiled:
+    def _function(self, kind: str, task: int):
+        """The compiled selector (``kind`` 'select') or estimator ('score') of a task."""
+        if (kind, task) not in self.compiled:
             size = self.estimator.tasks[task].input_size
-            signature = [
-                tf.TensorSpec([None, size, size, 3], tf.float32),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([2], tf.int64),
-                tf.TensorSpec([self.estimator.n_blocks, self.estimator.levels], tf.float32),
-            ]
-            self._compiled[(mode, task)] = tf.function(
-                self._run_fn(mode, task), input_signature=signature
-            )
-        return self._compiled[(mode, task)]
-
-    def _run_fn(self, mode: str, task: int):
-        estimator, selector = self.estimator, self.selector
-
-        def run(images, labels, seed, marginals):
-            logits = selector(images, task=task, training=False)
-            if mode == "selector":
-                z = policy.argmax_structure(logits)
+            images = tf.TensorSpec([None, size, size, 3], tf.float32)
+            if kind == "select":
+                function = tf.function(
+                    lambda x: self.selector(x, task=task, training=False),
+                    input_signature=[images],
+                )
             else:
-                z = _structures(mode, estimator, images, seed, marginals)
-            outputs = estimator(images, task=task, structure=z, training=False,
+                function = tf.function(
+                    self._score_fn(task),
+                    input_signature=[images, tf.TensorSpec([None], tf.int32),
+                                     tf.TensorSpec([None, self.estimator.n_blocks], tf.int32)],
+                )
+            self.compiled[(kind, task)] = function
+        return self.compiled[(kind, task)]
+
+    def _score_fn(self, task: int):
+        estimator = self.estimator
+
+        def score(images, labels, structures):
+            outputs = estimator(images, task=task, structure=structures, training=False,
                                 execution="sliced")
             return {
-                "structures": z,
                 "cross_entropy": metrics.cross_entropy(labels, outputs),
                 "correct": metrics.correct(labels, outputs),
                 "predictions": tf.argmax(outputs, -1, output_type=tf.int32),
-                "probabilities": tf.nn.softmax(logits),
             }
 
-        return run
+        return score
 
     def evaluate(
         self,
@@ -123,12 +124,19 @@ class Evaluator:
             task_marginals = tf.constant(
                 np.ones(shape) if marginals is None else marginals[t], tf.float32
             )
-            run = self._function(mode, t)
+            select, score = self._function("select", t), self._function("score", t)
             outputs, extras = collections.defaultdict(list), collections.defaultdict(list)
             for b, batch in enumerate(dataset):
-                seed_b = tf.constant([seed, t * 100_003 + b], tf.int64)
-                for key, value in run(batch["image"], batch["label"], seed_b,
-                                      task_marginals).items():
+                logits = select(batch["image"])
+                if mode == "selector":
+                    z = policy.argmax_structure(logits)
+                else:
+                    seed_b = tf.constant([seed, t * 100_003 + b], tf.int64)
+                    z = _structures(mode, self.estimator, batch["image"], seed_b,
+                                    task_marginals)
+                scored = score(batch["image"], batch["label"], z)
+                scored.update(structures=z, probabilities=tf.nn.softmax(logits))
+                for key, value in scored.items():
                     outputs[key].append(value.numpy())
                 outputs["labels"].append(batch["label"].numpy())
                 for key in batch.keys() - {"image", "label", "task"}:

@@ -76,7 +76,7 @@ def test_mode_names():
             evaluation.check_mode(bad, 4)
 
 
-def test_each_mode_and_task_is_traced_once():
+def test_each_task_is_traced_once_for_every_mode():
     tasks = [Task("small", "s", 16, 5), Task("large", "l", 32, 7)]
     spec = backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8)
     est = Estimator(spec, tasks, levels=3, trunk_size=16)
@@ -94,8 +94,8 @@ def test_each_mode_and_task_is_traced_once():
     for _ in range(2):
         for mode in ("selector", "level_1", "marginal"):
             report = evaluator.evaluate(datasets, mode)
-    assert {key: f.experimental_get_tracing_count() for key, f in evaluator._compiled.items()} \
-        == {(mode, t): 1 for mode in ("selector", "level_1", "marginal") for t in (0, 1)}
+    assert {key: f.experimental_get_tracing_count() for key, f in evaluator.compiled.items()} \
+        == {(kind, t): 1 for kind in ("select", "score") for t in (0, 1)}
     assert report["small"]["num"] == 11 and report["large"]["num"] == 7
     assert np.allclose(report["small"]["instances"]["difficulty"], np.linspace(0, 1, 11))
     level_1 = evaluator.evaluate(datasets, "level_1")["large"]["instances"]["structures"]
