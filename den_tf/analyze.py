@@ -240,6 +240,25 @@ def plot_runs(runs: list[tuple[str, dict]], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def plot_budget_curve(curve: dict, path: str) -> None:
+    """Average accuracy against the FLOPs fraction used, for each chooser of structures under
+    a budget (``den_tf.budget.accuracy_against_budget``)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    labels = {"selector": "selector within the budget", "uniform": "one uniform structure",
+              "random": "random structures within the budget"}
+    for name, points in curve["choosers"].items():
+        ax.plot([p["flops_fraction"] for p in points],
+                [p["average"]["accuracy"] for p in points], "o-", label=labels.get(name, name))
+    ax.set_xlabel("FLOPs / full structure")
+    ax.set_ylabel("average accuracy %")
+    ax.set_title("Accuracy under a FLOPs budget")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_tensorboard(logdir: str, paths: list[str]) -> None:
     """Each PNG as an image summary ``analysis/<name>`` in the run's TensorBoard."""
     import tensorflow as tf
@@ -317,6 +336,11 @@ def analyze(workdir: str, config=None) -> str:
     plot_level_probabilities(tasks, os.path.join(out, figures[1][1]))
     if plot_awareness(tasks, os.path.join(out, "awareness.png")):
         figures.append(("FLOPs and accuracy by difficulty quintile", "awareness.png"))
+    budget_json = os.path.join(workdir, "budget.json")
+    if os.path.exists(budget_json):  # written by --mode=budget
+        with open(budget_json) as f:
+            plot_budget_curve(json.load(f), os.path.join(out, "budget.png"))
+        figures.append(("Accuracy under a FLOPs budget", "budget.png"))
     if config is not None:
         from den_tf import builders
         from den_tf.tasks import get_tasks

@@ -9,7 +9,7 @@ the per-block level frequencies of the learned selector (the same expected FLOPs
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
 import numpy as np
@@ -20,6 +20,8 @@ from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
 MODES = ("selector", "full", "uniform", "marginal", "level_<l>")
+# (task, selector logits, images, seed) -> structures (batch, n_blocks)
+Chooser = Callable[[int, tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 TOP_STRUCTURES = 20
 QUINTILES = 5
 
@@ -119,21 +121,29 @@ class Evaluator:
         """
         check_mode(mode, self.estimator.levels)
         shape = (self.estimator.n_blocks, self.estimator.levels)
+        frequencies = [tf.constant(np.ones(shape) if marginals is None else marginals[t],
+                                   tf.float32) for t in range(len(self.estimator.tasks))]
+
+        def choose(t, logits, images, batch_seed):
+            if mode == "selector":
+                return policy.argmax_structure(logits)
+            return _structures(mode, self.estimator, images, batch_seed, frequencies[t])
+
+        return self.evaluate_structures(datasets, choose, seed)
+
+    def evaluate_structures(
+        self, datasets: Sequence[tf.data.Dataset], choose: Chooser, seed: int = 0
+    ) -> dict[str, dict]:
+        """``evaluate`` with the structures of each batch given by ``choose(task, selector
+        logits, images, seed)`` (a seed per batch, derived from ``seed``)."""
         report = {}
         for t, (task, dataset) in enumerate(zip(self.estimator.tasks, datasets)):
-            task_marginals = tf.constant(
-                np.ones(shape) if marginals is None else marginals[t], tf.float32
-            )
             select, score = self._function("select", t), self._function("score", t)
             outputs, extras = collections.defaultdict(list), collections.defaultdict(list)
             for b, batch in enumerate(dataset):
                 logits = select(batch["image"])
-                if mode == "selector":
-                    z = policy.argmax_structure(logits)
-                else:
-                    seed_b = tf.constant([seed, t * 100_003 + b], tf.int64)
-                    z = _structures(mode, self.estimator, batch["image"], seed_b,
-                                    task_marginals)
+                z = choose(t, logits, batch["image"], tf.constant([seed, t * 100_003 + b],
+                                                                  tf.int64))
                 scored = score(batch["image"], batch["label"], z)
                 scored.update(structures=z, probabilities=tf.nn.softmax(logits))
                 for key, value in scored.items():
@@ -186,7 +196,7 @@ def _average(tasks: dict, key: str) -> float:
     return float(np.mean([entry[key] for entry in tasks.values()]))
 
 
-def _point(report: dict[str, dict]) -> dict:
+def operating_point(report: dict[str, dict]) -> dict:
     """Accuracy and FLOPs per task and on average: one operating point of the estimator."""
     tasks = {name: {"accuracy": e["accuracy"], "flops": e["flops"]} for name, e in report.items()}
     return {
@@ -271,7 +281,7 @@ def results(
             )
     marginals = [level_frequencies(e["structures"], estimator.levels) for e in den.values()]
     controls = {
-        mode: _point(evaluator.evaluate(test_data, mode, config.seed, marginals))
+        mode: operating_point(evaluator.evaluate(test_data, mode, config.seed, marginals))
         for mode in ("uniform", "marginal")
     }
     top = estimator.levels - 1
@@ -295,9 +305,9 @@ def results(
         "average": average,
         "params": {key: summary["params"][key] for key in ("paper", "total")},
         "selector": summary["selector"],
-        "full_structure": _point(level_reports[top]),
+        "full_structure": operating_point(level_reports[top]),
         "random_selector": controls,
-        "uniform_levels": {str(level): _point(r) for level, r in level_reports.items()},
+        "uniform_levels": {str(level): operating_point(r) for level, r in level_reports.items()},
         "oracle": oracle(level_reports),
     }, den
 

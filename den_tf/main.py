@@ -1,10 +1,13 @@
 """Command line of den_tf.
 
     python -m den_tf.main --config=experiments/<name>.py --workdir=DIR \\
-        [--config.key=value ...] [--mode=train|evaluate|summary]
+        [--config.key=value ...] [--mode=train|evaluate|export|budget|summary]
 
 ``train`` runs Algorithm 1 (resuming from DIR/checkpoints if a run stopped) and evaluates
-on the test split once; ``evaluate`` re-evaluates the latest checkpoint; ``summary`` prints
+on the test split once; ``evaluate`` re-evaluates the latest checkpoint; ``export`` writes it
+as a SavedModel with one serving signature per task to DIR/export; ``budget`` measures the
+test accuracy of the latest checkpoint at 10 FLOPs budgets for three choosers of structures
+(DIR/budget.json and budget.png); ``summary`` prints
 the model figures as one JSON object on stdout (logs go to stderr). An unknown config key or
 a value of the wrong type stops the program before any work starts.
 """
@@ -12,16 +15,18 @@ a value of the wrong type stops the program before any work starts.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from den_tf import builders, cost, evaluation, progress, train
+from den_tf import analyze, budget, builders, cost, evaluation, export, progress, train
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard and results.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "summary"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export", "budget", "summary"],
+                  "What to do.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -38,6 +43,15 @@ def main(argv):
         return
     if not FLAGS.workdir:
         raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
+    if FLAGS.mode == "export":
+        path, names = export.export_run(config, FLAGS.workdir)
+        logging.info("SavedModel written to %s; signatures: %s", path, ", ".join(names))
+        return
+    if FLAGS.mode == "budget":
+        curve = train.measure_budgets(config, FLAGS.workdir)
+        analyze.plot_budget_curve(curve, os.path.join(FLAGS.workdir, "budget.png"))
+        print(budget.curve_markdown(curve))
+        return
     if FLAGS.mode == "train":
         results = train.train_and_evaluate(config, FLAGS.workdir)
     else:

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from den_tf import builders, evaluation
+from den_tf import budget, builders, evaluation
 from den_tf import summaries as summaries_lib
 from den_tf.datasets import multitask_dataset, task_dataset
 from den_tf.estimator import Estimator
@@ -228,17 +228,21 @@ def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str):
     return estimator, selector
 
 
+def test_datasets(config: ml_collections.ConfigDict, tasks) -> list[tf.data.Dataset]:
+    """The test split of every task, in evaluation batches, in a fixed order."""
+    return [
+        task_dataset(task, "test", config.train.eval_batch_size, seed=config.seed,
+                     training=False, task_id=t, **builders.data_kwargs(config))
+        for t, task in enumerate(tasks)
+    ]
+
+
 def evaluate_and_report(
     config: ml_collections.ConfigDict, workdir: str, estimator: Estimator, selector: Selector
 ) -> dict:
     """Evaluates on the test split once and writes results.json, results.md and the
     per-instance record predictions.npz."""
-    tasks = estimator.tasks
-    test_data = [
-        task_dataset(task, "test", config.train.eval_batch_size, seed=config.seed,
-                     training=False, task_id=t, **builders.data_kwargs(config))
-        for t, task in enumerate(tasks)
-    ]
+    test_data = test_datasets(config, estimator.tasks)
     results, report = evaluation.results(config, estimator, selector, test_data)
     evaluation.write_predictions(os.path.join(workdir, "predictions.npz"), report)
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -247,6 +251,18 @@ def evaluate_and_report(
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(markdown)
     return results
+
+
+def measure_budgets(config: ml_collections.ConfigDict, workdir: str, points: int = 10) -> dict:
+    """Test accuracy of the latest checkpoint under ``points`` FLOPs budgets for the three
+    choosers of ``budget.accuracy_against_budget``; written to ``workdir/budget.json``."""
+    estimator, selector = restore_for_evaluation(config, workdir)
+    evaluator = evaluation.Evaluator(estimator, selector, config.rho)
+    curve = budget.accuracy_against_budget(
+        evaluator, test_datasets(config, estimator.tasks), points, seed=config.seed)
+    with open(os.path.join(workdir, "budget.json"), "w") as f:
+        json.dump(curve, f, indent=1)
+    return curve
 
 
 def train_and_evaluate(

@@ -41,6 +41,10 @@ def workdir(tmp_path):
 def test_every_figure_is_written(workdir):
     config = base_config()
     config.tasks = ",".join(t.name for t in SYNTHETIC_TASKS)
+    chooser = [{"budget_fraction": f, "flops_fraction": f * 0.9, "average": {"accuracy": 80 + f}}
+               for f in (0.1, 0.5, 1.0)]
+    (workdir / "budget.json").write_text(json.dumps(
+        {"points": 3, "choosers": {"selector": chooser, "uniform": chooser}}))
     page = analyze.analyze(str(workdir), config)
     text = open(page).read()
     for name, (height, width) in {
@@ -49,6 +53,7 @@ def test_every_figure_is_written(workdir):
         "awareness.png": (350, 1000),
         "fig7_structures.png": (1440, 1000),
         "fig3_neighbours.png": (390, 1430),
+        "budget.png": (450, 600),
     }.items():
         image = matplotlib.image.imread(workdir / "analysis" / name)
         assert image.shape[:2] == (height, width), name

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from den_tf import builders, policy, train
+from den_tf import analyze, builders, export, policy, train
 from den_tf.builders import base_config
 from den_tf.datasets import synthetic
 
@@ -118,6 +118,25 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path):
     histogram = tf.make_ndarray(accumulator.Tensors("levels/synthetic_shapes/block_00")[-1]
                                 .tensor_proto)
     assert histogram.shape[1] == 3 and histogram[:, 2].sum() > 0  # counts of evaluated images
+
+    # The exported SavedModel serves the test images as the evaluation ran them.
+    path, names = export.export_run(tiny_config(), str(tmp_path))
+    served = tf.saved_model.load(path).signatures[names[2]]
+    colors = synthetic.TASKS[2]
+    indices = np.arange(8)
+    images = np.stack(analyze.load_test_images(colors, indices, data_dir=None))
+    outputs = served(images=tf.constant(images))
+    rows = np.flatnonzero(predictions["task"] == 2)[indices]
+    np.testing.assert_array_equal(outputs["structure"].numpy(), predictions["structure"][rows])
+    np.testing.assert_array_equal(outputs["top_classes"].numpy()[:, 0],
+                                  predictions["prediction"][rows])
+    np.testing.assert_allclose(outputs["flops"].numpy(), predictions["flops"][rows])
+
+    # Accuracy under budgets: at the full budget the selector's choice is the evaluated one.
+    curve = train.measure_budgets(tiny_config(), str(tmp_path), points=3)
+    assert json.loads((tmp_path / "budget.json").read_text()) == json.loads(json.dumps(curve))
+    assert np.isclose(curve["choosers"]["selector"][-1]["average"]["accuracy"],
+                      saved["average"]["accuracy"])
 
 
 class Interrupted(Exception):

@@ -61,6 +61,7 @@ MANUAL_DIR_CONTENTS = {
 
 SourceFn = Callable[[str, str], tuple]  # (images, labels) or (images, labels, extras)
 _REGISTERED: dict[str, tuple[SourceFn, Preprocessing]] = {}
+_CLASS_NAMES: dict[str, Callable[[str], Sequence[str]]] = {}
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -86,6 +87,7 @@ def register_source(
     mean: Sequence[float] = (0.5, 0.5, 0.5),
     std: Sequence[float] = (0.5, 0.5, 0.5),
     crop_padding: int = 4,
+    class_names: Callable[[str], Sequence[str]] | None = None,
 ) -> None:
     """Serves datasets whose name starts with ``prefix`` from ``fn`` instead of TFDS.
 
@@ -94,7 +96,8 @@ def register_source(
     third element, a dict of per-example numeric ``[N]`` arrays (e.g. the synthetic data's
     ``difficulty``) that the pipeline passes through into every batch. They go through the
     same pipeline as TFDS data (validation carve, augmentation, batching, multi-task zip).
-    ``mean``/``std`` are per channel, of pixels scaled to [0, 1].
+    ``mean``/``std`` are per channel, of pixels scaled to [0, 1]; ``class_names(dataset_name)``,
+    if given, names the labels (exported models report them).
     """
     if not prefix:
         raise ValueError("prefix: must be a non-empty string")
@@ -104,6 +107,8 @@ def register_source(
     if prefix in _REGISTERED and _REGISTERED[prefix][0] is not fn:
         raise ValueError(f"prefix: {prefix!r} is already registered to another function")
     _REGISTERED[prefix] = (fn, Preprocessing(tuple(mean), tuple(std), crop_padding))
+    if class_names is not None:
+        _CLASS_NAMES[prefix] = class_names
 
 
 def _registered(dataset: str) -> tuple[SourceFn, Preprocessing] | None:
@@ -111,6 +116,28 @@ def _registered(dataset: str) -> tuple[SourceFn, Preprocessing] | None:
         if dataset.startswith(prefix):
             return entry
     return None
+
+
+def preprocessing(dataset: str) -> Preprocessing:
+    """The normalisation and crop padding of ``dataset`` (a registered or a TFDS dataset)."""
+    check_dataset(dataset)
+    registered = _registered(dataset)
+    return registered[1] if registered else PREPROCESSING[dataset.split("/")[0]]
+
+
+def class_names(
+    dataset: str, label_key: str = "label", data_dir: str | None = None
+) -> list[str] | None:
+    """The names of the labels of ``dataset`` by label, or None where they are not known here
+    (a TFDS dataset not prepared in ``data_dir``, a registered source without names)."""
+    check_dataset(dataset)
+    if _registered(dataset) is not None:
+        prefix = next(p for p in _REGISTERED if dataset.startswith(p))
+        return list(_CLASS_NAMES[prefix](dataset)) if prefix in _CLASS_NAMES else None
+    builder = _builder(dataset, data_dir)
+    if not builder.is_prepared():
+        return None
+    return list(builder.info.features[label_key].names)
 
 
 def check_dataset(dataset: str) -> None:
@@ -196,7 +223,7 @@ def load_source(
         num_examples=num_examples,
         image_size=tuple(features["image"].shape[:2]),
         num_classes={k: features[k].num_classes for k in label_keys},
-        preprocessing=PREPROCESSING[dataset.split("/")[0]],
+        preprocessing=preprocessing(dataset),
     )
 
 
@@ -235,4 +262,4 @@ def _memory_source(dataset: str, split: str, fn: SourceFn, preprocessing: Prepro
 
 
 # The demo's embedded data, served from memory like any registered source.
-register_source(synthetic.PREFIX, synthetic.generate)
+register_source(synthetic.PREFIX, synthetic.generate, class_names=synthetic.class_names)

@@ -34,6 +34,20 @@ SPLIT_SEEDS = {"train": 1, "test": 2}
 HUES = np.array(
     [[0.9, 0.15, 0.1], [0.15, 0.8, 0.2], [0.15, 0.3, 0.95], [0.95, 0.85, 0.1], [0.85, 0.2, 0.85]]
 )
+HUE_NAMES = ("red", "green", "blue", "yellow", "magenta")
+CLASS_NAMES = {
+    "shapes": ("disk", "square", "triangle", "ring", "plus", "x", "horizontal bar",
+               "vertical bar", "diamond", "two dots"),
+    "textures": ("vertical stripes", "fine vertical stripes", "horizontal stripes",
+                 "fine horizontal stripes", "checkerboard", "fine checkerboard", "dense dots",
+                 "sparse dots", "rings", "diagonal checkerboard"),
+    "colors": tuple(f"{hue} {form}" for form in ("disk", "bar") for hue in HUE_NAMES),
+}
+
+
+def class_names(dataset: str) -> tuple[str, ...]:
+    """The names of the classes of ``dataset`` ('synthetic/<task>'), by label."""
+    return CLASS_NAMES[dataset.removeprefix(PREFIX + "/")]
 
 
 def _shape_mask(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -1,0 +1,143 @@
+"""Export: the trained estimator and selector as one TensorFlow SavedModel.
+
+One serving signature per task, named after the task: uint8 images of the task's size in,
+normalised inside as in training; the selector's most probable structure runs on the sliced
+path, so each image pays only for the channel groups its structure keeps. Outputs: the logits,
+the top-k classes with their names and probabilities, the structure and its FLOPs. The
+SavedModel loads with ``tf.saved_model.load`` alone: den_tf need not be installed where it is
+served. (Keras also names the first task's signature ``serving_default``.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+import keras
+import ml_collections
+import tensorflow as tf
+from absl import logging
+
+from den_tf import budget, cost, policy, train
+from den_tf.datasets import pipeline, sources
+from den_tf.estimator import Estimator
+from den_tf.selector import Selector
+from den_tf.tasks import Task
+
+TOP_K = 5
+
+
+def signature_name(task_name: str) -> str:
+    """The task's name as a SavedModel signature key (letters, digits and underscores)."""
+    name = re.sub(r"\W", "_", task_name)
+    return name if re.match(r"[A-Za-z_]", name) else f"task_{name}"
+
+
+def task_class_names(task: Task, data_dir: str | None = None) -> list[str]:
+    """The names of the task's classes, by class id; their ids as text (with a warning) where
+    the dataset's names are not known here (a TFDS dataset not prepared in ``data_dir``)."""
+    names = sources.class_names(task.dataset, task.label_key, data_dir)
+    if names is None:
+        logging.warning("class names of %s are not known here (dataset not prepared in %s): "
+                        "the export names its classes by id", task.dataset, data_dir)
+        return [str(c) for c in range(task.num_classes)]
+    return names[task.first_class:task.first_class + task.num_classes]
+
+
+def serving_function(
+    estimator: Estimator,
+    selector: Selector,
+    task: int,
+    class_names: Sequence[str],
+    budgeted: bool = False,
+):
+    """The task's serving function: uint8 images (batch, S, S, 3) -> a dict of outputs.
+
+    ``budgeted``: it also takes ``max_flops`` (batch,) float64, each image's FLOPs budget,
+    and runs the selector's most probable structure within it (``budget``)."""
+    spec = estimator.tasks[task]
+    if len(class_names) != spec.num_classes:
+        raise ValueError(f"task {spec.name!r} has {spec.num_classes} classes, got "
+                         f"{len(class_names)} class names")
+    names = tf.constant(list(class_names))
+    normalisation = sources.preprocessing(spec.dataset)
+    costs = cost.cost_table(estimator)
+    k = min(TOP_K, spec.num_classes)
+
+    size = spec.input_size
+    expected = f"images for task {spec.name!r} must be uint8 of shape (batch, {size}, {size}, 3)"
+
+    level_flops = 2.0 * costs.level_macs
+    fixed_flops = 2.0 * costs.fixed_macs[task]
+
+    def serve(images, max_flops=None):
+        tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant([size, size, 3]),
+                                  message=expected)
+        x = pipeline.normalize(tf.cast(images, tf.float32), normalisation)
+        level_logits = selector(x, task=task, training=False)
+        if max_flops is None:
+            structure = policy.argmax_structure(level_logits)
+        else:
+            structure = budget.structure_under_budget(
+                tf.nn.log_softmax(level_logits), level_flops, max_flops, fixed_flops)
+        logits = estimator(x, task=task, structure=structure, training=False,
+                           execution="sliced")
+        top = tf.math.top_k(tf.nn.softmax(logits), k)
+        return {
+            "logits": logits,
+            "top_classes": top.indices,
+            "top_names": tf.gather(names, top.indices),
+            "top_probabilities": top.values,
+            "structure": structure,
+            "flops": costs.flops(structure, task),
+            "full_flops": tf.fill([tf.shape(images)[0]],
+                                  tf.constant(2.0 * costs.full_macs(task), tf.float64)),
+        }
+
+    if budgeted:
+        return serve
+    return lambda images: serve(images)
+
+
+def export(
+    estimator: Estimator,
+    selector: Selector,
+    path: str,
+    class_names: Sequence[Sequence[str]] | None = None,
+) -> list[str]:
+    """Writes the SavedModel to ``path``; returns its signature names, in task order. Each
+    task has a second signature, ``<name>_budget``, that takes a FLOPs budget per image.
+
+    ``class_names[t]`` names task t's classes (default: ``task_class_names``).
+    """
+    if class_names is None:
+        class_names = [task_class_names(task) for task in estimator.tasks]
+    names = [signature_name(task.name) for task in estimator.tasks]
+    if len(set(names)) != len(names) or set(names) & {f"{n}_budget" for n in names}:
+        raise ValueError(f"task names give clashing signature names: {names}")
+    archive = keras.export.ExportArchive()
+    archive.track(estimator)
+    archive.track(selector)
+    for t, (task, name) in enumerate(zip(estimator.tasks, names)):
+        size = task.input_size
+        images = tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")
+        archive.add_endpoint(
+            name, serving_function(estimator, selector, t, class_names[t]),
+            input_signature=[images],
+        )
+        archive.add_endpoint(
+            f"{name}_budget", serving_function(estimator, selector, t, class_names[t], True),
+            input_signature=[images, tf.TensorSpec([None], tf.float64, name="max_flops")],
+        )
+    archive.write_out(path, verbose=False)
+    return names
+
+
+def export_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, list[str]]:
+    """Exports the latest checkpoint of ``workdir`` to ``workdir/export`` (class names from
+    the config's data directory); returns the path and the signature names."""
+    estimator, selector = train.restore_for_evaluation(config, workdir)
+    names = [task_class_names(task, config.data.data_dir or None) for task in estimator.tasks]
+    path = os.path.join(workdir, "export")
+    return path, export(estimator, selector, path, names)

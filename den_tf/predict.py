@@ -1,0 +1,155 @@
+"""Classifies image files with an exported elastic network (``--mode=export``).
+
+    python -m den_tf.predict --export=DIR/export --task=NAME FILES_OR_FOLDERS...
+    python -m den_tf.predict --workdir=DIR --task=NAME FILES_OR_FOLDERS...
+        [--max_flops=F | --max_fraction=X]
+
+Prints one JSON line per image: the file, the top classes with names and probabilities, the
+structure the selector chose and its FLOPs. With a budget (FLOPs per image, or a fraction of
+the full structure's) each image runs the selector's most probable structure within it
+(``den_tf.budget``). Images are resized to the task's input size as
+the input pipeline does. Files that cannot be read or decoded are reported by name on stderr
+and skipped; the others still run, and the exit status is 1 if any file was skipped.
+Folders are searched recursively, in sorted order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from den_tf import export
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defines the command's flags; called only when run, so that importing this module
+    never collides with other commands' flags of the same name."""
+    flags.DEFINE_string("export", None, "Directory of the exported SavedModel.")
+    flags.DEFINE_string("workdir", None, "Run directory whose export/ holds the SavedModel.")
+    flags.DEFINE_string("task", None, "Task name (a signature of the SavedModel).")
+    flags.DEFINE_integer("batch_size", 32, "Images per call of the model.")
+    flags.DEFINE_float("max_flops", None, "FLOPs budget per image.")
+    flags.DEFINE_float("max_fraction", None, "Budget as a fraction of the full structure.")
+
+
+def image_files(paths: Sequence[str]) -> Iterator[str]:
+    """The files named, and every file under the folders named (recursively, sorted)."""
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                yield from (os.path.join(root, name) for name in sorted(files))
+        else:
+            yield path
+
+
+def load_image(path: str, size: int) -> np.ndarray:
+    """The image at ``path`` as uint8 (size, size, 3); raises ValueError if it is not one."""
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        raise ValueError(error.message.splitlines()[0]) from None
+    if tuple(image.shape[:2]) != (size, size):
+        image = tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return image.numpy()
+
+
+def predictions(outputs: dict[str, np.ndarray], files: Sequence[str]) -> Iterator[dict]:
+    """One record per image of a batch of the model's outputs."""
+    for i, path in enumerate(files):
+        yield {
+            "file": path,
+            "top": [
+                {"class": int(c), "name": name.decode(), "probability": round(float(p), 6)}
+                for c, name, p in zip(outputs["top_classes"][i], outputs["top_names"][i],
+                                      outputs["top_probabilities"][i])
+            ],
+            "structure": outputs["structure"][i].tolist(),
+            "flops": float(outputs["flops"][i]),
+        }
+
+
+def run(
+    model_dir: str,
+    task: str,
+    paths: Sequence[str],
+    batch_size: int = 32,
+    max_flops: float | None = None,
+    max_fraction: float | None = None,
+) -> int:
+    """Prints the predictions of every readable image; returns how many files were skipped."""
+    model = tf.saved_model.load(model_dir)
+    name = export.signature_name(task)
+    if name not in model.signatures:
+        tasks = sorted(n for n in model.signatures
+                       if n != "serving_default" and not n.endswith("_budget"))
+        raise app.UsageError(f"--task={task!r} is not in {model_dir}; its tasks: {tasks}")
+    serve = model.signatures[name]
+    size = serve.structured_input_signature[1]["images"].shape[1]
+    if max_fraction is not None:
+        if not 0 < max_fraction <= 1:
+            raise app.UsageError(f"--max_fraction must be in (0, 1], got {max_fraction}")
+        blank = tf.zeros([1, size, size, 3], tf.uint8)
+        max_flops = max_fraction * float(serve(images=blank)["full_flops"][0])
+    budgeted = model.signatures[f"{name}_budget"]
+
+    def classify(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        if max_flops is None:
+            return serve(images=images)
+        budgets = tf.fill([tf.shape(images)[0]], tf.constant(max_flops, tf.float64))
+        return budgeted(images=images, max_flops=budgets)
+
+    skipped = 0
+    batch, files = [], []
+
+    def flush():
+        outputs = {k: v.numpy() for k, v in classify(tf.constant(np.stack(batch))).items()}
+        for record in predictions(outputs, files):
+            print(json.dumps(record), flush=True)
+        batch.clear()
+        files.clear()
+
+    for path in image_files(paths):
+        try:
+            batch.append(load_image(path, size))
+        except ValueError as error:
+            print(f"skipped {path}: {error}", file=sys.stderr, flush=True)
+            skipped += 1
+            continue
+        files.append(path)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return skipped
+
+
+def main(argv):
+    if (FLAGS.export is None) == (FLAGS.workdir is None):
+        raise app.UsageError("give exactly one of --export and --workdir")
+    if not FLAGS.task:
+        raise app.UsageError("--task is required")
+    if len(argv) < 2:
+        raise app.UsageError("name at least one image file or folder")
+    model_dir = FLAGS.export or os.path.join(FLAGS.workdir, "export")
+    if not os.path.isdir(model_dir):
+        raise app.UsageError(f"{model_dir} holds no export: run --mode=export first")
+    if FLAGS.max_flops is not None and FLAGS.max_fraction is not None:
+        raise app.UsageError("give at most one of --max_flops and --max_fraction")
+    skipped = run(model_dir, FLAGS.task, argv[1:], FLAGS.batch_size, FLAGS.max_flops,
+                  FLAGS.max_fraction)
+    return 1 if skipped else 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,104 @@
+"""Structures under a FLOPs budget: hand-computed cases, never over budget, argmax without one."""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from den_tf import budget
+
+# Two blocks, three levels; block 0's level 1 lies below the hull of its log-probabilities.
+FLOPS = np.array([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
+PROBS = np.array([[[0.1, 0.2, 0.7], [0.1, 0.6, 0.3]]])
+
+
+def choose(log_probs, budgets, fixed=0.0, level_flops=FLOPS):
+    batch = np.repeat(log_probs, len(budgets), axis=0) if len(log_probs) == 1 else log_probs
+    return budget.structure_under_budget(
+        tf.constant(batch), level_flops, tf.constant(budgets, tf.float64), fixed).numpy()
+
+
+def best_by_enumeration(log_probs, level_flops, allowed):
+    n, h = level_flops.shape
+    feasible = [z for z in itertools.product(range(h), repeat=n)
+                if sum(level_flops[i, level] for i, level in enumerate(z)) <= allowed]
+    return max(sum(log_probs[i, level] for i, level in enumerate(z)) for z in feasible)
+
+
+def test_hand_computed_budgets():
+    log_probs = np.log(PROBS)
+    # 4 or 3 FLOPs: the argmax (2, 1) fits. 2: the best is (1, 1), p = 0.12 (the relaxation
+    # alone gives (0, 1), p = 0.06; the last pass spends the rest). 1: (0, 1). 0: (0, 0).
+    chosen = choose(log_probs, [4.0, 3.0, 2.0, 1.0, 0.0])
+    assert chosen.tolist() == [[2, 1], [2, 1], [1, 1], [0, 1], [0, 0]]
+    # The fixed FLOPs (stem, head) count against the budget.
+    assert choose(log_probs, [12.0], fixed=10.0).tolist() == [[1, 1]]
+
+
+def test_budget_below_the_cheapest_structure_is_an_error():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="cheapest structure"):
+        choose(np.log(PROBS), [9.0], fixed=10.0)
+
+
+def test_never_over_budget_and_argmax_without_one():
+    rng = np.random.RandomState(0)
+    level_flops = np.sort(rng.uniform(0, 10, (6, 4)), axis=1)
+    level_flops[:, 0] = 0.0
+    log_probs = tf.nn.log_softmax(rng.normal(0, 2, (200, 6, 4))).numpy()
+    budgets = rng.uniform(0, level_flops[:, -1].sum(), 200)
+    chosen = choose(log_probs, budgets, level_flops=level_flops)
+    spent = level_flops[np.arange(6), chosen].sum(axis=1)
+    assert np.all(spent <= budgets + 1e-9)
+    unlimited = choose(log_probs, np.full(200, level_flops[:, -1].sum()), level_flops=level_flops)
+    assert (unlimited == log_probs.argmax(-1)).all()
+    # Close to the best structure within each budget (found by enumerating all 4^6).
+    got = np.take_along_axis(log_probs, chosen[..., None], axis=2)[..., 0].sum(axis=1)
+    best = [best_by_enumeration(lp, level_flops, b) for lp, b in zip(log_probs[:40], budgets[:40])]
+    assert np.all(got[:40] <= np.array(best) + 1e-9)
+    assert np.mean(np.isclose(got[:40], best)) >= 0.8
+
+
+def test_static_structure_fills_the_budget_from_the_first_block():
+    level_flops = np.array([[0.0, 1.0, 2.0, 4.0]] * 3)
+    assert budget.static_structure_under_budget(level_flops, 12.0).tolist() == [3, 3, 3]
+    assert budget.static_structure_under_budget(level_flops, 7.0).tolist() == [2, 2, 2]
+    assert budget.static_structure_under_budget(level_flops, 9.0).tolist() == [3, 2, 2]
+    assert budget.static_structure_under_budget(level_flops, 5.0, fixed_flops=1.0).tolist() \
+        == [2, 1, 1]  # 4 FLOPs left: level 1 everywhere (3), block 0 raised (+1)
+    assert budget.static_structure_under_budget(level_flops, 4.5, fixed_flops=1.0).tolist() \
+        == [1, 1, 1]
+    with pytest.raises(ValueError, match="cheapest uniform"):
+        budget.static_structure_under_budget(level_flops, 0.5, fixed_flops=1.0)
+
+
+def test_accuracy_against_budget_keeps_every_chooser_within_the_budget():
+    from den_tf import backbones, evaluation
+    from den_tf.estimator import Estimator
+    from den_tf.selector import Selector
+    from den_tf.tasks import Task
+
+    tasks = [Task("small", "s", 16, 5), Task("large", "l", 32, 7)]
+    spec = backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8)
+    est = Estimator(spec, tasks, levels=3, trunk_size=16)
+    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
+    evaluator = evaluation.Evaluator(est, sel, rho=0.1)
+    rng = np.random.RandomState(0)
+    datasets = [tf.data.Dataset.from_tensor_slices(
+        {"image": rng.normal(size=(12, size, size, 3)).astype(np.float32),
+         "label": rng.randint(0, 5, 12).astype(np.int32)}).batch(5) for size in (16, 32)]
+
+    curve = budget.accuracy_against_budget(evaluator, datasets, points=4)
+
+    assert set(curve["choosers"]) == {"selector", "uniform", "random"}
+    for points in curve["choosers"].values():
+        assert len(points) == 4
+        fractions = [p["budget_fraction"] for p in points]
+        assert fractions[-1] == 1.0 and fractions == sorted(fractions)
+        for point in points:
+            assert point["flops_fraction"] <= point["budget_fraction"] + 1e-9
+    # At the full budget: the selector's argmax, and the full structure for "uniform".
+    argmax = evaluator.evaluate(datasets, "selector")
+    assert np.isclose(curve["choosers"]["selector"][-1]["average"]["flops"],
+                      np.mean([e["flops"] for e in argmax.values()]))
+    assert curve["choosers"]["uniform"][-1]["flops_fraction"] == 1.0

@@ -1,0 +1,176 @@
+"""The SavedModel export: served outputs equal the in-process sliced path, in a process that
+never imports den_tf; bad input fails with the expected shape named."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from den_tf import backbones, export, policy, predict
+from den_tf.datasets import pipeline, sources, synthetic
+from den_tf.estimator import Estimator
+from den_tf.selector import Selector
+from den_tf.tasks import SYNTHETIC_TASKS, Task
+
+SERVE = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+images = np.load(sys.argv[2])
+outputs = {}
+for name, batch in images.items():
+    served = model.signatures[name](images=tf.constant(batch))
+    outputs[name] = {key: (value.numpy().astype(str) if key == "top_names"
+                           else value.numpy()).tolist() for key, value in served.items()}
+assert not any(module.startswith("den_tf") for module in sys.modules)
+print(json.dumps({"signatures": sorted(model.signatures), "outputs": outputs}))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tasks = list(SYNTHETIC_TASKS[:2])  # 32 and 64 px
+    spec = backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8)
+    keras.utils.set_random_seed(0)
+    estimator = Estimator(spec, tasks, levels=3, trunk_size=16)
+    selector = Selector(tasks, estimator.n_blocks, estimator.levels, widths=(8,), trunk_size=16,
+                        stem_channels=8)
+    rng = np.random.RandomState(0)
+    # Images of different colours, so that the selector's pooled features point different ways.
+    images = {signature: (rng.uniform(0, 1, (16, 1, 1, 3)) * rng.randint(
+        0, 256, (16, t.input_size, t.input_size, 3))).astype(np.uint8)
+        for signature, t in zip(("synthetic_shapes", "synthetic_textures"), tasks)}
+    # Large logits weights centred on these images' features, so that the argmax structure
+    # changes from image to image.
+    features = tf.concat([
+        selector._trunk(selector.stem(pipeline.normalize(
+            tf.cast(batch, tf.float32), sources.preprocessing(task.dataset)), t))
+        for t, (task, batch) in enumerate(zip(tasks, images.values()))], axis=0)
+    kernel = tf.random.stateless_normal(selector.logits.kernel.shape, seed=[1, 2]) * 30.0
+    selector.logits.kernel.assign(kernel)
+    selector.logits.bias.assign(-tf.reduce_mean(features @ kernel, axis=0))
+    path = str(tmp_path_factory.mktemp("export") / "model")
+    names = export.export(estimator, selector, path)
+    return estimator, selector, path, names, images
+
+
+def test_served_outputs_match_the_sliced_path_without_den_tf(exported, tmp_path):
+    estimator, selector, path, names, images = exported
+    np.savez(tmp_path / "images.npz", **images)
+    run = subprocess.run([sys.executable, "-c", SERVE, path, str(tmp_path / "images.npz")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    served = json.loads(run.stdout.strip().splitlines()[-1])
+    assert names == ["synthetic_shapes", "synthetic_textures"]
+    assert set(names) <= set(served["signatures"])
+    for t, name in enumerate(names):
+        task = estimator.tasks[t]
+        x = pipeline.normalize(tf.cast(images[name], tf.float32),
+                               sources.preprocessing(task.dataset))
+        structure = policy.argmax_structure(selector(x, task=t))
+        logits = estimator(x, task=t, structure=structure, execution="sliced").numpy()
+        out = {key: np.array(value) for key, value in served["outputs"][name].items()}
+        assert len(np.unique(structure.numpy(), axis=0)) > 1  # a batch of mixed structures
+        np.testing.assert_array_equal(out["structure"], structure.numpy())
+        np.testing.assert_allclose(out["logits"], logits, atol=1e-5)
+        probabilities = tf.nn.softmax(logits).numpy()
+        np.testing.assert_array_equal(out["top_classes"][:, 0], probabilities.argmax(-1))
+        np.testing.assert_allclose(out["top_probabilities"][:, 0], probabilities.max(-1),
+                                   atol=1e-6)
+        assert out["top_classes"].shape == (16, 5)
+        names = synthetic.class_names(task.dataset)
+        assert out["top_names"].tolist() == [[names[c] for c in row] for row in out["top_classes"]]
+        # FLOPs: the stem, head and every block at its chosen level (checked at the extremes).
+        flops = out["flops"]
+        assert flops.min() >= export.cost.cost_table(estimator).flops(
+            tf.zeros([1, estimator.n_blocks], tf.int32), t).numpy()[0]
+        assert flops.max() <= 2 * export.cost.cost_table(estimator).full_macs(t)
+
+
+@pytest.mark.parametrize("bad, expected", [
+    (np.zeros((2, 30, 30, 3), np.uint8), r"\(batch, 32, 32, 3\)"),
+    (np.zeros((2, 32, 32, 1), np.uint8), r"\(batch, 32, 32, 3\)"),
+    (np.zeros((2, 32, 32, 3), np.float32), r"uint8"),
+])
+def test_bad_input_names_the_expected_input(exported, bad, expected):
+    _, _, path, names, _ = exported
+    model = tf.saved_model.load(path)
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match=expected):
+        model.signatures[names[0]](images=tf.constant(bad))
+
+
+def test_signature_names():
+    assert export.signature_name("cifar100") == "cifar100"
+    assert export.signature_name("tiny-imagenet 32px") == "tiny_imagenet_32px"
+    assert export.signature_name("10classes") == "task_10classes"
+
+
+def test_class_names_of_tasks():
+    shapes, textures, colors = SYNTHETIC_TASKS
+    assert export.task_class_names(colors)[:2] == ["red disk", "green disk"]
+    assert export.task_class_names(colors)[9] == "magenta bar"
+    # A slice of a dataset's classes (like M3's tasks) gets the names of its slice.
+    coarse = Task("first_five", "synthetic/shapes", 32, 5, first_class=5)
+    assert export.task_class_names(coarse) == ["x", "horizontal bar", "vertical bar", "diamond",
+                                               "two dots"]
+    # A TFDS dataset not prepared here: ids as names.
+    assert export.task_class_names(Task("c", "cifar10", 32, 10), data_dir="/nonexistent") == [
+        str(c) for c in range(10)]
+
+
+def test_predict_skips_unreadable_files_and_names_them(exported, tmp_path, capsys):
+    estimator, _, path, names, images = exported
+    folder = tmp_path / "images"
+    (folder / "nested").mkdir(parents=True)
+    exact = images[names[0]][0]
+    tf.io.write_file(str(folder / "a_exact.png"), tf.io.encode_png(exact))
+    larger = np.random.RandomState(1).randint(0, 256, (40, 48, 3)).astype(np.uint8)
+    tf.io.write_file(str(folder / "nested" / "b_larger.png"), tf.io.encode_png(larger))
+    png = tf.io.encode_png(exact).numpy()
+    (folder / "c_truncated.png").write_bytes(png[:40])
+    (folder / "d_notes.txt").write_text("not an image")
+
+    skipped = predict.run(path, "synthetic_shapes", [str(folder)], batch_size=1)
+
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert skipped == 2
+    assert [os.path.basename(r["file"]) for r in records] == ["a_exact.png", "b_larger.png"]
+    assert "c_truncated.png" in err and "d_notes.txt" in err
+    served = tf.saved_model.load(path).signatures[names[0]](images=tf.constant(exact[None]))
+    first = records[0]
+    assert first["structure"] == served["structure"].numpy()[0].tolist()
+    assert [t["class"] for t in first["top"]] == served["top_classes"].numpy()[0].tolist()
+    assert first["top"][0]["name"] == synthetic.class_names("synthetic/shapes")[
+        first["top"][0]["class"]]
+    assert abs(first["top"][0]["probability"]
+               - float(served["top_probabilities"].numpy()[0, 0])) < 1e-6
+    assert len(records[1]["structure"]) == estimator.n_blocks
+
+    # Under a budget of 40% of the full structure, every image stays within it.
+    predict.run(path, "synthetic_shapes", [str(folder)], max_fraction=0.4)
+    full = float(served["full_flops"].numpy()[0])
+    budgeted = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(budgeted) == 2 and all(r["flops"] <= 0.4 * full for r in budgeted)
+
+
+def test_budget_signature_stays_within_each_budget(exported):
+    estimator, _, path, names, images = exported
+    model = tf.saved_model.load(path)
+    batch = tf.constant(images[names[1]])
+    plain = model.signatures[names[1]](images=batch)
+    full = plain["full_flops"].numpy()
+    assert np.allclose(full, 2 * export.cost.cost_table(estimator).full_macs(1))
+    unlimited = model.signatures[f"{names[1]}_budget"](images=batch, max_flops=tf.constant(full))
+    np.testing.assert_array_equal(unlimited["structure"], plain["structure"])
+    budgets = np.random.RandomState(2).uniform(0.3, 1.0, len(full)) * full
+    limited = model.signatures[f"{names[1]}_budget"](images=batch,
+                                                     max_flops=tf.constant(budgets))
+    assert np.all(limited["flops"].numpy() <= budgets)
+    assert np.any(limited["flops"].numpy() < plain["flops"].numpy())
