@@ -21,8 +21,12 @@ raised within the budget, the raise with the largest log-probability gain per FL
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import tensorflow as tf
+
+from den_tf import evaluation
 
 BISECTION_STEPS = 60
 
@@ -130,15 +134,18 @@ def static_structure_under_budget(level_flops, budget: float, fixed_flops: float
 CHOOSERS = ("selector", "uniform", "random")
 
 
-def accuracy_against_budget(evaluator, datasets, points: int = 10, seed: int = 0) -> dict:
+def accuracy_against_budget(
+    evaluator: evaluation.Evaluator,
+    datasets: Sequence[tf.data.Dataset],
+    points: int = 10,
+    seed: int = 0,
+) -> dict:
     """Accuracy and FLOPs of three choosers at ``points`` budgets per task, evenly spaced from
     the cheapest structure's FLOPs to the full structure's, on the same estimator:
     ``selector`` (the selector's most probable structure within the budget), ``uniform`` (one
     structure for every instance, ``static_structure_under_budget``) and ``random`` (random
     preferences in place of the selector's, the same rule: random structures within the
-    budget). ``evaluator`` is an ``evaluation.Evaluator``; ``datasets`` one per task."""
-    from den_tf import evaluation
-
+    budget). ``datasets``: one per task."""
     costs = evaluator.costs
     level_flops = 2.0 * costs.level_macs
     tasks = evaluator.estimator.tasks

@@ -72,17 +72,8 @@ def test_static_structure_fills_the_budget_from_the_first_block():
         budget.static_structure_under_budget(level_flops, 0.5, fixed_flops=1.0)
 
 
-def test_accuracy_against_budget_keeps_every_chooser_within_the_budget():
-    from den_tf import backbones, evaluation
-    from den_tf.estimator import Estimator
-    from den_tf.selector import Selector
-    from den_tf.tasks import Task
-
-    tasks = [Task("small", "s", 16, 5), Task("large", "l", 32, 7)]
-    spec = backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8)
-    est = Estimator(spec, tasks, levels=3, trunk_size=16)
-    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
-    evaluator = evaluation.Evaluator(est, sel, rho=0.1)
+def test_accuracy_against_budget_keeps_every_chooser_within_the_budget(tiny_evaluator):
+    evaluator = tiny_evaluator
     rng = np.random.RandomState(0)
     datasets = [tf.data.Dataset.from_tensor_slices(
         {"image": rng.normal(size=(12, size, size, 3)).astype(np.float32),

@@ -5,10 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from den_tf import backbones, evaluation
-from den_tf.estimator import Estimator
-from den_tf.selector import Selector
-from den_tf.tasks import Task
+from den_tf import evaluation
 
 
 def _report(correct, flops, **extra):
@@ -76,12 +73,8 @@ def test_mode_names():
             evaluation.check_mode(bad, 4)
 
 
-def test_each_task_is_traced_once_for_every_mode():
-    tasks = [Task("small", "s", 16, 5), Task("large", "l", 32, 7)]
-    spec = backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8)
-    est = Estimator(spec, tasks, levels=3, trunk_size=16)
-    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
-    evaluator = evaluation.Evaluator(est, sel, rho=0.1)
+def test_each_task_is_traced_once_for_every_mode(tiny_evaluator):
+    evaluator = tiny_evaluator
 
     def data(size, counts):
         return tf.data.Dataset.from_tensor_slices(
