@@ -88,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.train.selector = ml_collections.ConfigDict()
     config.train.selector.steps = 10_000
+    config.train.selector.initial_steps = 0  # budget of the first selector phase (0: steps)
     config.train.selector.lr = 1e-5  # Adam (paper)
     config.train.selector.lr_decay = 0.1
     config.train.selector.samples = 4  # |Z| of Eq. (7)
@@ -196,7 +197,10 @@ def build_phases(
         ),
         phases.SelectorPhase(
             steps.SelectorStep(estimator, selector, selector_optimizer, settings),
-            phases.PhaseSchedule(train.selector.steps, train.selector.lr, train.selector.lr_decay),
+            phases.PhaseSchedule(
+                train.selector.steps, train.selector.lr, train.selector.lr_decay,
+                train.selector.initial_steps,
+            ),
             plateau(selector, "selector_plateau"),
             epsilon=train.selector.epsilon,
             epsilon_decay=train.selector.epsilon_decay,

@@ -49,6 +49,20 @@ def test_phase_schedule():
         PhaseSchedule(steps=0, lr=0.1)
 
 
+def test_config_gives_each_phase_its_first_budget_and_rate_decay():
+    from den_tf import builders
+
+    config = builders.base_config()
+    config.tasks = "synthetic_shapes"
+    config.model.backbone_args.update(depth=8, widths=(8, 8, 16), stem_channels=8)
+    config.train.estimator.update(steps=30, initial_steps=90)
+    config.train.selector.update(steps=600, initial_steps=150, lr=3e-3, lr_decay=1.0)
+    estimator_phase, selector_phase = builders.build_phases(config, *builders.build_models(config))
+    assert [estimator_phase.schedule.max_steps(s) for s in (0, 1)] == [90, 30]
+    assert [selector_phase.schedule.max_steps(s) for s in (0, 1)] == [150, 600]
+    assert [selector_phase.schedule.learning_rate(s) for s in (0, 1)] == [3e-3, 3e-3]
+
+
 def test_metrics_by_hand():
     labels = tf.constant([0, 2])
     logits = tf.constant([[2.0, 0.0, 0.0], [1.0, 3.0, 0.0]])
