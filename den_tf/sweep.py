@@ -1,7 +1,7 @@
 """Runs one config over several seeds and reports means with 95% intervals.
 
     python -m den_tf.sweep --config=experiments/demo.py --workdir=runs/demo_seeds --seeds=5 \\
-        [--first_seed=0] [--config.key=value ...]
+        [--first_seed=0] [--branch_from=DIR --branch_step=N] [--config.key=value ...]
 
 Seed s trains into ``WORKDIR/seed_<s>`` (a finished seed is skipped, an interrupted one
 resumes), then ``sweep.json`` and ``sweep.md`` aggregate every finished seed in WORKDIR: for
@@ -10,6 +10,12 @@ the mean and 95% t interval of its accuracy and FLOPs fraction, the paired diffe
 minus each of them (the same seed gives them the same estimator), and, where the data knows
 each image's difficulty, the rank correlation of difficulty and FLOPs and the FLOPs spread
 between the easiest and the hardest quintile.
+
+``--branch_from=DIR --branch_step=N`` starts each seed from ``DIR/seed_<s>``'s checkpoint at
+global step N instead of from scratch: a paired experiment on what comes after step N (for
+example the demo's last selector phase with other settings, from the checkpoint that ends stage
+2's estimator phase) costs only the steps after it. A run resumes exactly, so branching with an
+unchanged config reproduces DIR's results.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -33,6 +40,8 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Directory of the sweep; seed s goes to seed_<s>/.")
     flags.DEFINE_integer("seeds", 5, "Number of seeds.")
     flags.DEFINE_integer("first_seed", 0, "The first seed: seeds run first_seed, first_seed+1...")
+    flags.DEFINE_string("branch_from", None, "Sweep directory whose seeds' checkpoints start.")
+    flags.DEFINE_integer("branch_step", None, "Global step of the checkpoint to start from.")
     flags.mark_flags_as_required(["config", "workdir"])
 
 DEN = "DEN"
@@ -148,6 +157,26 @@ def sweep_markdown(report: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def branch(source: str, step: int, workdir: str) -> None:
+    """Copies the checkpoint of global step ``step`` from run ``source`` into ``workdir``'s
+    empty checkpoint directory, so that training resumes from it."""
+    target = os.path.join(workdir, "checkpoints")
+    prefix = os.path.join(source, "checkpoints", f"ckpt-{step}")
+    files = glob.glob(prefix + ".*")
+    if not files:
+        kept = sorted(glob.glob(os.path.join(source, "checkpoints", "ckpt-*.index")))
+        raise FileNotFoundError(f"no checkpoint of step {step} in {source}; it holds "
+                                f"{[os.path.basename(k)[:-6] for k in kept]}")
+    if glob.glob(os.path.join(target, "ckpt-*")):
+        raise FileExistsError(f"{target} already holds checkpoints; not branching over them")
+    os.makedirs(target, exist_ok=True)
+    for path in files:
+        shutil.copy(path, target)
+    with open(os.path.join(target, "checkpoint"), "w") as f:
+        f.write(f'model_checkpoint_path: "ckpt-{step}"\n'
+                f'all_model_checkpoint_paths: "ckpt-{step}"\n')
+
+
 def finished_runs(workdir: str) -> list[dict]:
     """The results.json of every finished seed in ``workdir``, by seed."""
     paths = glob.glob(os.path.join(workdir, "seed_*", "results.json"))
@@ -174,6 +203,8 @@ def main(argv):
     progress.show_project_info_only()
     if FLAGS.seeds < 1:
         raise app.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
+    if (FLAGS.branch_from is None) != (FLAGS.branch_step is None):
+        raise app.UsageError("--branch_from and --branch_step go together")
     for seed in range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds):
         workdir = os.path.join(FLAGS.workdir, f"seed_{seed}")
         if os.path.exists(os.path.join(workdir, "results.json")):
@@ -183,6 +214,8 @@ def main(argv):
         with config.unlocked():
             config.seed = seed
         logging.info("seed %d into %s", seed, workdir)
+        if FLAGS.branch_from and not glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*")):
+            branch(os.path.join(FLAGS.branch_from, f"seed_{seed}"), FLAGS.branch_step, workdir)
         train.train_and_evaluate(config, workdir)
     markdown = sweep_markdown(
         write_report(FLAGS.workdir, FLAGS.config.scenario), FLAGS.config.scenario

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from den_tf import analyze, builders, export, policy, train
+from den_tf import analyze, builders, export, policy, sweep, train
 from den_tf.builders import base_config
 from den_tf.datasets import synthetic
 
@@ -164,6 +164,14 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path):
     assert reader.get_tensor("estimator_plateau/best/.ATTRIBUTES/VARIABLE_VALUE") < np.inf
     resumed = train.train_and_evaluate(tiny_config(), str(tmp_path / "b"))
     assert resumed == uninterrupted
+    # A branch from the checkpoint that ends stage 2's estimator phase (global step 6 + 4 + 4)
+    # with the same config also continues exactly.
+    sweep.branch(str(tmp_path / "a"), 14, str(tmp_path / "c"))
+    assert train.train_and_evaluate(tiny_config(), str(tmp_path / "c")) == uninterrupted
+    with pytest.raises(FileNotFoundError, match="no checkpoint of step 13"):
+        sweep.branch(str(tmp_path / "a"), 13, str(tmp_path / "d"))
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        sweep.branch(str(tmp_path / "a"), 14, str(tmp_path / "c"))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
