@@ -64,10 +64,8 @@ def serving_function(
     normalisation = sources.preprocessing(spec.dataset)
     costs = cost.cost_table(estimator)
     k = min(TOP_K, spec.num_classes)
-
     size = spec.input_size
     expected = f"images for task {spec.name!r} must be uint8 of shape (batch, {size}, {size}, 3)"
-
     level_flops = 2.0 * costs.level_macs
     fixed_flops = 2.0 * costs.fixed_macs[task]
 
