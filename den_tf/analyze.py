@@ -203,7 +203,7 @@ def config_value(config: dict, key: str):
 
 
 def load_runs(workdirs: list[str], vary: str) -> list[tuple[str, dict]]:
-    """(label, results) of each finished run, the label being its value of ``vary``."""
+    """(label, results) of each finished run, labelled ``<last part of vary>=<its value>``."""
     runs = []
     for workdir in workdirs:
         paths = [os.path.join(workdir, name) for name in ("results.json", "config.json")]
@@ -212,7 +212,7 @@ def load_runs(workdirs: list[str], vary: str) -> list[tuple[str, dict]]:
             raise FileNotFoundError(f"{workdir} is not a finished run: no {', '.join(missing)}")
         with open(paths[0]) as f, open(paths[1]) as g:
             results, config = json.load(f), json.load(g)
-        runs.append((f"{vary}={config_value(config, vary)}", results))
+        runs.append((f"{vary.split('.')[-1]}={config_value(config, vary)}", results))
     return runs
 
 

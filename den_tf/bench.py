@@ -1,20 +1,33 @@
-"""Throughput of a scenario's model: training steps, and inference at several structures.
+"""Speed of a scenario's model against a plain Keras network of the same shape.
 
-    python -m den_tf.bench [--config=experiments/m1_wrn.py] [--batch_size=128]
+    python -m den_tf.bench [--config=experiments/m1_wrn.py] [--batch_size=32]
+        [--inference_batch_sizes=128,1] [--parts=training,inference,export]
 
-Uses random images of each task's size (the input pipeline has its own benchmark,
-``den_tf.datasets.bench``). Prints one JSON object: training images/s of the estimator and
-selector steps (all tasks' images counted), and for inference, images/s of the full network
-and of the sliced path at each uniform level and at random mixed structures, with the FLOP
-fraction of each and its measured speed-up over the full network, and whether TensorFlow ran
-with oneDNN (it changes CPU timings; TensorFlow leaves it off by default on some CPUs).
+Random images of each task's size (the input pipeline has its own benchmark,
+``den_tf.datasets.bench``). Prints one JSON object:
+
+- training: images/s of the estimator's masked step (all tasks' images counted), of the same
+  step on the plain network (``den_tf.plain``: the full structure from standard Keras layers,
+  same loss, optimizer and weight decay), their time ratio, and the selector's step;
+- inference on the first task, per batch size: images/s of the plain network (the reference)
+  and of the estimator at the full structure (sliced and masked paths), at every uniform
+  level, at uniformly random structures and at structures drawn like a trained selector's
+  (``SELECTOR_LIKE``); each with its FLOPs fraction (stem, trunk and head), its speed-up over
+  the plain network and ``ratio`` = speed-up x FLOPs fraction (1.0: time falls as FLOPs do);
+- export: the exported serving signature (``den_tf.export``) against the same
+  function in process;
+- the device and whether TensorFlow ran with oneDNN (it changes CPU timings; TensorFlow leaves
+  it off by default on some CPUs).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -22,81 +35,196 @@ import tensorflow as tf
 from absl import app, flags
 from ml_collections import config_flags
 
-from den_tf import builders, cost, hardware, metrics, policy
+from den_tf import builders, cost, export, hardware, metrics, plain
 from den_tf.steps import EstimatorStep, SelectorStep
 
-config_flags.DEFINE_config_file("config", "experiments/m1_wrn.py", "Experiment config file.")
-flags.DEFINE_integer("batch_size", 128, "Images per task per step.")
-flags.DEFINE_integer("train_steps", 3, "Timed training steps per phase (after one untimed).")
-flags.DEFINE_integer("repeats", 5, "Timed inference batches per structure (after one untimed).")
-FLAGS = flags.FLAGS
+# Level probabilities of the "selector-like" structures with four levels: mostly levels 1-2,
+# as the demo's trained selectors choose (about 45% of the full structure's FLOPs).
+SELECTOR_LIKE = (0.05, 0.45, 0.40, 0.10)
+PARTS = ("training", "inference", "export")
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # trace and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def speedup_ratio(reference_seconds: float, seconds: float, flops_fraction: float) -> float:
+    """Measured speed-up over the reference divided by the FLOP reduction (1 / fraction)."""
+    if min(reference_seconds, seconds) <= 0 or not 0 < flops_fraction <= 1:
+        raise ValueError(f"need positive times and a FLOPs fraction in (0, 1], got "
+                         f"{reference_seconds}, {seconds}, {flops_fraction}")
+    return reference_seconds / seconds * flops_fraction
+
+
+def selector_like_probabilities(levels: int) -> tuple[float, ...]:
+    """``SELECTOR_LIKE`` for four levels; otherwise most mass on the levels between the
+    lowest and the top one."""
+    if levels == len(SELECTOR_LIKE):
+        return SELECTOR_LIKE
+    weights = np.array([1.0] + [8.0] * (levels - 2) + [2.0])
+    return tuple(weights / weights.sum())
+
+
+def mean_seconds(fn: Callable[[int], object], calls: int) -> float:
+    """Mean wall time of ``fn(i)`` over ``calls`` calls, after one untimed call (tracing)."""
+    fn(0)
+    start = time.perf_counter()
+    for i in range(calls):
+        fn(i)
+    return (time.perf_counter() - start) / calls
+
+
+def _structures(estimator, batch: int, count: int) -> dict[str, list[tf.Tensor]]:
+    """``count`` structure batches of each kind (the uniform ones repeat one batch)."""
+    n, h = estimator.n_blocks, estimator.levels
+    rng = np.random.RandomState(1)
+    kinds = {"full": [tf.fill([batch, n], h - 1)]}
+    for level in range(1, h - 1):
+        kinds[f"level_{level}"] = [tf.fill([batch, n], level)]
+    kinds["random_uniform"] = [tf.constant(rng.randint(0, h, (batch, n)), tf.int32)
+                               for _ in range(count)]
+    probabilities = selector_like_probabilities(h)
+    kinds["selector_like"] = [tf.constant(rng.choice(h, (batch, n), p=probabilities), tf.int32)
+                              for _ in range(count)]
+    return {k: v * count if len(v) == 1 else v for k, v in kinds.items()}
+
+
+def inference(estimator, batch: int, calls: int) -> dict[str, dict[str, float]]:
+    """Images/s, FLOPs fraction, speed-up and ratio of each structure kind on task 0."""
+    task = 0
+    size = estimator.tasks[task].input_size
+    images = tf.random.normal([batch, size, size, 3], seed=0)
+    reference = plain.PlainNetwork(estimator)
+    plain.copy_weights(estimator, reference)
+    run_plain = tf.function(lambda x: reference(x, task=task))
+    run = tf.function(
+        lambda x, z, execution: estimator(x, task=task, structure=z, execution=execution)
+    )
+    costs = cost.cost_table(estimator)
+    reference_seconds = mean_seconds(lambda i: run_plain(images).numpy(), calls)
+    result = {"plain_network": {"images_per_s": batch / reference_seconds,
+                                "flops_fraction": 1.0, "speedup": 1.0, "ratio": 1.0}}
+    kinds = _structures(estimator, batch, calls)
+    kinds = {**{"full_masked": kinds["full"]}, **kinds}
+    for name, structures in kinds.items():
+        execution = "masked" if name == "full_masked" else "sliced"
+        seconds = mean_seconds(
+            lambda i, z=structures, e=execution: run(images, z[i], e).numpy(), calls
+        )
+        fraction = float(np.mean([
+            np.mean(costs.macs(z, task).numpy()) for z in structures
+        ])) / costs.full_macs(task)
+        label = "full_sliced" if name == "full" else name
+        result[label] = {
+            "images_per_s": batch / seconds,
+            "flops_fraction": fraction,
+            "speedup": reference_seconds / seconds,
+            "ratio": speedup_ratio(reference_seconds, seconds, fraction),
+        }
+    return result
+
+
+def exported_speed(estimator, selector, batches: Sequence[int],
+                   calls: Callable[[int], int]) -> dict:
+    """Per batch size, images/s of task 0's exported serving signature and of the same
+    function in process (``calls(batch)`` timed calls each), and their time ratio."""
+    task = estimator.tasks[0]
+    class_names = [[str(c) for c in range(t.num_classes)] for t in estimator.tasks]
+    spec = tf.TensorSpec([None, task.input_size, task.input_size, 3], tf.uint8)
+    in_process = tf.function(
+        export.serving_function(estimator, selector, 0, class_names[0]), input_signature=[spec]
+    )
+    result = {}
+    with tempfile.TemporaryDirectory() as path:
+        name = export.export(estimator, selector, os.path.join(path, "model"), class_names)[0]
+        loaded = tf.saved_model.load(os.path.join(path, "model"))
+        served = getattr(loaded, name)
+        for batch in batches:
+            images = tf.constant(np.random.RandomState(2).randint(
+                0, 256, (batch, task.input_size, task.input_size, 3)), tf.uint8)
+            exported = mean_seconds(
+                lambda i, x=images: served(x)["logits"].numpy(), calls(batch))
+            local = mean_seconds(
+                lambda i, x=images: in_process(x)["logits"].numpy(), calls(batch))
+            result[f"batch_{batch}"] = {
+                "exported_images_per_s": batch / exported,
+                "in_process_images_per_s": batch / local,
+                "exported_over_in_process_time": exported / local,
+            }
+    return result
+
+
+def training(config, estimator, selector, batch_size: int, steps: int) -> dict[str, float]:
+    """Images/s of the estimator step, the plain network's step and the selector step."""
+    rng = np.random.RandomState(0)
+    batch = tuple(
+        {"image": tf.constant(rng.normal(size=(batch_size, t.input_size, t.input_size, 3)),
+                              tf.float32),
+         "label": tf.constant(rng.randint(0, t.num_classes, batch_size), tf.int32)}
+        for t in estimator.tasks
+    )
+    settings = builders.step_settings(config)
+
+    def sgd(variables):
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
+        optimizer.build(variables)
+        return optimizer
+
+    selector_optimizer = keras.optimizers.Adam(1e-5)
+    selector_optimizer.build(selector.trainable_variables)
+    estimator_step = EstimatorStep(estimator, selector, sgd(estimator.trainable_variables),
+                                   settings)
+    selector_step = SelectorStep(estimator, selector, selector_optimizer, settings)
+    reference = plain.PlainNetwork(estimator)
+    plain_step = plain_training_step(reference, sgd(reference.trainable_variables),
+                                     settings.weight_decay)
+    seed = tf.constant([0, 1], tf.int64)
+    images = batch_size * len(estimator.tasks)
+    times = {
+        "estimator_step": mean_seconds(
+            lambda i: estimator_step(batch, seed, "initial")["loss"].numpy(), steps),
+        "plain_network_step": mean_seconds(lambda i: plain_step(batch).numpy(), steps),
+        "selector_step": mean_seconds(
+            lambda i: selector_step(batch, seed, 0.1)["loss"].numpy(), steps),
+    }
+    result = {f"{k}_images_per_s": images / v for k, v in times.items()}
+    result["estimator_over_plain_time"] = times["estimator_step"] / times["plain_network_step"]
+    return result
+
+
+def plain_training_step(network: plain.PlainNetwork, optimizer, weight_decay: float):
+    """The estimator step's loss (mean cross-entropy per task, summed, plus L2 on kernels)
+    and update on the plain network."""
+
+    @tf.function
+    def step(batch: Sequence[dict]):
+        variables = network.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = network.call_tasks([b["image"] for b in batch], training=True)
+            loss = tf.add_n([tf.reduce_mean(metrics.cross_entropy(b["label"], out))
+                             for b, out in zip(batch, logits)])
+            loss += weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in variables
+                                             if v.shape.rank > 1])
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return step
+
+
+def _calls(batch: int) -> int:
+    """Timed calls at a batch size: more for small batches, whose calls are short and each
+    of which has its own structure."""
+    return FLAGS.repeats * (8 if batch < 8 else 1)
+
+
+def _rounded(value):
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 3) if isinstance(value, float) else value
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config, batch_size = FLAGS.config, FLAGS.batch_size
+    config = FLAGS.config
     estimator, selector = builders.build_models(config)
-    tasks = estimator.tasks
-    rng = np.random.RandomState(0)
-    batch = tuple(
-        {
-            "image": tf.constant(rng.normal(size=(batch_size, t.input_size, t.input_size, 3)),
-                                 tf.float32),
-            "label": tf.constant(rng.randint(0, t.num_classes, batch_size), tf.int32),
-        }
-        for t in tasks
-    )
-    est_opt = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
-    sel_opt = keras.optimizers.Adam(1e-5)
-    est_opt.build(estimator.trainable_variables)
-    sel_opt.build(selector.trainable_variables)
-    settings = builders.step_settings(config)
-    estimator_step = EstimatorStep(estimator, selector, est_opt, settings)
-    selector_step = SelectorStep(estimator, selector, sel_opt, settings)
-    seed = tf.constant([0, 1], tf.int64)
-    images_per_step = batch_size * len(tasks)
-    training = {
-        "estimator_step_images_per_s": images_per_step / _median_seconds(
-            lambda: estimator_step(batch, seed, "initial")["loss"].numpy(), FLAGS.train_steps),
-        "selector_step_images_per_s": images_per_step / _median_seconds(
-            lambda: selector_step(batch, seed, 0.1)["loss"].numpy(), FLAGS.train_steps),
-    }
-
-    costs = cost.cost_table(estimator)
-    images = batch[0]["image"]
-
-    def structures():
-        uniform = {f"level_{level}": tf.fill([batch_size, estimator.n_blocks], level)
-                   for level in range(estimator.levels)}
-        uniform["mixed"] = policy.uniform_structure(
-            batch_size, estimator.n_blocks, estimator.levels, tf.constant([3, 4]))
-        return uniform
-
-    infer = tf.function(
-        lambda x, z, execution: estimator(x, task=0, structure=z, execution=execution)
-    )
-    full = estimator.full_structure(batch_size)
-    full_seconds = _median_seconds(lambda: infer(images, full, "masked").numpy(), FLAGS.repeats)
-    inference = {"full_network": {"images_per_s": batch_size / full_seconds, "flops_fraction": 1.0,
-                                  "speedup": 1.0}}
-    for name, z in structures().items():
-        seconds = _median_seconds(lambda z=z: infer(images, z, "sliced").numpy(), FLAGS.repeats)
-        inference[f"sliced_{name}"] = {
-            "images_per_s": batch_size / seconds,
-            "flops_fraction": float(np.mean(metrics.flops_fraction(z, costs).numpy())),
-            "speedup": full_seconds / seconds,
-        }
+    batches = [int(b) for b in FLAGS.inference_batch_sizes]
     result = {
         "benchmark": "model",
         "date": datetime.date.today().isoformat(),
@@ -104,14 +232,30 @@ def main(argv):
         "onednn": hardware.onednn_enabled(),
         "tensorflow": tf.__version__,
         "backbone": estimator.backbone.name,
-        "tasks": [t.name for t in tasks],
-        "batch_size_per_task": batch_size,
-        "training": {k: round(v, 1) for k, v in training.items()},
-        "inference_task": tasks[0].name,
-        "inference": {k: {m: round(x, 3) for m, x in v.items()} for k, v in inference.items()},
+        "tasks": [t.name for t in estimator.tasks],
     }
-    print(json.dumps(result, indent=1))
+    parts = set(FLAGS.parts)
+    if unknown := parts - set(PARTS):
+        raise app.UsageError(f"--parts: unknown {sorted(unknown)}; allowed: {PARTS}")
+    if "training" in parts:
+        result["training_batch_size_per_task"] = FLAGS.batch_size
+        result["training"] = training(
+            config, estimator, selector, FLAGS.batch_size, FLAGS.train_steps
+        )
+    if "inference" in parts:
+        result["inference_task"] = estimator.tasks[0].name
+        result["inference"] = {f"batch_{b}": inference(estimator, b, _calls(b)) for b in batches}
+    if "export" in parts:
+        result["export"] = exported_speed(estimator, selector, batches, _calls)
+    print(json.dumps(_rounded(result), indent=1))
 
 
 if __name__ == "__main__":
+    config_flags.DEFINE_config_file("config", "experiments/m1_wrn.py", "Experiment config file.")
+    flags.DEFINE_integer("batch_size", 32, "Training images per task per step.")
+    flags.DEFINE_list("inference_batch_sizes", ["128", "1"], "Inference batch sizes.")
+    flags.DEFINE_integer("train_steps", 3, "Timed training steps per phase (after one untimed).")
+    flags.DEFINE_integer("repeats", 5, "Timed inference calls per structure (after one untimed).")
+    flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {PARTS}.")
+    FLAGS = flags.FLAGS
     app.run(main)

@@ -89,6 +89,17 @@ def conv(x: tf.Tensor, kernel: tf.Tensor, stride: int = 1) -> tf.Tensor:
     )
 
 
+def leading(weight, count: int, axis: int):
+    """The first ``count`` entries of ``weight`` along ``axis``: a level's slice of a kernel or
+    of batch-norm parameters. All of them is the weight itself (a slice would copy it on every
+    call)."""
+    if count == weight.shape[axis]:
+        return weight
+    index = [slice(None)] * len(weight.shape)
+    index[axis] = slice(0, count)
+    return weight[tuple(index)]
+
+
 Initializer = str | dict | keras.initializers.Initializer
 
 
@@ -141,10 +152,10 @@ class MaskedBatchNorm(keras.layers.Layer):
             mean, variance, count = masked_moments(x, active)
             self._update_moving(mean, variance, count > 0)
         else:
-            mean = self.moving_mean[:channels]
-            variance = self.moving_variance[:channels]
-        scale = self.gamma[:channels] * tf.math.rsqrt(variance + self.epsilon)
-        return x * scale + (self.beta[:channels] - mean * scale)
+            mean = leading(self.moving_mean, channels, 0)
+            variance = leading(self.moving_variance, channels, 0)
+        scale = leading(self.gamma, channels, 0) * tf.math.rsqrt(variance + self.epsilon)
+        return x * scale + (leading(self.beta, channels, 0) - mean * scale)
 
     def _update_moving(self, mean, variance, used):
         for stat, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
@@ -263,19 +274,36 @@ class NestedBlock(keras.layers.Layer):
         instance_mask = tf.cast(kept > 0, x.dtype)[:, tf.newaxis, tf.newaxis, tf.newaxis]
         return self._finish(x, self._branch(x, self.width, mask, instance_mask, training))
 
-    def _sliced(self, x, levels):
-        """Partition by level, run each part at its kept width, stitch back in order.
+    def at_level(self, x, level):
+        """The whole batch at one level (a scalar int32 tensor), inference only: only that
+        level's branch runs, at its kept width (``tf.switch_case``), with no partition."""
+        return tf.switch_case(
+            level, [functools.partial(self._at_level, x, c) for c in self.level_channels]
+        )
 
-        Each part carries one extra leading row (a copy of the batch's first instance),
-        dropped afterwards: TensorFlow's convolution returns a wrongly shaped result for an
-        empty batch, and a level no instance chose would otherwise be empty.
+    def _at_level(self, x, channels: int):
+        branch = self._branch(x, channels, None, None, False) if channels else None
+        return self._finish(x, branch)
+
+    def _sliced(self, x, levels):
+        """Partition by level, run each non-empty part at its kept width, stitch back in order.
+
+        TensorFlow's convolution returns a wrongly shaped result for an empty batch, so a level
+        no instance chose is not run: its part is an empty tensor of the output shape.
         """
+        _, height, width, channels = self.compute_output_shape(x.shape)
+        if height is None or width is None:
+            raise ValueError(f"{self.name}: the sliced path needs static spatial dimensions")
+        empty = tf.zeros([0, height, width, channels], x.dtype)
         positions = tf.dynamic_partition(tf.range(tf.shape(x)[0]), levels, self.levels)
         outputs = []
-        for channels, indices in zip(self.level_channels, positions):
-            part = tf.gather(x, tf.concat([[0], indices], axis=0))
-            branch = self._branch(part, channels, None, None, False) if channels else None
-            outputs.append(self._finish(part, branch)[1:])
+        for kept, indices in zip(self.level_channels, positions):
+            part = tf.gather(x, indices)
+            outputs.append(tf.cond(
+                tf.size(indices) > 0,
+                functools.partial(self._at_level, part, kept),
+                lambda: empty,
+            ))
         return tf.dynamic_stitch(positions, outputs)
 
     def _finish(self, x, branch):
@@ -328,9 +356,9 @@ class ResidualBasicBlock(NestedBlock):
 
     def _branch(self, x, channels, mask, instance_mask, training):
         h = tf.nn.relu(self.bn_in(x, training=training, active=instance_mask))
-        h = conv(h, self.conv1[..., :channels], self.stride)
+        h = conv(h, leading(self.conv1, channels, 3), self.stride)
         h = self._activate(self.bn_mid, h, mask, training)
-        return conv(h, self.conv2[:, :, :channels, :])
+        return conv(h, leading(self.conv2, channels, 2))
 
     def conv_shapes(self, channels, input_shape):
         out_hw = self.compute_output_shape(input_shape)[1:3]
@@ -375,11 +403,11 @@ class ResidualBottleneckBlock(NestedBlock):
 
     def _branch(self, x, channels, mask, instance_mask, training):
         h = tf.nn.relu(self.bn_in(x, training=training, active=instance_mask))
-        h = conv(h, self.conv_reduce[..., :channels])
+        h = conv(h, leading(self.conv_reduce, channels, 3))
         h = self._activate(self.bn_reduce, h, mask, training)
-        h = conv(h, self.conv_grouped[..., :channels], self.stride)
+        h = conv(h, leading(self.conv_grouped, channels, 3), self.stride)
         h = self._activate(self.bn_grouped, h, mask, training)
-        return conv(h, self.conv_expand[:, :, :channels, :])
+        return conv(h, leading(self.conv_expand, channels, 2))
 
     def conv_shapes(self, channels, input_shape):
         out_hw = self.compute_output_shape(input_shape)[1:3]
@@ -426,10 +454,10 @@ class PlainConvBlock(NestedBlock):
             self.bn_b.build((None, None, None, self.out_channels))
 
     def _branch(self, x, channels, mask, instance_mask, training):
-        h = conv(x, self.conv_a[..., :channels])
+        h = conv(x, leading(self.conv_a, channels, 3))
         h = self._activate(self.bn_a, h, mask, training)
         if self.convs == 2:
-            h = conv(h, self.conv_b[:, :, :channels, :])
+            h = conv(h, leading(self.conv_b, channels, 2))
             return tf.nn.relu(self.bn_b(h, training=training))
         return tf.pad(h, [[0, 0], [0, 0], [0, 0], [0, self.width - channels]])
 

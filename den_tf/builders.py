@@ -97,10 +97,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.selector.epsilon = 1.0
     config.train.selector.epsilon_decay = 0.99
     # How the frozen estimator scores samples: 'sliced' skips the dropped channels.
-    config.train.selector.execution = "sliced"
+    config.train.selector.execution = "auto"  # auto | sliced | masked (selector_execution)
 
     # TF op determinism: a resumed run then ends exactly as an uninterrupted one.
     config.deterministic = False
+    # XLA-compiled training steps (the selector then scores on the masked path).
+    config.jit_compile = False
     return config
 
 
@@ -164,8 +166,18 @@ def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
         initial_distribution=train.estimator.initial_distribution,
         samples=train.selector.samples,
         baseline=train.selector.baseline,
-        execution=train.selector.execution,
+        execution=selector_execution(config),
+        jit_compile=config.jit_compile,
     )
+
+
+def selector_execution(config: ml_collections.ConfigDict) -> str:
+    """How the selector step scores its samples: ``config.train.selector.execution``, where
+    'auto' is the sliced path (fewer FLOPs), or the masked one under XLA (static shapes)."""
+    execution = config.train.selector.execution
+    if execution == "auto":
+        return "masked" if config.jit_compile else "sliced"
+    return execution
 
 
 def build_phases(

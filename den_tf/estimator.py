@@ -43,6 +43,18 @@ def make_block(
     raise ValueError(f"unknown block kind {spec.kind!r}; allowed: basic, bottleneck, plain")
 
 
+def features(x, neck_bn, hidden: Sequence, training: bool) -> tf.Tensor:
+    """The trunk's output to the heads' input: the neck (BN-ReLU-global average pooling with
+    ``neck_bn``, or flattening without it), then the hidden fully connected layers."""
+    if neck_bn is not None:
+        x = tf.reduce_mean(tf.nn.relu(neck_bn(x, training=training)), axis=[1, 2])
+    else:
+        x = tf.reshape(x, [tf.shape(x)[0], -1])
+    for dense in hidden:
+        x = dense(x)
+    return x
+
+
 @keras.saving.register_keras_serializable(package="den_tf")
 class Estimator(MultiTaskNetwork):
     """The elastic network: every structure z of its blocks is a model (h^n of them).
@@ -162,16 +174,39 @@ class Estimator(MultiTaskNetwork):
         blocks.check_execution(execution)
         if structure is not None:
             structure = structure_lib.check_structure(structure, self.n_blocks, self.levels)
-        for i, block in enumerate(self.blocks):
-            levels = None if structure is None else structure[:, i]
-            x = block(x, levels, training=training, execution=execution)
-        if self.backbone.neck == "gap":
-            x = tf.reduce_mean(tf.nn.relu(self.neck_bn(x, training=training)), axis=[1, 2])
+        if structure is not None and execution == "sliced":
+            x = self._sliced_blocks(x, structure, training)
         else:
-            x = tf.reshape(x, [tf.shape(x)[0], -1])
-        for dense in self.hidden:
-            x = dense(x)
-        return x
+            for i, block in enumerate(self.blocks):
+                levels = None if structure is None else structure[:, i]
+                x = block(x, levels, training=training, execution=execution)
+        neck_bn = self.neck_bn if self.backbone.neck == "gap" else None
+        return features(x, neck_bn, self.hidden, training)
+
+    def _sliced_blocks(self, x, structure, training):
+        """The blocks on the sliced path. A batch whose instances share one structure (always
+        a batch of one) runs each block at its level directly (``NestedBlock.at_level``);
+        otherwise each block partitions the batch by level."""
+        if training:
+            raise ValueError("the sliced path is for inference; train with 'masked'")
+
+        def shared():
+            h = x
+            for i, block in enumerate(self.blocks):
+                h = block.at_level(h, structure[0, i])
+            return h
+
+        def partitioned():
+            h = x
+            for i, block in enumerate(self.blocks):
+                h = block(h, structure[:, i], execution="sliced")
+            return h
+
+        one = tf.logical_and(
+            tf.shape(structure)[0] > 0,
+            tf.reduce_all(tf.reduce_min(structure, 0) == tf.reduce_max(structure, 0)),
+        )
+        return tf.cond(one, shared, partitioned)
 
     def _head(self, features, task):
         return self.heads[task](features)

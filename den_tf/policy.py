@@ -21,8 +21,41 @@ def log_prob(logits: tf.Tensor, structure: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(picked, axis=1)
 
 
-def sample_structure(logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+# How random draws are made: TensorFlow's own samplers, or "portable" ones, the same
+# distributions built from integer draws, which XLA compiles to the same values (it does not
+# for TensorFlow's float and categorical draws): the Gumbel-max trick for categorical draws.
+DRAWS = ("tensorflow", "portable")
+_UNIFORM_BITS = 1 << 24
+
+
+def check_draws(draws: str) -> None:
+    if draws not in DRAWS:
+        raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
+
+
+def split_seed(seed: tf.Tensor, count: int) -> tf.Tensor:
+    """``count`` new seeds from ``seed``, shape (count, 2): the values of
+    ``tf.random.experimental.stateless_split`` on CPU, which XLA also computes (for large seeds
+    it does not compute stateless_split's own)."""
+    seed = tf.convert_to_tensor(seed)
+    return tf.random.stateless_uniform([count, 2], seed, None, None, seed.dtype, alg="philox")
+
+
+def uniform_floats(shape, seed: tf.Tensor, draws: str = "tensorflow") -> tf.Tensor:
+    """Floats uniform in (0, 1); 'portable': from 24-bit integer draws, centred in their bins."""
+    check_draws(draws)
+    if draws == "portable":
+        bits = tf.random.stateless_uniform(shape, seed, 0, _UNIFORM_BITS, tf.int32, alg="philox")
+        return (tf.cast(bits, tf.float32) + 0.5) / float(_UNIFORM_BITS)
+    return tf.random.stateless_uniform(shape, seed)
+
+
+def sample_structure(logits: tf.Tensor, seed: tf.Tensor, draws: str = "tensorflow"):
     """z ~ C: one level per block drawn from its column of C, shape (batch, n_blocks)."""
+    check_draws(draws)
+    if draws == "portable":
+        gumbel = -tf.math.log(-tf.math.log(uniform_floats(tf.shape(logits), seed, draws)))
+        return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)
     batch, n_blocks, levels = tf.unstack(tf.shape(logits))
     draws = tf.random.stateless_categorical(
         tf.reshape(logits, [-1, levels]), 1, seed=seed, dtype=tf.int32
@@ -38,37 +71,42 @@ def argmax_structure(logits: tf.Tensor) -> tf.Tensor:
 def uniform_structure(batch_size, n_blocks: int, levels: int, seed: tf.Tensor) -> tf.Tensor:
     """Structures drawn uniformly from all h^n models (each level uniform and independent)."""
     return tf.random.stateless_uniform(
-        [batch_size, n_blocks], seed=seed, minval=0, maxval=levels, dtype=tf.int32
+        [batch_size, n_blocks], seed=seed, minval=0, maxval=levels, dtype=tf.int32, alg="philox"
     )
 
 
 def replace_instances(
-    structure: tf.Tensor, replacement: tf.Tensor, probability, seed: tf.Tensor
+    structure: tf.Tensor, replacement: tf.Tensor, probability, seed: tf.Tensor,
+    draws: str = "tensorflow",
 ) -> tf.Tensor:
     """Each instance's structure is swapped for ``replacement``'s with ``probability``."""
     batch = tf.shape(structure)[0]
-    swap = tf.random.stateless_uniform([batch], seed=seed) < probability
+    swap = uniform_floats([batch], seed, draws) < probability
     return tf.where(swap[:, tf.newaxis], replacement, structure)
 
 
-def initial_structure(batch_size, n_blocks: int, levels: int, tau: float, seed) -> tf.Tensor:
+def initial_structure(
+    batch_size, n_blocks: int, levels: int, tau: float, seed, draws: str = "tensorflow"
+) -> tf.Tensor:
     """Structures from the initial distribution of Eq. (8).
 
     With probability ``tau`` the full model z*, otherwise a uniform draw over all h^n
     models, so p(z*) = (1 - tau) / h^n + tau and p(z) = (1 - tau) / h^n for every other z.
     """
-    uniform_seed, swap_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    uniform_seed, swap_seed = tf.unstack(split_seed(seed, 2))
     uniform = uniform_structure(batch_size, n_blocks, levels, uniform_seed)
     full = tf.fill([batch_size, n_blocks], tf.constant(levels - 1, tf.int32))
-    return replace_instances(uniform, full, tau, swap_seed)
+    return replace_instances(uniform, full, tau, swap_seed, draws)
 
 
-def epsilon_greedy(structure: tf.Tensor, levels: int, epsilon, seed) -> tf.Tensor:
+def epsilon_greedy(
+    structure: tf.Tensor, levels: int, epsilon, seed, draws: str = "tensorflow"
+) -> tf.Tensor:
     """With probability ``epsilon`` per instance, a uniformly random structure instead."""
-    uniform_seed, swap_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    uniform_seed, swap_seed = tf.unstack(split_seed(seed, 2))
     shape = tf.shape(structure)
     uniform = uniform_structure(shape[0], structure.shape[1], levels, uniform_seed)
-    return replace_instances(structure, uniform, epsilon, swap_seed)
+    return replace_instances(structure, uniform, epsilon, swap_seed, draws)
 
 
 def baseline(costs: tf.Tensor, kind: str, greedy_costs: tf.Tensor | None = None) -> tf.Tensor:

@@ -38,6 +38,11 @@ class StepSettings:
       samples: structures |Z| sampled per instance in the selector step (Eq. 7).
       baseline: the policy gradient's baseline (``policy.BASELINES``).
       execution: how the frozen estimator scores the samples (``blocks.EXECUTIONS``).
+      jit_compile: compile each step with XLA. XLA needs static shapes, so the samples are
+        then scored on the masked path (the sliced path's partitions have data-dependent
+        sizes), and the random draws are XLA-portable.
+      draws: how random draws are made (``policy.DRAWS``); None: 'tensorflow', or
+        'portable' under ``jit_compile``.
     """
 
     rho: float = 1.0
@@ -48,11 +53,21 @@ class StepSettings:
     samples: int = 4
     baseline: str = "leave_one_out"
     execution: str = "sliced"
+    jit_compile: bool = False
+    draws: str | None = None
 
     def __post_init__(self):
         if self.baseline not in policy.BASELINES:
             raise ValueError(f"baseline must be one of {policy.BASELINES}, got {self.baseline!r}")
         blocks.check_execution(self.execution)
+        if self.jit_compile and self.execution == "sliced":
+            raise ValueError("jit_compile needs execution 'masked': XLA cannot compile the sliced "
+                             "path, whose partitions have data-dependent sizes")
+        if self.draws is not None:
+            policy.check_draws(self.draws)
+        if self.jit_compile and self.draws == "tensorflow":
+            raise ValueError("jit_compile needs draws 'portable': XLA cannot compile "
+                             "TensorFlow's categorical sampler")
         if self.initial_distribution not in INITIAL_DISTRIBUTIONS:
             raise ValueError(f"initial_distribution must be one of {INITIAL_DISTRIBUTIONS}, "
                              f"got {self.initial_distribution!r}")
@@ -66,6 +81,13 @@ class StepSettings:
             raise ValueError(
                 f"rho and weight_decay must be >= 0, got {self.rho} and {self.weight_decay}"
             )
+
+    @property
+    def random_draws(self) -> str:
+        """How the steps draw (``draws`` resolved)."""
+        if self.draws is not None:
+            return self.draws
+        return "portable" if self.jit_compile else "tensorflow"
 
     def weights_for(self, n_tasks: int) -> list[float]:
         """The task weights, checked against the number of tasks."""
@@ -99,7 +121,7 @@ class Step:
         self.settings = settings
         self.task_weights = settings.weights_for(len(estimator.tasks))
         self.costs = cost.cost_table(estimator)
-        self._step = tf.function(self._step_fn)
+        self._step = tf.function(self._step_fn, jit_compile=settings.jit_compile)
 
     def _step_fn(self, *args):
         raise NotImplementedError
@@ -124,14 +146,15 @@ class EstimatorStep(Step):
         n_blocks, levels = self.estimator.n_blocks, self.estimator.levels
         initial = self.settings.initial_distribution
         if source == "initial" and initial == "eq8":
-            return policy.initial_structure(batch, n_blocks, levels, self.settings.tau, seed)
+            return policy.initial_structure(batch, n_blocks, levels, self.settings.tau, seed,
+                                            self.settings.random_draws)
         if source == "initial" and initial == "uniform":
             return policy.uniform_structure(batch, n_blocks, levels, seed)
         # The selector's distribution (untrained in the first stage) or its argmax.
         logits = tf.concat(self.selector.call_tasks(images, training=False), axis=0)
         if source == "argmax":
             return policy.argmax_structure(logits)
-        return policy.sample_structure(logits, seed)
+        return policy.sample_structure(logits, seed, self.settings.random_draws)
 
     def _step_fn(self, batch, seed, source: str):
         images, labels = _split_batch(batch)
@@ -173,7 +196,10 @@ class SelectorStep(Step):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._gradients_only = tf.function(lambda *step_args: self._gradients(*step_args)[0])
+        self._gradients_only = tf.function(
+            lambda *step_args: self._gradients(*step_args)[0],
+            jit_compile=self.settings.jit_compile,
+        )
 
     def gradients(self, batch, seed, epsilon) -> list[tf.Tensor]:
         """The policy-gradient estimate of one step, not applied (to measure its variance).
@@ -209,7 +235,7 @@ class SelectorStep(Step):
         samples, baseline = self.settings.samples, self.settings.baseline
         greedy = baseline == "greedy"
         images, labels = _split_batch(batch)
-        seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 2 * len(images)))
+        seeds = tf.unstack(policy.split_seed(seed, 2 * len(images)))
         variables = self.selector.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.selector.call_tasks(images, training=True)
@@ -219,8 +245,9 @@ class SelectorStep(Step):
             with tape.stop_recording():
                 structures = [
                     policy.epsilon_greedy(
-                        policy.sample_structure(x, seeds[2 * t]), self.estimator.levels,
-                        epsilon, seeds[2 * t + 1],
+                        policy.sample_structure(x, seeds[2 * t], self.settings.random_draws),
+                        self.estimator.levels, epsilon, seeds[2 * t + 1],
+                        self.settings.random_draws,
                     )
                     for t, x in enumerate(tiled)
                 ]

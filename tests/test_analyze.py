@@ -101,7 +101,7 @@ def test_runs_across_a_config_value(tmp_path):
         runs.append(str(run))
     loaded = analyze.load_runs(runs, "rho")
     assert [label for label, _ in loaded] == ["rho=0.1", "rho=0.3", "rho=0.5"]
-    assert analyze.load_runs(runs[:1], "model.levels")[0][0] == "model.levels=4"
+    assert analyze.load_runs(runs[:1], "model.levels")[0][0] == "levels=4"
     path = analyze.compare(str(tmp_path), runs, "rho")
     assert path.endswith("analysis/runs_rho.png")
     assert matplotlib.image.imread(path).shape[:2] == (450, 600)

@@ -40,6 +40,7 @@ def test_masked_and_sliced_agree(kind):
         tf.fill([8], block.levels - 1),
         tf.zeros([8], tf.int32),
         tf.constant([0, 1, 2, 3, 3, 2, 1, 0]) % block.levels,
+        tf.constant([1, 0, 1, 0, 0, 1, 1, 1]),  # the top level absent (4 levels) or alone
     ):
         masked = block(x, levels, training=False)
         sliced = block(x, levels, training=False, execution="sliced")
@@ -49,6 +50,50 @@ def test_masked_and_sliced_agree(kind):
     full = block(x, training=False)
     top = block(x, tf.fill([8], block.levels - 1), training=False)
     assert float(tf.reduce_max(tf.abs(full - top))) < 1e-5
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_sliced_path_computes_only_the_chosen_levels(kind, monkeypatch):
+    """A batch at one level (a batch of one) runs that level alone; a mixed batch runs each
+    level some instance chose, once, and no other."""
+    block = _block(kind)
+    x = tf.random.normal((6, 8, 8, IN_CHANNELS))
+    _warm_statistics(block, x)
+    calls = []
+    branch = block._branch
+    monkeypatch.setattr(block, "_branch", lambda h, c, *a: calls.append((h.shape[0], c))
+                        or branch(h, c, *a))
+    top = block.levels - 1
+    for levels, expected in (
+        ([top] * 6, [(6, block.level_channels[top])]),
+        ([top], [(1, block.level_channels[top])]),
+        ([top, top - 1, top, top - 1, top - 1, top - 1],
+         [(4, block.level_channels[top - 1]), (2, block.level_channels[top])]),
+    ):
+        calls.clear()
+        x_part = x[: len(levels)]
+        sliced = block(x_part, tf.constant(levels), training=False, execution="sliced")
+        assert calls == expected
+        masked = block(x_part, tf.constant(levels), training=False)
+        assert float(tf.reduce_max(tf.abs(masked - sliced))) < 1e-5
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_at_level_equals_the_masked_path(kind):
+    """A whole batch at one level, the level a tensor: one trace serves every level."""
+    block = _block(kind)
+    x = tf.random.normal((4, 8, 8, IN_CHANNELS))
+    _warm_statistics(block, x)
+    graph = tf.function(block.at_level)
+    for level in range(block.levels):
+        expected = block(x, tf.fill([4], level), training=False)
+        for run in (block.at_level, graph):
+            got = run(x, tf.constant(level))
+            assert got.shape == expected.shape
+            assert float(tf.reduce_max(tf.abs(got - expected))) < 1e-5
+    assert graph.experimental_get_tracing_count() == 1
+    if block.residual:  # level 0 is the shortcut exactly
+        assert np.array_equal(block.at_level(x, tf.constant(0)), block.shortcut(x))
 
 
 @pytest.mark.parametrize("kind", ["basic", "bottleneck"])
@@ -284,3 +329,11 @@ def test_onednn_state_is_reported():
         assert hardware.onednn_enabled() == (forced == "1")
     if not tf.config.list_logical_devices("GPU"):
         assert blocks.native_grouped_gradients() == hardware.onednn_enabled()
+
+
+def test_leading_slices_and_keeps_a_whole_weight_uncopied():
+    weight = tf.Variable(tf.reshape(tf.range(24.0), [1, 2, 3, 4]))
+    assert blocks.leading(weight, 4, 3) is weight
+    assert blocks.leading(weight, 3, 2) is weight
+    np.testing.assert_array_equal(blocks.leading(weight, 2, 3), weight.numpy()[..., :2])
+    np.testing.assert_array_equal(blocks.leading(weight, 1, 2), weight.numpy()[:, :, :1, :])

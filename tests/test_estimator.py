@@ -80,6 +80,30 @@ def test_masked_sliced_and_explicit_subnetwork_agree():
     assert np.abs(masked[1] - masked[3]).max() > 1e-3
 
 
+def test_sliced_path_runs_a_shared_structure_without_partitioning(monkeypatch):
+    """A batch of one (or of one shared structure) runs each block at its level directly, in
+    a tf.function traced once for every structure and batch size."""
+    est = _estimator()
+    images = tf.random.normal((4, 32, 32, 3))
+    mixed = tf.constant([[3, 0, 1, 2, 0, 3], [0, 0, 0, 0, 0, 0], [1, 2, 3, 1, 2, 3],
+                         [2, 1, 0, 3, 1, 0]])
+    sliced = tf.function(
+        lambda x, z: est(x, task=1, structure=z, execution="sliced"),
+        input_signature=[tf.TensorSpec([None, 32, 32, 3]), tf.TensorSpec([None, 6], tf.int32)],
+    )
+    for b in range(4):
+        expected = est(images[b:b + 1], task=1, structure=mixed[b:b + 1])
+        assert np.abs(sliced(images[b:b + 1], mixed[b:b + 1]) - expected).max() < 1e-5
+    assert np.abs(sliced(images, mixed) - est(images, task=1, structure=mixed)).max() < 1e-5
+    assert sliced.experimental_get_tracing_count() == 1
+    partitions = []
+    for block in est.blocks:
+        monkeypatch.setattr(block, "_sliced", lambda *a, b=block: partitions.append(b.name))
+    est(images[:1], task=1, structure=mixed[:1], execution="sliced")  # eager: one branch runs
+    est(images[:2], task=1, structure=tf.tile(mixed[2:3], [2, 1]), execution="sliced")
+    assert partitions == []
+
+
 def test_one_trunk_pass_equals_per_task_calls():
     est = _estimator()
     images = [tf.random.normal((3, 16, 16, 3)), tf.random.normal((2, 32, 32, 3))]

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from den_tf import policy
@@ -31,16 +32,51 @@ def test_argmax_structure():
     assert policy.argmax_structure(logits).numpy().tolist() == [[1, 0]]
 
 
-def test_sample_structure_frequencies():
+@pytest.mark.parametrize("draws", policy.DRAWS)
+def test_sample_structure_frequencies(draws):
     probs = np.array([0.1, 0.2, 0.7])
     n = 20000
     logits = tf.math.log(tf.constant(np.tile(probs, (n, 1, 1)), tf.float32))
-    z = policy.sample_structure(logits, SEED).numpy()[:, 0]
+    z = policy.sample_structure(logits, SEED, draws).numpy()[:, 0]
     freq = np.bincount(z, minlength=3) / n
     sigma = np.sqrt(probs * (1 - probs) / n)
     assert np.all(np.abs(freq - probs) < 4 * sigma)
     # Stateless: the same seed gives the same draw.
-    assert np.array_equal(policy.sample_structure(logits, SEED).numpy()[:, 0], z)
+    assert np.array_equal(policy.sample_structure(logits, SEED, draws).numpy()[:, 0], z)
+    with pytest.raises(ValueError, match="draws must be one of"):
+        policy.sample_structure(logits, SEED, "xla")
+
+
+def test_split_seed_is_stateless_split_and_the_same_under_xla():
+    """Runs made before the portable draws existed draw the same values now."""
+    seed = tf.constant([-6388493064227189565, 1728873083863573776], tf.int64)
+    np.testing.assert_array_equal(
+        policy.uniform_structure(50, 3, 4, seed),
+        tf.random.stateless_uniform([50, 3], seed, 0, 4, tf.int32))
+    expected = tf.random.experimental.stateless_split(seed, 3).numpy()
+    np.testing.assert_array_equal(policy.split_seed(seed, 3).numpy(), expected)
+    compiled = tf.function(lambda s: policy.split_seed(s, 3), jit_compile=True)(seed)
+    np.testing.assert_array_equal(compiled.numpy(), expected)
+
+
+def test_portable_draws_are_the_same_under_xla():
+    """XLA compiles the portable draws (structures, Eq. 8, epsilon-greedy) to the same
+    values; uniform floats lie strictly inside (0, 1)."""
+    logits = tf.random.normal((64, 5, 4))
+    seed = tf.constant([-6388493064227189565, 1728873083863573776], tf.int64)  # a large one
+
+    def draw(x):
+        z = policy.sample_structure(x, seed, "portable")
+        return (z, policy.initial_structure(64, 5, 4, 0.5, seed, "portable"),
+                policy.epsilon_greedy(z, 4, 0.5, seed, "portable"),
+                policy.uniform_floats([1000], seed, "portable"))
+
+    eager = draw(logits)
+    compiled = tf.function(draw, jit_compile=True)(logits)
+    for a, b in zip(eager, compiled):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    floats = eager[3].numpy()
+    assert floats.min() > 0 and floats.max() < 1 and abs(floats.mean() - 0.5) < 0.05
 
 
 def test_initial_distribution_eq8():

@@ -174,6 +174,14 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path):
         sweep.branch(str(tmp_path / "a"), 14, str(tmp_path / "c"))
 
 
+def test_xla_compiled_run_finishes(tmp_path):
+    """``--config.jit_compile=True``: both phases' steps compiled with XLA, the selector
+    scoring on the masked path; a two-stage run ends with results."""
+    results = train.train_and_evaluate(tiny_config(jit_compile=True), str(tmp_path))
+    assert 0 <= results["average"]["accuracy"] <= 100
+    assert 0 < results["average"]["flops"] <= results["full_structure"]["average"]["flops"]
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     # A huge learning rate: step 1 is finite and checkpointed, then the weights blow up.
     config = tiny_config(**{"train.estimator.lr": 1e12, "train.checkpoint_every": 1})

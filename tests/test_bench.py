@@ -1,0 +1,46 @@
+"""The benchmark's arithmetic and structures (its timings are measured by ``make bench``)."""
+
+import numpy as np
+import pytest
+
+from den_tf import bench
+
+
+def test_speedup_ratio_from_given_timings():
+    # Plain network 2 s, structure 1 s at a quarter of the FLOPs: 2x of the ideal 4x.
+    assert bench.speedup_ratio(2.0, 1.0, 0.25) == pytest.approx(0.5)
+    assert bench.speedup_ratio(1.0, 0.25, 0.25) == pytest.approx(1.0)
+    assert bench.speedup_ratio(1.0, 1.25, 1.0) == pytest.approx(0.8)
+    for bad in ((0.0, 1.0, 0.5), (1.0, -1.0, 0.5), (1.0, 1.0, 0.0), (1.0, 1.0, 1.5)):
+        with pytest.raises(ValueError):
+            bench.speedup_ratio(*bad)
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4, 5])
+def test_selector_like_probabilities(levels):
+    p = np.array(bench.selector_like_probabilities(levels))
+    assert p.shape == (levels,) and p.sum() == pytest.approx(1.0) and (p > 0).all()
+    if levels == 4:
+        assert tuple(p) == bench.SELECTOR_LIKE
+    if levels > 2:  # most of the mass between the lowest and the top level
+        assert p[1:-1].sum() > 0.5
+
+
+def test_mean_seconds_times_each_call_after_one_untimed(monkeypatch):
+    calls = []
+    clock = iter([10.0, 16.0])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    assert bench.mean_seconds(calls.append, 3) == pytest.approx(2.0)
+    assert calls == [0, 0, 1, 2]
+
+
+def test_structure_kinds(tiny_evaluator):
+    estimator = tiny_evaluator.estimator
+    kinds = bench._structures(estimator, batch=6, count=3)
+    h, n = estimator.levels, estimator.n_blocks
+    assert sorted(kinds) == sorted(["full", *[f"level_{lv}" for lv in range(1, h - 1)],
+                                    "random_uniform", "selector_like"])
+    for structures in kinds.values():
+        assert len(structures) == 3 and all(z.shape == (6, n) for z in structures)
+    assert (kinds["full"][0].numpy() == h - 1).all()
+    assert len({z.numpy().tobytes() for z in kinds["selector_like"]}) == 3
