@@ -9,7 +9,7 @@ Expected result (2026-11-29, 2-core AMD EPYC, 5 seeds: ``make demo SEEDS=5``): D
 89.6 +- 0.2 % average accuracy at 48 % of the full structure's 35.4 MFLOPs; full structure
 89.5 %; random structures 78.9 % (uniform) and 88.8 % (the selector's level frequencies, same
 FLOPs: DEN 0.8 +- 0.6 points above); the hardest fifth of the images gets 26-46 % more FLOPs
-than the easiest (rank correlations 0.6-0.8); one seed (``make demo``) 10.6 minutes.
+than the easiest (rank correlations 0.6-0.8); one seed (``make demo``) 10.6-12.6 minutes.
 """
 
 from den_tf.builders import base_config
