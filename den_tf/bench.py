@@ -85,13 +85,13 @@ def _structures(estimator, batch: int, count: int) -> dict[str, list[tf.Tensor]]
     return {k: v * count if len(v) == 1 else v for k, v in kinds.items()}
 
 
-def inference(estimator, batch: int, calls: int) -> dict[str, dict[str, float]]:
-    """Images/s, FLOPs fraction, speed-up and ratio of each structure kind on task 0."""
+def inference(estimator, reference: plain.PlainNetwork, batch: int,
+              calls: int) -> dict[str, dict[str, float]]:
+    """Images/s, FLOPs fraction, speed-up over ``reference`` and ratio of each structure kind
+    on task 0."""
     task = 0
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
-    reference = plain.PlainNetwork(estimator)
-    plain.copy_weights(estimator, reference)
     run_plain = tf.function(lambda x: reference(x, task=task))
     run = tf.function(
         lambda x, z, execution: estimator(x, task=task, structure=z, execution=execution)
@@ -244,7 +244,10 @@ def main(argv):
         )
     if "inference" in parts:
         result["inference_task"] = estimator.tasks[0].name
-        result["inference"] = {f"batch_{b}": inference(estimator, b, _calls(b)) for b in batches}
+        reference = plain.PlainNetwork(estimator)
+        plain.copy_weights(estimator, reference)
+        result["inference"] = {f"batch_{b}": inference(estimator, reference, b, _calls(b))
+                               for b in batches}
     if "export" in parts:
         result["export"] = exported_speed(estimator, selector, batches, _calls)
     print(json.dumps(_rounded(result), indent=1))

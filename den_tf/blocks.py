@@ -100,6 +100,17 @@ def leading(weight, count: int, axis: int):
     return weight[tuple(index)]
 
 
+def shortcut(x: tf.Tensor, stride: int, out_channels: int) -> tf.Tensor:
+    """A residual block's shortcut: average pooling for the stride and zero padding for extra
+    channels, no weights."""
+    if stride > 1:
+        x = tf.nn.avg_pool2d(x, stride, stride, "SAME")
+    extra = out_channels - x.shape[-1]
+    if extra:
+        x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
+    return x
+
+
 Initializer = str | dict | keras.initializers.Initializer
 
 
@@ -312,13 +323,7 @@ class NestedBlock(keras.layers.Layer):
         return shortcut if branch is None else shortcut + branch
 
     def shortcut(self, x):
-        """Average pooling for the stride and zero padding for extra channels: no weights."""
-        if self.stride > 1:
-            x = tf.nn.avg_pool2d(x, self.stride, self.stride, "SAME")
-        extra = self.out_channels - x.shape[-1]
-        if extra:
-            x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
-        return x
+        return shortcut(x, self.stride, self.out_channels)
 
     def compute_output_shape(self, input_shape):
         batch, height, width = input_shape[:3]

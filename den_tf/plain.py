@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from den_tf import blocks
 from den_tf.backbones import BlockSpec
 from den_tf.estimator import Estimator, features
 from den_tf.network import MultiTaskNetwork
@@ -50,12 +51,7 @@ class PlainBlock(keras.layers.Layer):
         if spec.kind == "basic":
             h = self.conv1(tf.nn.relu(self.bn_in(x, training=training)))
             h = self.conv2(tf.nn.relu(self.bn_mid(h, training=training)))
-            if spec.stride > 1:
-                x = tf.nn.avg_pool2d(x, spec.stride, spec.stride, "SAME")
-            extra = spec.out_channels - x.shape[-1]
-            if extra:
-                x = tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
-            return x + h
+            return blocks.shortcut(x, spec.stride, spec.out_channels) + h
         h = tf.nn.relu(self.bn_a(self.conv_a(x), training=training))
         if spec.convs == 2:
             h = tf.nn.relu(self.bn_b(self.conv_b(h), training=training))
