@@ -16,6 +16,9 @@ Random images of each task's size (the input pipeline has its own benchmark,
   the plain network and ``ratio`` = speed-up x FLOPs fraction (1.0: time falls as FLOPs do);
 - export: the exported serving signature (``den_tf.export``) against the same
   function in process;
+- strategies: images/s of the estimator and selector steps (global batch ``batch_size`` per
+  task) under each strategy this machine offers: one device, and ``MirroredStrategy`` over
+  ``--cpu_devices`` logical CPU devices when there is no GPU (else over the GPUs);
 - the device and whether TensorFlow ran with oneDNN (it changes CPU timings; TensorFlow leaves
   it off by default on some CPUs).
 """
@@ -35,13 +38,13 @@ import tensorflow as tf
 from absl import app, flags
 from ml_collections import config_flags
 
-from den_tf import builders, cost, export, hardware, metrics, plain
+from den_tf import builders, cost, distribute, export, hardware, metrics, plain
 from den_tf.steps import EstimatorStep, SelectorStep
 
 # Level probabilities of the "selector-like" structures with four levels: mostly levels 1-2,
 # as the demo's trained selectors choose (about 45% of the full structure's FLOPs).
 SELECTOR_LIKE = (0.05, 0.45, 0.40, 0.10)
-PARTS = ("training", "inference", "export")
+PARTS = ("training", "inference", "export", "strategies")
 
 
 def speedup_ratio(reference_seconds: float, seconds: float, flops_fraction: float) -> float:
@@ -150,41 +153,75 @@ def exported_speed(estimator, selector, batches: Sequence[int],
     return result
 
 
-def training(config, estimator, selector, batch_size: int, steps: int) -> dict[str, float]:
-    """Images/s of the estimator step, the plain network's step and the selector step."""
+def _training_batch(tasks, batch_size: int) -> tuple[dict, ...]:
     rng = np.random.RandomState(0)
-    batch = tuple(
+    return tuple(
         {"image": tf.constant(rng.normal(size=(batch_size, t.input_size, t.input_size, 3)),
                               tf.float32),
          "label": tf.constant(rng.randint(0, t.num_classes, batch_size), tf.int32)}
-        for t in estimator.tasks
+        for t in tasks
     )
+
+
+def _sgd(variables):
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
+    optimizer.build(variables)
+    return optimizer
+
+
+def _phase_steps(config, estimator, selector) -> tuple[EstimatorStep, SelectorStep]:
+    """The two training steps, with optimizers (under the current strategy's scope)."""
     settings = builders.step_settings(config)
-
-    def sgd(variables):
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
-        optimizer.build(variables)
-        return optimizer
-
     selector_optimizer = keras.optimizers.Adam(1e-5)
     selector_optimizer.build(selector.trainable_variables)
-    estimator_step = EstimatorStep(estimator, selector, sgd(estimator.trainable_variables),
-                                   settings)
-    selector_step = SelectorStep(estimator, selector, selector_optimizer, settings)
-    reference = plain.PlainNetwork(estimator)
-    plain_step = plain_training_step(reference, sgd(reference.trainable_variables),
-                                     settings.weight_decay)
+    return (EstimatorStep(estimator, selector, _sgd(estimator.trainable_variables), settings),
+            SelectorStep(estimator, selector, selector_optimizer, settings))
+
+
+def _step_seconds(estimator_step, selector_step, batch, steps: int) -> dict[str, float]:
     seed = tf.constant([0, 1], tf.int64)
-    images = batch_size * len(estimator.tasks)
-    times = {
+    return {
         "estimator_step": mean_seconds(
             lambda i: estimator_step(batch, seed, "initial")["loss"].numpy(), steps),
-        "plain_network_step": mean_seconds(lambda i: plain_step(batch).numpy(), steps),
         "selector_step": mean_seconds(
             lambda i: selector_step(batch, seed, 0.1)["loss"].numpy(), steps),
     }
+
+
+def training(config, estimator, selector, batch_size: int, steps: int) -> dict[str, float]:
+    """Images/s of the estimator step, the plain network's step and the selector step."""
+    batch = _training_batch(estimator.tasks, batch_size)
+    estimator_step, selector_step = _phase_steps(config, estimator, selector)
+    reference = plain.PlainNetwork(estimator)
+    plain_step = plain_training_step(reference, _sgd(reference.trainable_variables),
+                                     estimator_step.settings.weight_decay)
+    times = _step_seconds(estimator_step, selector_step, batch, steps)
+    times["plain_network_step"] = mean_seconds(lambda i: plain_step(batch).numpy(), steps)
+    images = batch_size * len(estimator.tasks)
     result = {f"{k}_images_per_s": images / v for k, v in times.items()}
     result["estimator_over_plain_time"] = times["estimator_step"] / times["plain_network_step"]
+    return result
+
+
+def strategies(config, batch_size: int, steps: int) -> dict[str, dict[str, float]]:
+    """Images/s of both steps (global batch ``batch_size`` per task) under one device and,
+    when there are several devices, under ``MirroredStrategy`` over all of them."""
+    result = {}
+    for name in ("one_device", "mirrored"):
+        strategy = distribute.make_strategy(name)
+        count = strategy.num_replicas_in_sync
+        if name == "mirrored" and count < 2:
+            continue
+        with strategy.scope():
+            estimator, selector = builders.build_models(config)
+            estimator_step, selector_step = _phase_steps(config, estimator, selector)
+        batch = _training_batch(estimator.tasks, batch_size)
+        if distribute.is_distributed(strategy):
+            batch = distribute.split_batch(strategy, batch)
+        times = _step_seconds(estimator_step, selector_step, batch, steps)
+        images = batch_size * len(estimator.tasks)
+        result[f"{name}_{count}_replicas"] = {
+            f"{k}_images_per_s": images / v for k, v in times.items()}
     return result
 
 
@@ -222,6 +259,11 @@ def _rounded(value):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.cpu_devices > 1 and not tf.config.list_physical_devices("GPU"):
+        tf.config.set_logical_device_configuration(
+            tf.config.list_physical_devices("CPU")[0],
+            [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices,
+        )
     config = FLAGS.config
     estimator, selector = builders.build_models(config)
     batches = [int(b) for b in FLAGS.inference_batch_sizes]
@@ -250,6 +292,8 @@ def main(argv):
                                for b in batches}
     if "export" in parts:
         result["export"] = exported_speed(estimator, selector, batches, _calls)
+    if "strategies" in parts:
+        result["strategies"] = strategies(config, FLAGS.batch_size, FLAGS.train_steps)
     print(json.dumps(_rounded(result), indent=1))
 
 
@@ -260,5 +304,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("train_steps", 3, "Timed training steps per phase (after one untimed).")
     flags.DEFINE_integer("repeats", 5, "Timed inference calls per structure (after one untimed).")
     flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {PARTS}.")
+    flags.DEFINE_integer("cpu_devices", 2, "Logical CPU devices for the mirrored strategy "
+                         "line (without a GPU); 1: no mirrored line.")
     FLAGS = flags.FLAGS
     app.run(main)

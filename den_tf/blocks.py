@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from den_tf import distribute
+
 EXECUTIONS = ("masked", "sliced")
 
 
@@ -132,7 +134,9 @@ class MaskedBatchNorm(keras.layers.Layer):
 
     ``active`` (broadcastable to the input, shape (batch, 1, 1, C) or (batch, 1, 1, 1)) marks
     the entries that run; each channel's mean and variance are taken over those, and a
-    channel's moving statistics change only when some instance uses it. An input with fewer
+    channel's moving statistics change only when some instance uses it. Under a distribution
+    strategy the moments are those of the global batch (sums and counts all-reduced): one
+    replica's slice is a poor sample of the instances that use a channel. An input with fewer
     channels than the layer (the sliced path) uses the first statistics and parameters.
     """
 
@@ -145,11 +149,14 @@ class MaskedBatchNorm(keras.layers.Layer):
         channels = input_shape[-1]
         self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        # Every replica computes the same moments (all-reduced), so "mean" keeps them.
         self.moving_mean = self.add_weight(
-            shape=(channels,), initializer="zeros", trainable=False, name="moving_mean"
+            shape=(channels,), initializer="zeros", trainable=False, name="moving_mean",
+            aggregation="mean",
         )
         self.moving_variance = self.add_weight(
-            shape=(channels,), initializer="ones", trainable=False, name="moving_variance"
+            shape=(channels,), initializer="ones", trainable=False, name="moving_variance",
+            aggregation="mean",
         )
 
     def call(self, x, training=False, active=None):
@@ -181,16 +188,21 @@ class MaskedBatchNorm(keras.layers.Layer):
 
 
 def masked_moments(x: tf.Tensor, mask: tf.Tensor | None) -> tuple[tf.Tensor, ...]:
-    """Per-channel mean, (biased) variance and entry count of ``x`` over the masked entries."""
+    """Per-channel mean, (biased) variance and entry count of ``x`` over the masked entries,
+    over the global batch when replicas run in sync."""
     hw = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
-    if mask is None:
+    if mask is None and distribute.replicas() == 1:
         mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
         count = tf.fill(tf.shape(mean), tf.cast(tf.shape(x)[0], x.dtype) * hw)
         return mean, variance, count
-    count = tf.reduce_sum(mask, axis=[0, 1, 2]) * hw * tf.ones([x.shape[-1]], x.dtype)
+    if mask is None:
+        mask = tf.ones([tf.shape(x)[0], 1, 1, 1], x.dtype)
+    count = distribute.sum_over_replicas(
+        tf.reduce_sum(mask, axis=[0, 1, 2]) * hw * tf.ones([x.shape[-1]], x.dtype))
     safe = tf.maximum(count, 1.0)
-    mean = tf.reduce_sum(x * mask, axis=[0, 1, 2]) / safe
-    variance = tf.reduce_sum(tf.square(x - mean) * mask, axis=[0, 1, 2]) / safe
+    mean = distribute.sum_over_replicas(tf.reduce_sum(x * mask, axis=[0, 1, 2])) / safe
+    variance = distribute.sum_over_replicas(
+        tf.reduce_sum(tf.square(x - mean) * mask, axis=[0, 1, 2])) / safe
     return mean, variance, count
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import ml_collections
 
-from den_tf import backbones, phases, steps
+from den_tf import backbones, distribute, phases, steps
 from den_tf.datasets import sources
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
@@ -103,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.deterministic = False
     # XLA-compiled training steps (the selector then scores on the masked path).
     config.jit_compile = False
+    # tf.distribute strategy (distribute.STRATEGIES); train.batch_size stays the global batch
+    # per task. config.tpu: a TPU name, or 'local' on a TPU VM.
+    config.strategy = "auto"
+    config.tpu = ""
     return config
 
 
@@ -168,15 +172,27 @@ def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
         baseline=train.selector.baseline,
         execution=selector_execution(config),
         jit_compile=config.jit_compile,
+        draws="portable" if uses_tpu(config) else None,
     )
+
+
+def uses_tpu(config: ml_collections.ConfigDict) -> bool:
+    """Whether the run trains on a TPU (``config.strategy``, with 'auto' and a TPU name)."""
+    return config.strategy == "tpu" or (
+        config.strategy == "auto" and bool(distribute.tpu_name(config.tpu)))
 
 
 def selector_execution(config: ml_collections.ConfigDict) -> str:
     """How the selector step scores its samples: ``config.train.selector.execution``, where
-    'auto' is the sliced path (fewer FLOPs), or the masked one under XLA (static shapes)."""
+    'auto' is the sliced path (fewer FLOPs), or the masked one under XLA and on TPUs (static
+    shapes)."""
     execution = config.train.selector.execution
+    static = config.jit_compile or uses_tpu(config)
     if execution == "auto":
-        return "masked" if config.jit_compile else "sliced"
+        return "masked" if static else "sliced"
+    if execution == "sliced" and uses_tpu(config):
+        raise ValueError("a TPU needs static shapes: train.selector.execution must be 'masked' "
+                         "or 'auto', not 'sliced'")
     return execution
 
 

@@ -75,7 +75,7 @@ class Plateau(tf.Module):
         )
 
     def update(self, objective: float) -> bool:
-        if objective < float(self.best) - self.min_delta:
+        if objective < float(self.best.numpy()) - self.min_delta:
             self.best.assign(objective)
             self.evaluations_without_gain.assign(0)
             for saved, weight in zip(self.best_weights, self._watched()):
@@ -86,7 +86,7 @@ class Plateau(tf.Module):
 
     @property
     def converged(self) -> bool:
-        return int(self.evaluations_without_gain) >= self.patience
+        return int(self.evaluations_without_gain.numpy()) >= self.patience
 
     def reset(self) -> None:
         self.best.assign(np.inf)

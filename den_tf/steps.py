@@ -3,6 +3,12 @@
 A step holds what it needs (the models, its optimizer, the cost table and a frozen
 ``StepSettings``) but no data or loop state, so the training loop, the benchmarks and other
 methods build steps without an experiment config.
+
+A step runs on every replica of the distribution strategy it was built under (the default
+strategy: one device). Each replica takes its share of the global batch; losses are divided by
+the number of replicas (the optimizer sums the gradients), batch norm uses the global batch's
+moments, and random structures are drawn for the global batch, so that one step with N
+replicas is one step on one device with the same global batch (``distribute.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from den_tf import blocks, cost, metrics, policy
+from den_tf import blocks, cost, distribute, metrics, policy
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
@@ -106,7 +112,8 @@ def _split_batch(batch: Sequence[dict]) -> tuple[list[tf.Tensor], list[tf.Tensor
 
 class Step:
     """A compiled training step of one model (``optimizer`` updates its variables) of the
-    estimator-selector pair; subclasses define ``_step_fn``."""
+    estimator-selector pair, on every replica of the strategy current at construction;
+    subclasses define ``_replica_step``."""
 
     def __init__(
         self,
@@ -119,12 +126,42 @@ class Step:
         self.selector = selector
         self.optimizer = optimizer
         self.settings = settings
+        self.strategy = tf.distribute.get_strategy()
         self.task_weights = settings.weights_for(len(estimator.tasks))
         self.costs = cost.cost_table(estimator)
         self._step = tf.function(self._step_fn, jit_compile=settings.jit_compile)
 
-    def _step_fn(self, *args):
+    @property
+    def variables(self) -> list:
+        """What the optimizer updates."""
         raise NotImplementedError
+
+    def _replica_step(self, *args) -> tuple[list, tf.Tensor, dict[str, tf.Tensor]]:
+        """One replica's part: (gradients of its share of the loss, the global loss, batch
+        means of its metrics)."""
+        raise NotImplementedError
+
+    def _step_fn(self, *args):
+        """Runs ``_replica_step`` on every replica and applies the summed gradients when the
+        global loss is finite (a non-finite loss changes no weight). Returns the loss,
+        ``finite`` and the metrics averaged over replicas."""
+        grads, loss, means = self.strategy.run(self._replica_step, args=args)
+        loss = self.strategy.experimental_local_results(loss)[0]  # the same on every replica
+        finite = tf.math.is_finite(loss)
+        if finite:
+            self.strategy.run(self._apply, args=(grads,))
+        means = {k: self.strategy.reduce("mean", v, axis=None) for k, v in means.items()}
+        return {"loss": loss, "finite": finite, **means}
+
+    def _apply(self, grads):
+        self.optimizer.apply_gradients(zip(grads, self.variables))
+
+
+def _share(loss: tf.Tensor) -> tf.Tensor:
+    """A replica's share of a loss averaged over the global batch: its gradients, summed over
+    the replicas, are those of the global loss."""
+    count = distribute.replicas()
+    return loss if count == 1 else loss / count
 
 
 class EstimatorStep(Step):
@@ -141,39 +178,45 @@ class EstimatorStep(Step):
             raise ValueError(f"structure source must be one of {STRUCTURE_SOURCES}, got {source!r}")
         return self._step(batch, seed, source)
 
+    @property
+    def variables(self):
+        return self.estimator.trainable_variables
+
     def _structures(self, images, source: str, seed):
-        batch = sum(x.shape[0] for x in images)
+        """One structure per local instance, stacked by task; random ones are drawn for the
+        global batch and sliced (``distribute.local_batch``)."""
+        sizes = [x.shape[0] for x in images]
         n_blocks, levels = self.estimator.n_blocks, self.estimator.levels
+        batch = sum(sizes) * distribute.replicas()
         initial = self.settings.initial_distribution
         if source == "initial" and initial == "eq8":
-            return policy.initial_structure(batch, n_blocks, levels, self.settings.tau, seed,
-                                            self.settings.random_draws)
+            return distribute.local_batch(
+                policy.initial_structure(batch, n_blocks, levels, self.settings.tau, seed,
+                                         self.settings.random_draws), sizes)
         if source == "initial" and initial == "uniform":
-            return policy.uniform_structure(batch, n_blocks, levels, seed)
+            return distribute.local_batch(
+                policy.uniform_structure(batch, n_blocks, levels, seed), sizes)
         # The selector's distribution (untrained in the first stage) or its argmax.
-        logits = tf.concat(self.selector.call_tasks(images, training=False), axis=0)
+        logits = self.selector.call_tasks(images, training=False)
         if source == "argmax":
-            return policy.argmax_structure(logits)
-        return policy.sample_structure(logits, seed, self.settings.random_draws)
+            return policy.argmax_structure(tf.concat(logits, axis=0))
+        logits = tf.concat([distribute.global_rows(x) for x in logits], axis=0)
+        return distribute.local_batch(
+            policy.sample_structure(logits, seed, self.settings.random_draws), sizes)
 
-    def _step_fn(self, batch, seed, source: str):
+    def _replica_step(self, batch, seed, source: str):
         images, labels = _split_batch(batch)
         structure = self._structures(images, source, seed)
-        variables = self.estimator.trainable_variables
+        variables = self.variables
         with tf.GradientTape() as tape:
             logits = self.estimator.call_tasks(images, structure, training=True)
             losses = [metrics.cross_entropy(y, out) for y, out in zip(labels, logits)]
             loss = tf.add_n([w * tf.reduce_mean(x) for w, x in zip(self.task_weights, losses)])
             decay = tf.add_n([tf.nn.l2_loss(v) for v in variables if v.shape.rank > 1])
-            total = loss + self.settings.weight_decay * decay
-        grads = tape.gradient(total, variables)
-        finite = tf.math.is_finite(total)
-        if finite:
-            self.optimizer.apply_gradients(zip(grads, variables))
+            share = _share(loss + self.settings.weight_decay * decay)
+        grads = tape.gradient(share, variables)
         correct = [metrics.correct(y, out) for y, out in zip(labels, logits)]
-        return {
-            "loss": total,
-            "finite": finite,
+        return grads, distribute.sum_over_replicas(share), {
             "cross_entropy": tf.reduce_mean(tf.concat(losses, 0)),
             "accuracy": tf.reduce_mean(tf.concat(correct, 0)),
             "density": tf.reduce_mean(metrics.density(structure, self.costs)),
@@ -196,60 +239,46 @@ class SelectorStep(Step):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._gradients_only = tf.function(
-            lambda *step_args: self._gradients(*step_args)[0],
-            jit_compile=self.settings.jit_compile,
-        )
+        self._gradients_only = tf.function(self._summed_gradients,
+                                           jit_compile=self.settings.jit_compile)
+
+    @property
+    def variables(self):
+        return self.selector.trainable_variables
 
     def gradients(self, batch, seed, epsilon) -> list[tf.Tensor]:
         """The policy-gradient estimate of one step, not applied (to measure its variance).
         It runs the selector in training mode, so its batch-norm statistics move."""
         return self._gradients_only(batch, seed, tf.convert_to_tensor(epsilon, tf.float32))
 
-    def _step_fn(self, batch, seed, epsilon):
-        grads, loss, structures, scores, logits = self._gradients(batch, seed, epsilon)
-        finite = tf.math.is_finite(loss)
-        if finite:
-            self.optimizer.apply_gradients(zip(grads, self.selector.trainable_variables))
-        structure = tf.concat(structures, axis=0)
-        samples = self.settings.samples
+    def _summed_gradients(self, batch, seed, epsilon):
+        grads = self.strategy.run(
+            lambda *args: distribute.sum_over_replicas(self._replica_step(*args)[0]),
+            args=(batch, seed, epsilon),
+        )
+        return self.strategy.experimental_local_results(grads)[0]
 
-        def sampled(key):  # the scores of the |Z| samples (not of the greedy structures)
-            return tf.concat(
-                [s[key][: samples * tf.shape(x)[0]] for s, x in zip(scores, logits)], axis=0
-            )
-
-        return {
-            "loss": loss,
-            "finite": finite,
-            "cost": tf.reduce_mean(sampled("cost")),
-            "cross_entropy": tf.reduce_mean(sampled("cross_entropy")),
-            "accuracy": tf.reduce_mean(sampled("correct")),
-            "density": tf.reduce_mean(metrics.density(structure, self.costs)),
-            "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
-        }
-
-    def _gradients(self, batch, seed, epsilon):
-        """Samples, scores and the surrogate's gradient: (grads, loss, structures, scores,
-        logits)."""
+    def _replica_step(self, batch, seed, epsilon):
         samples, baseline = self.settings.samples, self.settings.baseline
         greedy = baseline == "greedy"
         images, labels = _split_batch(batch)
         seeds = tf.unstack(policy.split_seed(seed, 2 * len(images)))
-        variables = self.selector.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.selector.call_tasks(images, training=True)
             # |Z| samples per instance by tiling the batch: sample k of instance i sits at
             # row k * batch + i of its task's block.
             tiled = [tf.tile(x, [samples, 1, 1]) for x in logits]
             with tape.stop_recording():
+                # Drawn for the global batch (tiled the same way), kept for the local one.
+                drawn_from = tiled if distribute.replicas() == 1 else [
+                    tf.tile(distribute.global_rows(x), [samples, 1, 1]) for x in logits]
                 structures = [
-                    policy.epsilon_greedy(
+                    distribute.local_rows(policy.epsilon_greedy(
                         policy.sample_structure(x, seeds[2 * t], self.settings.random_draws),
                         self.estimator.levels, epsilon, seeds[2 * t + 1],
                         self.settings.random_draws,
-                    )
-                    for t, x in enumerate(tiled)
+                    ), copies=samples)
+                    for t, x in enumerate(drawn_from)
                 ]
                 greedy_structures = (
                     [policy.argmax_structure(x) for x in logits] if greedy else None
@@ -264,8 +293,22 @@ class SelectorStep(Step):
                 surrogate.append(self.task_weights[t] * policy.reinforce_surrogate(
                     policy.log_prob(x, z), tf.reshape(costs, [-1]),
                     tf.reshape(tf.broadcast_to(b, tf.shape(costs)), [-1])))
-            loss = tf.add_n(surrogate)
-        return tape.gradient(loss, variables), loss, structures, scores, logits
+            share = _share(tf.add_n(surrogate))
+        grads = tape.gradient(share, self.variables)
+        structure = tf.concat(structures, axis=0)
+
+        def sampled(key):  # the scores of the |Z| samples (not of the greedy structures)
+            return tf.concat(
+                [s[key][: samples * tf.shape(x)[0]] for s, x in zip(scores, logits)], axis=0
+            )
+
+        return grads, distribute.sum_over_replicas(share), {
+            "cost": tf.reduce_mean(sampled("cost")),
+            "cross_entropy": tf.reduce_mean(sampled("cross_entropy")),
+            "accuracy": tf.reduce_mean(sampled("correct")),
+            "density": tf.reduce_mean(metrics.density(structure, self.costs)),
+            "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
+        }
 
     def _score(self, images, labels, structures, greedy_structures):
         """Cost R = CE + S(z) of each structure (its task's images tiled to match), from one

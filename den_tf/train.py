@@ -13,6 +13,13 @@ any of them the same way. Everything that decides what comes next (stage, phase,
 models, the optimizers, the plateaus with their best weights, the random generator and the
 input iterator) is in the checkpoint, written every ``checkpoint_every`` global steps and at
 every phase end, so rerunning the same command resumes where the run stopped.
+
+Under a distribution strategy (``config.strategy``) the models, optimizers and plateaus are
+mirrored, every replica reads its own input pipeline (``distribute_datasets_from_function``)
+and the steps run on all replicas; validation and test run on one device. TensorFlow cannot
+checkpoint a distributed iterator, so a run resumed under a strategy with several replicas
+(or from a checkpoint written under one) restarts its input with a seed derived from the
+global step: no batch order is replayed, but the order differs from an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from den_tf import budget, builders, evaluation
+from den_tf import budget, builders, distribute, evaluation
 from den_tf import summaries as summaries_lib
 from den_tf.datasets import multitask_dataset, task_dataset
 from den_tf.estimator import Estimator
@@ -78,44 +85,38 @@ class Trainer:
         self, config: ml_collections.ConfigDict, workdir: str, step_hooks: Sequence[StepHook] = ()
     ):
         self.config = config
-        self.workdir = workdir
         self.loop = LoopSettings.from_config(config)
         self.step_hooks = tuple(step_hooks)
+        # First: a multi-worker strategy must exist before TensorFlow runs any op.
+        self.strategy = distribute.make_strategy(config.strategy, config.tpu)
+        self.workdir = distribute.output_dir(self.strategy, workdir)
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
-        self.estimator, self.selector = builders.build_models(config)
-        self.phases: tuple[Phase, ...] = builders.build_phases(
-            config, self.estimator, self.selector
-        )
+        self.distributed = distribute.is_distributed(self.strategy)
+        distribute.per_replica_batch_size(self.loop.batch_size, self.strategy.num_replicas_in_sync)
+        with self.strategy.scope():
+            self.estimator, self.selector = builders.build_models(config)
+            self.phases: tuple[Phase, ...] = builders.build_phases(
+                config, self.estimator, self.selector
+            )
         self.tasks = self.estimator.tasks
 
-        train_data = multitask_dataset(
-            self.tasks, "train", self.loop.batch_size, seed=config.seed, training=True,
-            **builders.data_kwargs(config),
-        )
-        self.iterator = iter(train_data)
+        # A distributed iterator cannot be checkpointed: it is made when the run starts.
+        self.iterator = None if self.distributed else self._input(global_step=0)
         self.generator = tf.random.Generator.from_seed(config.seed)
         self.state = {
             name: tf.Variable(0, dtype=tf.int64, name=name, trainable=False)
             for name in ("stage", "phase", "step", "global_step")
         }
-        self.checkpoint = tf.train.Checkpoint(
-            estimator=self.estimator,
-            selector=self.selector,
-            iterator=self.iterator,
-            generator=self.generator,
-            state=self.state,
-            **{f"{p.name}_optimizer": p.optimizer for p in self.phases},
-            **{f"{p.name}_plateau": p.plateau for p in self.phases},
-        )
+        self.checkpoint = tf.train.Checkpoint(**self._checkpointed(with_input=True))
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=3,
+            self.checkpoint, os.path.join(self.workdir, "checkpoints"), max_to_keep=3,
             step_counter=self.state["global_step"],
             checkpoint_interval=self.loop.checkpoint_every,
         )
         self.writer = summaries_lib.Writer(
-            os.path.join(workdir, "tensorboard"), self.tasks, self.estimator.levels
+            os.path.join(self.workdir, "tensorboard"), self.tasks, self.estimator.levels
         )
         self.evaluator = evaluation.Evaluator(self.estimator, self.selector, config.rho)
         self.validation_data = [
@@ -124,15 +125,73 @@ class Trainer:
             for t, task in enumerate(self.tasks)
         ]
 
+    def _checkpointed(self, with_input: bool) -> dict:
+        """What a checkpoint holds: the models, the loop state and every phase's optimizer and
+        plateau, and the input iterator when it can be saved."""
+        saved = dict(
+            estimator=self.estimator,
+            selector=self.selector,
+            generator=self.generator,
+            state=self.state,
+            **{f"{p.name}_optimizer": p.optimizer for p in self.phases},
+            **{f"{p.name}_plateau": p.plateau for p in self.phases},
+        )
+        if with_input and not self.distributed:
+            saved["iterator"] = self.iterator
+        return saved
+
+    def _input(self, global_step: int):
+        """An iterator over the training batches, starting fresh. A run that starts at global
+        step 0 shuffles with ``config.seed``; a fresh start later on (a resume that could not
+        restore the input position) with a seed derived from the step, so that it does not
+        replay the first batches."""
+        config = self.config
+        seed = config.seed + 1_000_003 * global_step
+
+        def dataset(batch_size: int, pipeline: int) -> tf.data.Dataset:
+            return multitask_dataset(
+                self.tasks, "train", batch_size, seed=seed + pipeline, training=True,
+                **builders.data_kwargs(config),
+            )
+
+        if not self.distributed:
+            return iter(dataset(self.loop.batch_size, 0))
+        return iter(self.strategy.distribute_datasets_from_function(
+            lambda context: dataset(
+                context.get_per_replica_batch_size(self.loop.batch_size),
+                context.input_pipeline_id,
+            )
+        ))
+
+    def _resume(self) -> None:
+        """Restores the latest checkpoint, if any, and makes the input iterator where it was
+        not restored."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            if self.distributed:
+                self.iterator = self._input(global_step=0)
+            return
+        saved = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
+        restores_input = "iterator" in saved and not self.distributed
+        objects = self._checkpointed(with_input=restores_input)
+        tf.train.Checkpoint(**objects).restore(latest).assert_existing_objects_matched()
+        logging.info("resumed from %s", latest)
+        if not restores_input:
+            global_step = int(self.state["global_step"])
+            self.iterator = self._input(global_step)
+            if not self.distributed:
+                self.checkpoint.iterator = self.iterator
+            logging.warning("the input position of %s cannot be restored here (a distributed "
+                            "iterator): the input restarts with the seed of step %d",
+                            latest, global_step)
+
     def _save(self, check_interval: bool) -> None:
         step = int(self.state["global_step"])
         self.manager.save(checkpoint_number=step, check_interval=check_interval)
 
     def run(self) -> None:
         """Trains until every stage is done, resuming from the latest checkpoint if any."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            logging.info("resumed from %s", self.manager.latest_checkpoint)
+        self._resume()
         while int(self.state["stage"]) < self.loop.stages:
             index = int(self.state["phase"])
             phase = self.phases[index]
@@ -211,8 +270,8 @@ class Trainer:
         converged = phase.plateau.update(objective)
         logging.info(
             "stage %d %s validation objective %.4f (best %.4f, %d evaluations without gain)",
-            stage + 1, phase.name, objective, float(phase.plateau.best),
-            int(phase.plateau.evaluations_without_gain),
+            stage + 1, phase.name, objective, float(phase.plateau.best.numpy()),
+            int(phase.plateau.evaluations_without_gain.numpy()),
         )
         return converged
 
@@ -269,10 +328,11 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, step_hooks: Sequence[StepHook] = ()
 ) -> dict:
     """Trains (or resumes) in ``workdir``, then evaluates on the test split once. The config
-    is saved as ``config.json`` beside the results."""
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=1))
+    is saved as ``config.json`` beside the results (in a multi-worker run, the chief's; the
+    other workers write under ``workdir/workers``)."""
     trainer = Trainer(config, workdir, step_hooks)
+    os.makedirs(trainer.workdir, exist_ok=True)
+    with open(os.path.join(trainer.workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=1))
     trainer.run()
-    return evaluate_and_report(config, workdir, trainer.estimator, trainer.selector)
+    return evaluate_and_report(config, trainer.workdir, trainer.estimator, trainer.selector)

@@ -8,6 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+# Two logical CPU devices, for MirroredStrategy tests (tests/test_distribute.py); set before
+# TensorFlow initialises its devices. Ops still run on CPU:0 unless a strategy places them.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

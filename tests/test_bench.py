@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from den_tf import bench
+from den_tf import bench, builders
 
 
 def test_speedup_ratio_from_given_timings():
@@ -44,3 +44,20 @@ def test_structure_kinds(tiny_evaluator):
         assert len(structures) == 3 and all(z.shape == (6, n) for z in structures)
     assert (kinds["full"][0].numpy() == h - 1).all()
     assert len({z.numpy().tobytes() for z in kinds["selector_like"]}) == 3
+
+
+def test_strategy_lines_time_both_steps():
+    """One line per strategy: one device, and MirroredStrategy over the two logical CPU
+    devices of the test session, each with both steps' images/s."""
+    from den_tf.datasets import synthetic
+
+    config = builders.base_config()
+    config.tasks = ",".join(t.name for t in synthetic.TASKS)
+    config.model.backbone_args.update(depth=8, widths=(8, 8, 16), stem_channels=8)
+    config.model.trunk_size = config.selector.trunk_size = 16
+    config.selector.update(widths=(8,), stem_channels=8)
+    lines = bench.strategies(config, batch_size=4, steps=1)
+    assert set(lines) == {"one_device_1_replicas", "mirrored_2_replicas"}
+    for line in lines.values():
+        assert set(line) == {"estimator_step_images_per_s", "selector_step_images_per_s"}
+        assert all(v > 0 for v in line.values())

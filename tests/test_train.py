@@ -182,6 +182,24 @@ def test_xla_compiled_run_finishes(tmp_path):
     assert 0 < results["average"]["flops"] <= results["full_structure"]["average"]["flops"]
 
 
+def test_run_under_two_replicas_resumes_under_one(tmp_path):
+    """``--config.strategy=mirrored`` on two logical CPU devices trains; its checkpoint (which
+    cannot hold the distributed input iterator) resumes on one device, whose input then
+    restarts, and the run ends with results."""
+    with pytest.raises(Interrupted):
+        train.train_and_evaluate(tiny_config(strategy="mirrored"), str(tmp_path),
+                                 [interrupt_after(5)])
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert latest.endswith("-3")
+    saved = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
+    assert "estimator" in saved and "iterator" not in saved
+    results = train.train_and_evaluate(tiny_config(strategy="one_device"), str(tmp_path))
+    assert 0 < results["average"]["accuracy"] <= 100
+    final = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert final.endswith("-18")  # 6 + 4 + 4 + 4 steps
+    assert "iterator" in {name.split("/")[0] for name, _ in tf.train.list_variables(final)}
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     # A huge learning rate: step 1 is finite and checkpointed, then the weights blow up.
     config = tiny_config(**{"train.estimator.lr": 1e12, "train.checkpoint_every": 1})
