@@ -147,19 +147,31 @@ class MaskedBatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        # float32 under mixed precision too (autocast=False): the layer computes in float32.
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma",
+                                     autocast=False)
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta",
+                                    autocast=False)
         # Every replica computes the same moments (all-reduced), so "mean" keeps them.
         self.moving_mean = self.add_weight(
             shape=(channels,), initializer="zeros", trainable=False, name="moving_mean",
-            aggregation="mean",
+            aggregation="mean", autocast=False,
         )
         self.moving_variance = self.add_weight(
             shape=(channels,), initializer="ones", trainable=False, name="moving_variance",
-            aggregation="mean",
+            aggregation="mean", autocast=False,
         )
 
     def call(self, x, training=False, active=None):
+        """Normalised ``x`` in its own dtype; moments and scaling in float32 (mixed precision
+        keeps batch norm in float32, as Keras's own layer does)."""
+        dtype = x.dtype
+        x = tf.cast(x, tf.float32)
+        if active is not None:
+            active = tf.cast(active, tf.float32)
+        return tf.cast(self._normalize(x, training, active), dtype)
+
+    def _normalize(self, x, training, active):
         channels = x.shape[-1]
         if training:
             if channels != self.gamma.shape[0]:
@@ -283,13 +295,17 @@ class NestedBlock(keras.layers.Layer):
         return self.add_weight(shape=shape, initializer=initializer, name=name)
 
     def call(self, x, levels=None, training=False, execution="masked"):
-        """Runs the block; ``levels`` (batch,) int32 or None for the full block."""
+        """Runs the block; ``levels`` (batch,) int32 or None for the full block; on the sliced
+        path a scalar level runs the whole batch at that level (``at_level``)."""
         check_execution(execution)
         if levels is None:
             return self._finish(x, self._branch(x, self.width, None, None, training))
         if execution == "sliced":
             if training:
                 raise ValueError("the sliced path is for inference; train with 'masked'")
+            levels = tf.convert_to_tensor(levels, tf.int32)
+            if levels.shape.rank == 0:
+                return self.at_level(x, levels)
             return self._sliced(x, levels)
         kept = tf.gather(tf.constant(self.level_channels, tf.int32), levels)
         mask = tf.cast(tf.range(self.width)[tf.newaxis, :] < kept[:, tf.newaxis], x.dtype)

@@ -9,6 +9,8 @@ its own arguments, so a bad value stops the run with a ValueError before any wor
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import ml_collections
 
@@ -107,6 +109,9 @@ def base_config() -> ml_collections.ConfigDict:
     # per task. config.tpu: a TPU name, or 'local' on a TPU VM.
     config.strategy = "auto"
     config.tpu = ""
+    # Keras dtype policy of the models (PRECISIONS): mixed_* compute in 16 bits with float32
+    # weights, batch norm, logits and costs; mixed_float16 scales the losses.
+    config.precision = "float32"
     return config
 
 
@@ -196,6 +201,22 @@ def selector_execution(config: ml_collections.ConfigDict) -> str:
     return execution
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@contextlib.contextmanager
+def precision(name: str):
+    """Models built inside compute in the Keras dtype policy ``name`` (``PRECISIONS``)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_phases(
     config: ml_collections.ConfigDict, estimator: Estimator, selector: Selector
 ) -> tuple[phases.EstimatorPhase, phases.SelectorPhase]:
@@ -207,6 +228,9 @@ def build_phases(
         train.estimator.lr, momentum=train.estimator.momentum, nesterov=True
     )
     selector_optimizer = keras.optimizers.Adam(train.selector.lr)
+    if config.precision == "mixed_float16":  # dynamic loss scaling against underflow
+        estimator_optimizer = keras.optimizers.LossScaleOptimizer(estimator_optimizer)
+        selector_optimizer = keras.optimizers.LossScaleOptimizer(selector_optimizer)
     estimator_optimizer.build(estimator.trainable_variables)
     selector_optimizer.build(selector.trainable_variables)
 

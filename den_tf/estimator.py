@@ -193,7 +193,7 @@ class Estimator(MultiTaskNetwork):
         def shared():
             h = x
             for i, block in enumerate(self.blocks):
-                h = block.at_level(h, structure[0, i])
+                h = block(h, structure[0, i], execution="sliced")
             return h
 
         def partitioned():

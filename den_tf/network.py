@@ -134,11 +134,16 @@ class MultiTaskNetwork(keras.Model):
         sizes = [tf.shape(f)[0] for f in features]
         shared = self._trunk(tf.concat(features, axis=0), *args, **kwargs)
         parts = tf.split(shared, sizes, axis=0)
-        return [self._head(part, t) for t, part in enumerate(parts)]
+        return [self._output(part, t) for t, part in enumerate(parts)]
 
     def call_task(self, images: tf.Tensor, task: int, *args, **kwargs) -> tf.Tensor:
         """One task's batch: stem, trunk, head."""
-        return self._head(self._trunk(self.stem(images, task), *args, **kwargs), task)
+        return self._output(self._trunk(self.stem(images, task), *args, **kwargs), task)
+
+    def _output(self, features, task: int) -> tf.Tensor:
+        """The task's head, in float32 (under mixed precision the layers compute in 16 bits;
+        losses, probabilities and costs stay float32)."""
+        return tf.cast(self._head(features, task), tf.float32)
 
     def _trunk(self, features, *args, **kwargs):
         raise NotImplementedError

@@ -214,7 +214,8 @@ class EstimatorStep(Step):
             loss = tf.add_n([w * tf.reduce_mean(x) for w, x in zip(self.task_weights, losses)])
             decay = tf.add_n([tf.nn.l2_loss(v) for v in variables if v.shape.rank > 1])
             share = _share(loss + self.settings.weight_decay * decay)
-        grads = tape.gradient(share, variables)
+            scaled = self.optimizer.scale_loss(share)  # loss scaling under mixed_float16
+        grads = tape.gradient(scaled, variables)
         correct = [metrics.correct(y, out) for y, out in zip(labels, logits)]
         return grads, distribute.sum_over_replicas(share), {
             "cross_entropy": tf.reduce_mean(tf.concat(losses, 0)),
@@ -256,7 +257,8 @@ class SelectorStep(Step):
             lambda *args: distribute.sum_over_replicas(self._replica_step(*args)[0]),
             args=(batch, seed, epsilon),
         )
-        return self.strategy.experimental_local_results(grads)[0]
+        scale = self.optimizer.scale_loss(tf.constant(1.0))  # 1 without loss scaling
+        return [g / scale for g in self.strategy.experimental_local_results(grads)[0]]
 
     def _replica_step(self, batch, seed, epsilon):
         samples, baseline = self.settings.samples, self.settings.baseline
@@ -294,7 +296,8 @@ class SelectorStep(Step):
                     policy.log_prob(x, z), tf.reshape(costs, [-1]),
                     tf.reshape(tf.broadcast_to(b, tf.shape(costs)), [-1])))
             share = _share(tf.add_n(surrogate))
-        grads = tape.gradient(share, self.variables)
+            scaled = self.optimizer.scale_loss(share)
+        grads = tape.gradient(scaled, self.variables)
         structure = tf.concat(structures, axis=0)
 
         def sampled(key):  # the scores of the |Z| samples (not of the greedy structures)

@@ -95,7 +95,7 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         self.distributed = distribute.is_distributed(self.strategy)
         distribute.per_replica_batch_size(self.loop.batch_size, self.strategy.num_replicas_in_sync)
-        with self.strategy.scope():
+        with builders.precision(config.precision), self.strategy.scope():
             self.estimator, self.selector = builders.build_models(config)
             self.phases: tuple[Phase, ...] = builders.build_phases(
                 config, self.estimator, self.selector

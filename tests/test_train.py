@@ -5,6 +5,7 @@ import itertools
 import json
 import pathlib
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -198,6 +199,40 @@ def test_run_under_two_replicas_resumes_under_one(tmp_path):
     final = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert final.endswith("-18")  # 6 + 4 + 4 + 4 steps
     assert "iterator" in {name.split("/")[0] for name, _ in tf.train.list_variables(final)}
+
+
+def test_mixed_precision(tmp_path):
+    """mixed_bfloat16: the blocks compute in bfloat16 (weights, batch norm and logits float32)
+    and a two-stage run ends with finite losses and results; mixed_float16: both optimizers
+    scale the loss (dynamic loss scaling) and a step on float16 stays finite."""
+    seen = {}
+
+    def hook(trainer):
+        seen["compute"] = trainer.estimator.blocks[0].compute_dtype
+        seen["weights"] = trainer.estimator.blocks[0].conv1.dtype
+        seen["optimizer"] = type(trainer.phases[0].optimizer).__name__
+
+    results = train.train_and_evaluate(tiny_config(precision="mixed_bfloat16"),
+                                       str(tmp_path / "bf16"), [hook])
+    assert seen == {"compute": "bfloat16", "weights": "float32", "optimizer": "SGD"}
+    assert 0 < results["average"]["accuracy"] <= 100
+    assert keras.config.dtype_policy().name == "float32"  # the policy is restored
+
+    config = tiny_config(precision="mixed_float16")
+    with builders.precision(config.precision):
+        estimator, selector = builders.build_models(config)
+    phases = builders.build_phases(config, estimator, selector)
+    for phase in phases:
+        assert isinstance(phase.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert float(phase.optimizer.scale_loss(tf.constant(1.0))) == 2.0 ** 15
+    batch = next(iter(train.multitask_dataset(
+        estimator.tasks, "train", 4, seed=0, training=True, **builders.data_kwargs(config))))
+    for phase in phases:
+        metrics = phase.step(batch, tf.constant([0, 1], tf.int64), 0, 0)
+        assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        with builders.precision("float8"):
+            pass
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
