@@ -141,25 +141,29 @@ class Trainer:
         return saved
 
     def _input(self, global_step: int):
-        """An iterator over the training batches, starting fresh. A run that starts at global
-        step 0 shuffles with ``config.seed``; a fresh start later on (a resume that could not
-        restore the input position) with a seed derived from the step, so that it does not
-        replay the first batches."""
+        """An iterator over the training batches, starting fresh: one input pipeline per worker,
+        each on its shard of the training examples. A run that starts at global step 0 shuffles
+        and augments with ``config.seed`` (plus the pipeline index); a fresh start later on (a
+        resume that could not restore the input position) with a seed derived from the step, so
+        that it does not replay the first batches. The validation split is always carved with
+        ``config.seed``."""
         config = self.config
-        seed = config.seed + 1_000_003 * global_step
+        order_seed = config.seed + 1_000_003 * global_step
 
-        def dataset(batch_size: int, pipeline: int) -> tf.data.Dataset:
+        def dataset(batch_size: int, pipelines: int, pipeline: int) -> tf.data.Dataset:
+            # config.seed carves the validation split, the same for every pipeline and restart.
             return multitask_dataset(
-                self.tasks, "train", batch_size, seed=seed + pipeline, training=True,
+                self.tasks, "train", batch_size, seed=config.seed, training=True,
+                order_seed=order_seed + pipeline, shard=(pipelines, pipeline),
                 **builders.data_kwargs(config),
             )
 
         if not self.distributed:
-            return iter(dataset(self.loop.batch_size, 0))
+            return iter(dataset(self.loop.batch_size, 1, 0))
         return iter(self.strategy.distribute_datasets_from_function(
             lambda context: dataset(
                 context.get_per_replica_batch_size(self.loop.batch_size),
-                context.input_pipeline_id,
+                context.num_input_pipelines, context.input_pipeline_id,
             )
         ))
 

@@ -251,6 +251,30 @@ def test_training_never_sees_validation_examples():
     assert seen.isdisjoint(validation) and len(seen) == INDEX_EXAMPLES - len(validation)
 
 
+def test_worker_shards_split_the_training_examples_and_keep_the_validation_carve():
+    """Two pipelines' shards (``shard``) are disjoint and together all training examples
+    (none of the validation split's); ``order_seed`` changes the order, never the carve."""
+    validation = set(_indices(INDEX_TASK, "validation"))
+    preprocessing = sources.Preprocessing((0.5,) * 3, (0.5,) * 3, 4)
+
+    def seen(shard, order_seed=None, batches=8):
+        dataset = datasets.task_dataset(INDEX_TASK, "train", 19, seed=0, training=True,
+                                        shard=shard, order_seed=order_seed)
+        return [int(v) for batch in dataset.take(batches)
+                for v in _pixel_values(batch, preprocessing)[:, 0]]
+
+    first, second = set(seen((2, 0))), set(seen((2, 1)))
+    assert len(first) == len(second) == (INDEX_EXAMPLES - len(validation)) // 2
+    assert first.isdisjoint(second) and (first | second).isdisjoint(validation)
+    assert len(first | second) == INDEX_EXAMPLES - len(validation)
+    assert seen((1, 0), order_seed=0, batches=2) == seen((1, 0), batches=2)
+    reordered = seen((1, 0), order_seed=7)
+    assert reordered[:38] != seen((1, 0), batches=2)
+    assert set(reordered).isdisjoint(validation)
+    with pytest.raises(ValueError, match="shard: expected"):
+        seen((2, 2))
+
+
 def test_evaluation_mode_is_ordered_unaugmented_and_keeps_the_last_batch():
     batches = list(datasets.task_dataset(INDEX_TASK, "test", 8, seed=0, training=False))
     assert [int(b["label"].shape[0]) for b in batches] == [8, 8, 4]

@@ -82,6 +82,8 @@ def task_dataset(
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     download: bool = False,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    order_seed: int | None = None,
+    shard: tuple[int, int] = (1, 0),
 ) -> tf.data.Dataset:
     """Batches of one task: dicts with ``image`` float32 [B, S, S, 3] (normalized, S =
     ``task.input_size``), ``label`` int32 [B] in 0..num_classes-1, ``task`` int32 ``task_id``, and
@@ -92,6 +94,10 @@ def task_dataset(
     batches only; without: in a fixed order, not augmented, one pass, last batch possibly partial.
     Examples whose label is outside the task's classes are dropped (M2 tasks); images whose size
     differs from the task's input size are resized.
+
+    ``seed`` carves the validation split; ``order_seed`` (default: ``seed``) shuffles and
+    augments. ``shard`` = (count, index) keeps every count-th training example from the index-th
+    (one input pipeline of several workers).
     """
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
@@ -130,9 +136,17 @@ def task_dataset(
         return {"image": normalize(image, source.preprocessing), "label": label, **extras}
 
     if training:
-        augment_seed = tf.constant(seeds.derive_seed(seed, task.dataset, "augment"), tf.int64)
+        count, index = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard: expected (count, index) with 0 <= index < count, got {shard}")
+        if count > 1:
+            examples = examples.shard(count, index)
+        order_seed = seed if order_seed is None else order_seed
+        augment_seed = tf.constant(seeds.derive_seed(order_seed, task.dataset, "augment"),
+                                   tf.int64)
+        shuffle_seed = seeds.derive_seed(order_seed, task.dataset, "shuffle")
         examples = (
-            examples.shuffle(shuffle_buffer, seed=seeds.derive_seed(seed, task.dataset, "shuffle"))
+            examples.shuffle(shuffle_buffer, seed=shuffle_seed)
             .repeat()
             .enumerate()  # the element counter makes each augmentation's seed
             .map(
@@ -160,6 +174,8 @@ def multitask_dataset(
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     download: bool = False,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    order_seed: int | None = None,
+    shard: tuple[int, int] = (1, 0),
 ) -> tf.data.Dataset:
     """One element per step: a tuple with one ``task_dataset`` batch per task, in task order,
     each with its task id (position in ``tasks``). ``batch_size``: one for all, or one per task.
@@ -188,6 +204,8 @@ def multitask_dataset(
                 validation_fraction=validation_fraction,
                 download=download,
                 shuffle_buffer=shuffle_buffer,
+                order_seed=order_seed,
+                shard=shard,
             )
             for task_id, (task, size) in enumerate(zip(tasks, sizes))
         )
