@@ -259,7 +259,12 @@ def _rounded(value):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.cpu_devices > 1 and not tf.config.list_physical_devices("GPU"):
+    parts = set(FLAGS.parts)
+    if unknown := parts - set(PARTS):
+        raise app.UsageError(f"--parts: unknown {sorted(unknown)}; allowed: {PARTS}")
+    # Only the strategy lines split the CPU (before TensorFlow initialises its devices).
+    if ("strategies" in parts and FLAGS.cpu_devices > 1
+            and not tf.config.list_physical_devices("GPU")):
         tf.config.set_logical_device_configuration(
             tf.config.list_physical_devices("CPU")[0],
             [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices,
@@ -276,9 +281,6 @@ def main(argv):
         "backbone": estimator.backbone.name,
         "tasks": [t.name for t in estimator.tasks],
     }
-    parts = set(FLAGS.parts)
-    if unknown := parts - set(PARTS):
-        raise app.UsageError(f"--parts: unknown {sorted(unknown)}; allowed: {PARTS}")
     if "training" in parts:
         result["training_batch_size_per_task"] = FLAGS.batch_size
         result["training"] = training(

@@ -106,7 +106,7 @@ class StepSettings:
         return [float(w) for w in self.task_weights]
 
 
-def _split_batch(batch: Sequence[dict]) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+def _images_and_labels(batch: Sequence[dict]) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
     return [b["image"] for b in batch], [b["label"] for b in batch]
 
 
@@ -205,7 +205,7 @@ class EstimatorStep(Step):
             policy.sample_structure(logits, seed, self.settings.random_draws), sizes)
 
     def _replica_step(self, batch, seed, source: str):
-        images, labels = _split_batch(batch)
+        images, labels = _images_and_labels(batch)
         structure = self._structures(images, source, seed)
         variables = self.variables
         with tf.GradientTape() as tape:
@@ -263,7 +263,7 @@ class SelectorStep(Step):
     def _replica_step(self, batch, seed, epsilon):
         samples, baseline = self.settings.samples, self.settings.baseline
         greedy = baseline == "greedy"
-        images, labels = _split_batch(batch)
+        images, labels = _images_and_labels(batch)
         seeds = tf.unstack(policy.split_seed(seed, 2 * len(images)))
         with tf.GradientTape() as tape:
             logits = self.selector.call_tasks(images, training=True)
