@@ -71,18 +71,23 @@ ablation-initial: $(STAMP)
 	for v in $(INITIALS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(WORKDIR)/ablation_initial/$$v --config.train.estimator.initial_distribution=$$v $(ARGS) || exit 1; done
 	$(PY) -m den_tf.analyze --workdir=$(WORKDIR)/ablation_initial --vary=train.estimator.initial_distribution --runs=$(subst $(space),$(comma),$(addprefix $(WORKDIR)/ablation_initial/,$(INITIALS)))
 
-# The paper's scenarios (real data, prepared with `make data`; a GPU is advised).
+# The paper's scenarios (real data, prepared with `make data`; a GPU is advised), with any
+# compared method (den_tf/methods.py): make m1 METHOD=nestednet [RHO=0.1] trains into
+# runs/m1_wrn/<method>[_rho<r>].
+METHOD ?= den
+RUN = $(METHOD)$(if $(RHO),_rho$(RHO))
+METHOD_ARGS = --config.method=$(METHOD) $(if $(RHO),--config.rho=$(RHO))
 m1: $(STAMP)
-	$(PY) -m den_tf.main --config=experiments/m1_wrn.py --workdir=$(WORKDIR)/m1_wrn $(ARGS)
+	$(PY) -m den_tf.main --config=experiments/m1_wrn.py --workdir=$(WORKDIR)/m1_wrn/$(RUN) $(METHOD_ARGS) $(ARGS)
 
 m2: $(STAMP)
-	$(PY) -m den_tf.main --config=experiments/m2.py:84 --workdir=$(WORKDIR)/m2_84 $(ARGS)
+	$(PY) -m den_tf.main --config=experiments/m2.py:84 --workdir=$(WORKDIR)/m2_84/$(RUN) $(METHOD_ARGS) $(ARGS)
 
 m3: $(STAMP)
-	$(PY) -m den_tf.main --config=experiments/m3.py --workdir=$(WORKDIR)/m3 $(ARGS)
+	$(PY) -m den_tf.main --config=experiments/m3.py --workdir=$(WORKDIR)/m3/$(RUN) $(METHOD_ARGS) $(ARGS)
 
 c1: $(STAMP)
-	$(PY) -m den_tf.main --config=experiments/c1_resnext.py:8 --workdir=$(WORKDIR)/c1_resnext8 $(ARGS)
+	$(PY) -m den_tf.main --config=experiments/c1_resnext.py:8 --workdir=$(WORKDIR)/c1_resnext8/$(RUN) $(METHOD_ARGS) $(ARGS)
 
 data: $(STAMP)
 	$(PY) -m den_tf.datasets.prepare --datasets=$(DATASETS) --data_dir=$(DATA_DIR) --manual_dir=$(MANUAL_DIR)

@@ -270,6 +270,7 @@ def main(argv):
             [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices,
         )
     config = FLAGS.config
+    builders.require_selector(config, "the benchmark")
     estimator, selector = builders.build_models(config)
     batches = [int(b) for b in FLAGS.inference_batch_sizes]
     result = {

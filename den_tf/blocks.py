@@ -345,6 +345,25 @@ class NestedBlock(keras.layers.Layer):
             ))
         return tf.dynamic_stitch(positions, outputs)
 
+    def level_parts(self, level: int) -> list[tuple[tf.Variable, int | None, int]]:
+        """What level ``level`` runs of each weight: (weight, axis, count), the first ``count``
+        entries along ``axis`` (None: the whole weight); nothing for a skipped level. The same
+        prefixes ``_branch`` slices with ``leading``, so a weight's other entries never touch
+        an instance at this level."""
+        channels = self.level_channels[level]
+        if not channels:
+            return []
+        parts = []
+        for layer, axis in self._nested_axes():
+            weights = layer.weights if isinstance(layer, MaskedBatchNorm) else [layer]
+            parts += [(w, axis, channels) for w in weights]
+        return parts
+
+    def _nested_axes(self) -> list[tuple]:
+        """Each weight (or batch norm) of the block with the axis its levels nest along (None:
+        every level runs all of it)."""
+        raise NotImplementedError
+
     def _finish(self, x, branch):
         """Adds the shortcut to the branch output (a level-0 branch is None: a true skip)."""
         shortcut = self.shortcut(x)
@@ -392,6 +411,9 @@ class ResidualBasicBlock(NestedBlock):
         h = conv(h, leading(self.conv1, channels, 3), self.stride)
         h = self._activate(self.bn_mid, h, mask, training)
         return conv(h, leading(self.conv2, channels, 2))
+
+    def _nested_axes(self):
+        return [(self.bn_in, None), (self.conv1, 3), (self.bn_mid, 0), (self.conv2, 2)]
 
     def conv_shapes(self, channels, input_shape):
         out_hw = self.compute_output_shape(input_shape)[1:3]
@@ -441,6 +463,10 @@ class ResidualBottleneckBlock(NestedBlock):
         h = conv(h, leading(self.conv_grouped, channels, 3), self.stride)
         h = self._activate(self.bn_grouped, h, mask, training)
         return conv(h, leading(self.conv_expand, channels, 2))
+
+    def _nested_axes(self):
+        return [(self.bn_in, None), (self.conv_reduce, 3), (self.bn_reduce, 0),
+                (self.conv_grouped, 3), (self.bn_grouped, 0), (self.conv_expand, 2)]
 
     def conv_shapes(self, channels, input_shape):
         out_hw = self.compute_output_shape(input_shape)[1:3]
@@ -493,6 +519,10 @@ class PlainConvBlock(NestedBlock):
             h = conv(h, leading(self.conv_b, channels, 2))
             return tf.nn.relu(self.bn_b(h, training=training))
         return tf.pad(h, [[0, 0], [0, 0], [0, 0], [0, self.width - channels]])
+
+    def _nested_axes(self):
+        nested = [(self.conv_a, 3), (self.bn_a, 0)]
+        return nested + ([(self.conv_b, 2), (self.bn_b, None)] if self.convs == 2 else [])
 
     def _finish(self, x, branch):
         if self.pool:

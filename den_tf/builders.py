@@ -14,7 +14,7 @@ import contextlib
 import keras
 import ml_collections
 
-from den_tf import backbones, distribute, phases, steps
+from den_tf import backbones, distribute, methods, phases, steps
 from den_tf.datasets import sources
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
@@ -30,6 +30,14 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
     # Weight of the sparsity cost S(z) (Eq. 5).
     config.rho = 1.0
+    # The compared method (methods.METHODS): den | baseline | nestednet | packnet.
+    config.method = "den"
+    # NestedNet and PackNet*: the tasks from the lowest level to the highest ('': task-id
+    # order). M1: Tiny-ImageNet, CIFAR-100, STL-10 (paper 4.2).
+    config.task_order = ""
+    # The baseline: one network per task trained independently (M1, M3), or one network
+    # shared by the tasks with a head per task (M2).
+    config.separate_networks = True
 
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "wrn"
@@ -126,14 +134,19 @@ def data_kwargs(config: ml_collections.ConfigDict) -> dict:
 
 
 def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
-    """The estimator of ``config.model`` for ``config.tasks``."""
+    """The estimator of ``config.model`` for ``config.tasks``. NestedNet and PackNet* on
+    several tasks have one non-empty level per task (``methods.nested_levels_for``), with the
+    halving group fractions."""
     model = config.model
     spec = backbones.build_backbone(model.backbone, **model.backbone_args.to_dict())
+    tasks = get_tasks(config.tasks)
+    residual = spec.blocks[0].kind != "plain"
+    levels = methods.nested_levels_for(config.method, len(tasks), residual, model.levels)
     return Estimator(
         spec,
-        get_tasks(config.tasks),
-        levels=model.levels,
-        fractions=tuple(model.fractions),
+        tasks,
+        levels=levels,
+        fractions=tuple(model.fractions) if levels == model.levels else (),
         trunk_size=model.trunk_size,
         per_task_stems=model.per_task_stems,
         bn_momentum=model.bn_momentum,
@@ -158,10 +171,20 @@ def build_selector(config: ml_collections.ConfigDict, estimator: Estimator) -> S
     )
 
 
-def build_models(config: ml_collections.ConfigDict) -> tuple[Estimator, Selector]:
-    """The estimator and its selector."""
+def build_models(config: ml_collections.ConfigDict) -> tuple[Estimator, Selector | None]:
+    """The estimator and its selector (None for a fixed-structure method)."""
     estimator = build_estimator(config)
+    if config.method in methods.FIXED_STRUCTURE_METHODS:
+        return estimator, None
     return estimator, build_selector(config, estimator)
+
+
+def require_selector(config: ml_collections.ConfigDict, what: str) -> None:
+    """Raises ValueError when ``config.method`` has no selector, which ``what`` needs."""
+    methods.check_method(config.method)
+    if config.method != "den":
+        raise ValueError(f"{what} needs the selector of method 'den'; method "
+                         f"{config.method!r} has none")
 
 
 def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
@@ -218,32 +241,53 @@ def precision(name: str):
 
 
 def build_phases(
-    config: ml_collections.ConfigDict, estimator: Estimator, selector: Selector
-) -> tuple[phases.EstimatorPhase, phases.SelectorPhase]:
-    """The two phases of every stage of Algorithm 1, in order, with their optimizers (SGD
-    with Nesterov momentum for the estimator, Adam for the selector)."""
+    config: ml_collections.ConfigDict, estimator: Estimator, selector: Selector | None
+) -> tuple[phases.Phase, ...]:
+    """The phases of one stage of ``config.method``, in order, with their optimizers (SGD
+    with Nesterov momentum for the estimator, Adam for the selector): Algorithm 1's two for
+    DEN; one estimator phase at fixed levels for the baseline and NestedNet; for PackNet*
+    every task lowest first, each through ``train.stages`` learning-rate decays (its run has
+    one stage: ``stages``)."""
+    methods.check_method(config.method)
     train, settings = config.train, step_settings(config)
     settings.weights_for(len(estimator.tasks))  # one weight per task, or none
-    estimator_optimizer = keras.optimizers.SGD(
+    estimator_optimizer = _optimizer(config, keras.optimizers.SGD(
         train.estimator.lr, momentum=train.estimator.momentum, nesterov=True
+    ), estimator)
+    estimator_schedule = phases.PhaseSchedule(
+        train.estimator.steps, train.estimator.lr, train.estimator.lr_decay,
+        train.estimator.initial_steps,
     )
-    selector_optimizer = keras.optimizers.Adam(train.selector.lr)
-    if config.precision == "mixed_float16":  # dynamic loss scaling against underflow
-        estimator_optimizer = keras.optimizers.LossScaleOptimizer(estimator_optimizer)
-        selector_optimizer = keras.optimizers.LossScaleOptimizer(selector_optimizer)
-    estimator_optimizer.build(estimator.trainable_variables)
-    selector_optimizer.build(selector.trainable_variables)
 
     def plateau(model, name):
         return phases.Plateau(model.weights, train.patience, train.min_delta, name=name)
 
+    if config.method in methods.FIXED_STRUCTURE_METHODS:
+        levels = methods.task_levels(config.method, estimator, config.task_order)
+        step_args = (estimator, None, estimator_optimizer, settings)
+        if config.method != "packnet":
+            step = steps.FixedStructureStep(*step_args, task_levels=levels)
+            return (phases.FixedStructurePhase(step, estimator_schedule,
+                                               plateau(estimator, "estimator_plateau")),)
+        order = methods.task_order(estimator, config.task_order)
+        shared_plateau = plateau(estimator, "estimator_plateau")
+        packnet = []
+        for position, task in enumerate(order):
+            trainable, frozen = methods.packnet_masks(estimator, levels, order, position)
+            # The first task trains batch norm as usual; later ones keep its statistics.
+            step = steps.FixedStructureStep(
+                *step_args, task_levels=levels, trained=(task,), trainable=trainable,
+                frozen=frozen, batch_statistics=position == 0)
+            name = f"packnet_{estimator.tasks[task].name}"
+            packnet += [phases.PackNetPhase(step, estimator_schedule, shared_plateau, name, d)
+                        for d in range(train.stages)]
+        return tuple(packnet)
+
+    selector_optimizer = _optimizer(config, keras.optimizers.Adam(train.selector.lr), selector)
     return (
         phases.EstimatorPhase(
             steps.EstimatorStep(estimator, selector, estimator_optimizer, settings),
-            phases.PhaseSchedule(
-                train.estimator.steps, train.estimator.lr, train.estimator.lr_decay,
-                train.estimator.initial_steps,
-            ),
+            estimator_schedule,
             plateau(estimator, "estimator_plateau"),
             later_structures=train.estimator.structures,
         ),
@@ -258,3 +302,18 @@ def build_phases(
             epsilon_decay=train.selector.epsilon_decay,
         ),
     )
+
+
+def _optimizer(config: ml_collections.ConfigDict, optimizer, model):
+    """``optimizer`` built on ``model``'s weights, with dynamic loss scaling against underflow
+    under mixed_float16."""
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def stages(config: ml_collections.ConfigDict) -> int:
+    """How many times the run goes through its phases: ``train.stages``, or 1 for PackNet*,
+    whose phases hold the decays (``build_phases``)."""
+    return 1 if config.method == "packnet" else config.train.stages

@@ -133,6 +133,19 @@ def paper_params(estimator: Estimator) -> int:
     return sum(paper_params_by_part(estimator).values())
 
 
+def params_used(estimator: Estimator, structures: np.ndarray, task: int) -> np.ndarray:
+    """The weights each instance of ``task`` runs under its structure (paper convention, as
+    ``paper_params``): its stem, its blocks' convolutions at their levels, the hidden FC
+    layers, and its head where the paper counts heads. (batch,) int64."""
+    _, params = block_tables(estimator)
+    stems = [estimator.stems[task if estimator.per_task_stems else 0]] if estimator.stems else []
+    fixed = _weights(stems) + _weights(estimator.hidden)
+    if estimator.backbone.heads_in_paper_params:
+        fixed += _weights(estimator.heads[task:task + 1])
+    structures = np.asarray(structures)
+    return fixed + params[np.arange(params.shape[0]), structures].sum(axis=1)
+
+
 def lookup_per_block(table: tf.Tensor, structure: tf.Tensor) -> tf.Tensor:
     """table[i, z[b, i]] for every instance b and block i: shape (batch, n_blocks)."""
     n_blocks, levels = table.shape
@@ -159,12 +172,11 @@ COUNTING = (
 )
 
 
-def model_summary(estimator: Estimator, selector: Selector) -> dict:
-    """The figures of ``--mode=summary``: parameters, FLOPs per task and per block level."""
+def model_summary(estimator: Estimator, selector: Selector | None) -> dict:
+    """The figures of ``--mode=summary``: parameters, FLOPs per task and per block level, and
+    the selector's (when there is one)."""
     table = cost_table(estimator)
-    selector_table = cost_table(selector)
-    selector_macs = [selector_table.full_macs(t) for t in range(len(selector.tasks))]
-    return {
+    summary = {
         "backbone": estimator.backbone.name,
         "n_blocks": estimator.n_blocks,
         "levels": estimator.levels,
@@ -199,9 +211,12 @@ def model_summary(estimator: Estimator, selector: Selector) -> dict:
             }
             for i in range(estimator.n_blocks)
         ],
-        "selector": {
-            "params": trainable_params(selector),
-            "macs": int(np.mean(selector_macs)),
-            "flops": int(2 * np.mean(selector_macs)),
-        },
     }
+    if selector is not None:
+        macs = [cost_table(selector).full_macs(t) for t in range(len(selector.tasks))]
+        summary["selector"] = {
+            "params": trainable_params(selector),
+            "macs": int(np.mean(macs)),
+            "flops": int(2 * np.mean(macs)),
+        }
+    return summary

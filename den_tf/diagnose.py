@@ -66,6 +66,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     progress.show_project_info_only()
     config = FLAGS.config
+    builders.require_selector(config, "the gradient diagnosis")
     estimator, selector = train.restore_for_evaluation(config, FLAGS.workdir)
     batch = next(iter(multitask_dataset(
         estimator.tasks, "train", config.train.batch_size, seed=config.seed, training=True,

@@ -58,14 +58,15 @@ def _structures(mode, estimator, images, seed, marginals):
 class Evaluator:
     """Runs the estimator over datasets under one kind of structures (``MODES``).
 
-    Two compiled functions per task, shared by every mode: the selector's level logits, and
-    the estimator on the sliced path under given structures. A mode only decides the
+    Two compiled functions per task, shared by every mode: the selector's level logits (none
+    without a selector: the fixed-structure methods), and the estimator on the sliced path
+    under given structures. A mode only decides the
     structures (eagerly, a few integers per image), so each function is traced once, with the
     batch dimension left open (a last partial batch does not retrace), and reused at every
     evaluation.
     """
 
-    def __init__(self, estimator: Estimator, selector: Selector, rho: float):
+    def __init__(self, estimator: Estimator, selector: Selector | None, rho: float):
         self.estimator = estimator
         self.selector = selector
         self.costs = cost.cost_table(estimator)
@@ -120,6 +121,8 @@ class Evaluator:
         ``marginals[t]`` (n_blocks, h) gives the level frequencies of mode 'marginal'.
         """
         check_mode(mode, self.estimator.levels)
+        if mode == "selector" and self.selector is None:
+            raise ValueError("mode 'selector' needs a selector (a fixed-structure method has none)")
         shape = (self.estimator.n_blocks, self.estimator.levels)
         frequencies = [tf.constant(np.ones(shape) if marginals is None else marginals[t],
                                    tf.float32) for t in range(len(self.estimator.tasks))]
@@ -132,20 +135,26 @@ class Evaluator:
         return self.evaluate_structures(datasets, choose, seed)
 
     def evaluate_structures(
-        self, datasets: Sequence[tf.data.Dataset], choose: Chooser, seed: int = 0
+        self, datasets: Sequence[tf.data.Dataset], choose: Chooser, seed: int = 0,
+        tasks: Sequence[int] | None = None,
     ) -> dict[str, dict]:
         """``evaluate`` with the structures of each batch given by ``choose(task, selector
-        logits, images, seed)`` (a seed per batch, derived from ``seed``)."""
+        logits, images, seed)`` (a seed per batch, derived from ``seed``; logits None without
+        a selector), on the tasks ``tasks`` (ids; None: all)."""
         report = {}
-        for t, (task, dataset) in enumerate(zip(self.estimator.tasks, datasets)):
-            select, score = self._function("select", t), self._function("score", t)
+        for t in range(len(self.estimator.tasks)) if tasks is None else tasks:
+            task, dataset = self.estimator.tasks[t], datasets[t]
+            score = self._function("score", t)
+            select = self._function("select", t) if self.selector is not None else None
             outputs, extras = collections.defaultdict(list), collections.defaultdict(list)
             for b, batch in enumerate(dataset):
-                logits = select(batch["image"])
+                logits = None if select is None else select(batch["image"])
                 z = choose(t, logits, batch["image"], tf.constant([seed, t * 100_003 + b],
                                                                   tf.int64))
                 scored = score(batch["image"], batch["label"], z)
-                scored.update(structures=z, probabilities=tf.nn.softmax(logits))
+                scored["structures"] = z
+                if logits is not None:
+                    scored["probabilities"] = tf.nn.softmax(logits)
                 for key, value in scored.items():
                     outputs[key].append(value.numpy())
                 outputs["labels"].append(batch["label"].numpy())
@@ -167,10 +176,33 @@ class Evaluator:
                 "density": float(metrics.density(z, self.costs).numpy().mean()),
                 "num": int(len(correct)),
                 "structures": z,
-                "level_probabilities": instances["probabilities"].mean(axis=0),
                 "instances": instances,
             }
+            if "probabilities" in instances:
+                report[task.name]["level_probabilities"] = instances["probabilities"].mean(0)
         return report
+
+
+def evaluate_levels(
+    evaluator: Evaluator,
+    datasets: Sequence[tf.data.Dataset],
+    task_levels: Sequence[Sequence[int]],
+    seed: int = 0,
+    tasks: Sequence[int] | None = None,
+) -> dict[str, dict]:
+    """Every task (of ``tasks``; None: all) at each of its fixed levels (every block at that
+    level): the report of ``Evaluator.evaluate`` keyed by task name, or ``name@level_<l>``
+    for a task with several levels."""
+    ids = range(len(task_levels)) if tasks is None else tasks
+    report = {}
+    for level in sorted({level for t in ids for level in task_levels[t]}):
+        chosen = [t for t in ids if level in task_levels[t]]
+        part = evaluator.evaluate_structures(
+            datasets, lambda t, logits, images, s, level=level: tf.fill(
+                [tf.shape(images)[0], evaluator.estimator.n_blocks], level), seed, chosen)
+        for t, (name, entry) in zip(chosen, part.items()):
+            report[name if len(task_levels[t]) == 1 else f"{name}@level_{level}"] = entry
+    return report
 
 
 def level_frequencies(structures: np.ndarray, levels: int) -> np.ndarray:
@@ -182,6 +214,8 @@ def level_frequencies(structures: np.ndarray, levels: int) -> np.ndarray:
 def mean_level_probabilities(report: dict[str, dict]) -> np.ndarray:
     """The selector's mean probability of each level of each block over every evaluated
     instance of every task, (h, n_blocks): the paper's Fig. 6b."""
+    if any("level_probabilities" not in e for e in report.values()):
+        raise ValueError("the report has no selector probabilities (a fixed-structure method)")
     weighted = sum(e["level_probabilities"] * e["num"] for e in report.values())
     return (weighted / sum(e["num"] for e in report.values())).T
 
@@ -263,11 +297,9 @@ def results(
     summary = cost.model_summary(estimator, selector)
     den = evaluator.evaluate(test_data, "selector", config.seed)
     tasks = {}
-    for name, entry in den.items():
+    for t, (name, entry) in enumerate(den.items()):
         tasks[name] = {
-            "accuracy": entry["accuracy"],
-            "flops": entry["flops"],
-            "flops_full": entry["flops_full"],
+            **_cost_fields(estimator, entry, t),
             "density": entry["density"],
             "num_test": entry["num"],
             "distinct_flops": int(len(np.unique(entry["instances"]["flops"]))),
@@ -290,20 +322,12 @@ def results(
                                   config.seed)
         for level in range(lowest_useful_level(estimator), estimator.levels)
     }
-    average = {
-        "accuracy": _average(tasks, "accuracy"),
-        "flops": _average(tasks, "flops"),
-        "flops_full": _average(tasks, "flops_full"),
-    }
-    average["flops_fraction"] = average["flops"] / average["flops_full"]
     return {
-        "scenario": config.scenario,
-        "method": f"DEN (rho={config.rho:g})",
-        "backbone": summary["backbone"],
-        "seed": config.seed,
+        **_header(config, summary, f"DEN (rho={config.rho:g})", "den"),
         "tasks": tasks,
-        "average": average,
-        "params": {key: summary["params"][key] for key in ("paper", "total")},
+        "average": _averages(tasks),
+        "params": {**{key: summary["params"][key] for key in ("paper", "total")},
+                   "networks": 1, "used": _average(tasks, "params_used")},
         "selector": summary["selector"],
         "full_structure": operating_point(level_reports[top]),
         "random_selector": controls,
@@ -312,9 +336,93 @@ def results(
     }, den
 
 
+def _header(config: ml_collections.ConfigDict, summary: dict, name: str, method: str) -> dict:
+    return {"scenario": config.scenario, "method": name, "method_id": method,
+            "backbone": summary["backbone"], "seed": config.seed}
+
+
+def _cost_fields(estimator: Estimator, entry: dict, task: int) -> dict:
+    """Accuracy and the costs of a task's evaluated structures: FLOPs, multiply-adds and the
+    parameters an instance runs (means over its instances), and the full structure's FLOPs."""
+    return {
+        "accuracy": entry["accuracy"],
+        "flops": entry["flops"],
+        "macs": entry["flops"] / 2,
+        "flops_full": entry["flops_full"],
+        "params_used": float(cost.params_used(estimator, entry["structures"], task).mean()),
+    }
+
+
+def _averages(tasks: dict) -> dict:
+    """Means over tasks (the paper's "FLOPs averaged over tasks"), the FLOPs fraction of the
+    full structure and the compression ratio against the baseline (the full backbone)."""
+    average = {key: _average(tasks, key)
+               for key in ("accuracy", "flops", "macs", "flops_full", "params_used")}
+    average["flops_fraction"] = average["flops"] / average["flops_full"]
+    average["compression"] = average["flops_full"] / average["flops"]
+    return average
+
+
+METHOD_NAMES = {"baseline": "Baseline", "nestednet": "NestedNet", "packnet": "PackNet*"}
+
+
+def fixed_structure_results(
+    config: ml_collections.ConfigDict,
+    estimator: Estimator,
+    test_data: Sequence[tf.data.Dataset],
+    task_levels: Sequence[Sequence[int]],
+    method: str,
+) -> tuple[dict, dict[str, dict]]:
+    """results.json of a fixed-structure method (``methods.py``): each task at its level; a
+    task with several levels (NestedNet on one task) is reported at its highest under
+    ``tasks`` and at every level under ``levels`` (Table 5's rows L, M, H). Also the
+    per-task report of the ``tasks`` entries (for predictions.npz)."""
+    summary = cost.model_summary(estimator, None)
+    evaluator = Evaluator(estimator, None, config.rho)
+    report = evaluate_levels(evaluator, test_data, task_levels, config.seed)
+    tasks, per_level, top_report = {}, collections.defaultdict(dict), {}
+    for t, (task, levels) in enumerate(zip(estimator.tasks, task_levels)):
+        for level in levels:
+            key = task.name if len(levels) == 1 else f"{task.name}@level_{level}"
+            per_level[str(level)][task.name] = {**_cost_fields(estimator, report[key], t),
+                                                "level": level}
+        tasks[task.name] = per_level[str(levels[-1])][task.name]
+        top_report[task.name] = report[task.name if len(levels) == 1
+                                       else f"{task.name}@level_{levels[-1]}"]
+    results = {
+        **_header(config, summary, METHOD_NAMES[method], method),
+        "tasks": tasks,
+        "average": _averages(tasks),
+        "params": {**{key: summary["params"][key] for key in ("paper", "total")},
+                   "networks": 1, "used": _average(tasks, "params_used")},
+    }
+    if any(len(levels) > 1 for levels in task_levels):
+        results["levels"] = {level: {"tasks": entries, "average": _averages(entries)}
+                             for level, entries in per_level.items()}
+    return results, top_report
+
+
+def combine_networks(parts: Sequence[dict]) -> dict:
+    """The results of a method that needs one network per task (the separate baseline) from
+    each network's: every task's figures, their averages, and the parameters of all the
+    networks with their number."""
+    tasks = {name: entry for part in parts for name, entry in part["tasks"].items()}
+    return {
+        **{key: parts[0][key] for key in ("scenario", "method", "method_id", "backbone", "seed")},
+        "tasks": tasks,
+        "average": _averages(tasks),
+        "params": {
+            **{key: sum(p["params"][key] for p in parts) for key in ("paper", "total",
+                                                                     "networks")},
+            "used": _average(tasks, "params_used"),
+        },
+    }
+
+
 def write_predictions(path: str, report: dict[str, dict]) -> None:
     """The per-instance record of an evaluation as one .npz: task id and names, label,
-    prediction, correct, the selector's level probabilities (N, n_blocks, h), the structure
+    prediction, correct, the selector's level probabilities (N, n_blocks, h; absent without
+    a selector), the structure
     and its FLOPs, difficulty (NaN where the data has none), and per task the full
     structure's FLOPs (``task_flops_full``)."""
     names = list(report)
@@ -329,7 +437,8 @@ def write_predictions(path: str, report: dict[str, dict]) -> None:
         label=np.concatenate([p["labels"] for p in parts]),
         prediction=np.concatenate([p["predictions"] for p in parts]),
         correct=np.concatenate([p["correct"] > 0 for p in parts]),
-        probabilities=np.concatenate([p["probabilities"] for p in parts]),
+        **({"probabilities": np.concatenate([p["probabilities"] for p in parts])}
+           if all("probabilities" in p for p in parts) else {}),
         structure=np.concatenate([p["structures"] for p in parts]),
         flops=np.concatenate([p["flops"] for p in parts]),
         difficulty=np.concatenate([
@@ -342,8 +451,49 @@ def _giga(flops: float) -> str:
     return f"{flops / 1e9:.3f}G" if flops >= 1e8 else f"{flops / 1e6:.2f}M"
 
 
+def _params_cell(params: dict) -> str:
+    return f"{params['paper'] / 1e6:.3f}M [{params['networks']}]"
+
+
+def fixed_structure_markdown(results: dict) -> str:
+    """results.json of a fixed-structure method as a Table-2-style column, and its levels."""
+    average = results["average"]
+    lines = [
+        f"# {results['scenario']} on {results['backbone']}: {results['method']}",
+        "",
+        f"| Dataset | {results['method']} | level | FLOPs / full |",
+        "|---|---|---|---|",
+    ]
+    for task, entry in results["tasks"].items():
+        level = entry.get("level", "separate network")
+        lines.append(f"| {task} | {entry['accuracy']:.2f} | {level} | "
+                     f"{entry['flops'] / entry['flops_full']:.2f} |")
+    lines += [
+        f"| Average | {average['accuracy']:.2f} | | {average['flops_fraction']:.2f} |",
+        f"| FLOPs | {_giga(average['flops'])} | | |",
+        f"| No. parameters | {_params_cell(results['params'])} | | |",
+        "",
+        f"Accuracy in %, on the whole test split; FLOPs: mean per image (2 per multiply-add), "
+        f"full structure {_giga(average['flops_full'])}; parameters under the paper's "
+        f"convention, of all [n] networks the method needs; an instance runs "
+        f"{results['params']['used'] / 1e6:.3f}M of them on average.",
+    ]
+    if "levels" in results:
+        lines += ["", "| level | accuracy % | parameters used | FLOPs compression |",
+                  "|---|---|---|---|"]
+        for level, point in results["levels"].items():
+            lines.append(f"| {level} | {point['average']['accuracy']:.2f} | "
+                         f"{point['average']['params_used'] / 1e6:.3f}M | "
+                         f"{point['average']['compression']:.1f}x |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def results_markdown(results: dict) -> str:
-    """results.json as a table laid out like the paper's Table 2."""
+    """results.json as a table laid out like the paper's Table 2 (with DEN's controls and
+    operating points), or a fixed-structure method's column."""
+    if "random_selector" not in results:
+        return fixed_structure_markdown(results)
     den = {"tasks": results["tasks"], "average": results["average"]}
     columns = [
         ("Full structure", results["full_structure"]),
@@ -363,8 +513,8 @@ def results_markdown(results: dict) -> str:
     lines.append("| Average | " + " | ".join(
         f"{c['average']['accuracy']:.2f}" for _, c in columns) + " |")
     lines.append("| FLOPs | " + " | ".join(_giga(c["average"]["flops"]) for _, c in columns) + " |")
-    params = results["params"]["paper"]
-    lines.append("| No. parameters | " + " | ".join(f"{params / 1e6:.3f}M" for _ in columns) + " |")
+    lines.append("| No. parameters | " + " | ".join(_params_cell(results["params"])
+                                                  for _ in columns) + " |")
     lines += [
         "",
         f"Accuracy in %, on the whole test split; FLOPs: mean per image (2 per multiply-add) of "

@@ -19,7 +19,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from den_tf import budget, cost, policy, train
+from den_tf import budget, builders, cost, policy, train
 from den_tf.datasets import pipeline, sources
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
@@ -135,6 +135,7 @@ def export(
 def export_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, list[str]]:
     """Exports the latest checkpoint of ``workdir`` to ``workdir/export`` (class names from
     the config's data directory); returns the path and the signature names."""
+    builders.require_selector(config, "an export")
     estimator, selector = train.restore_for_evaluation(config, workdir)
     names = [task_class_names(task, config.data.data_dir or None) for task in estimator.tasks]
     path = os.path.join(workdir, "export")

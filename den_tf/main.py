@@ -55,8 +55,7 @@ def main(argv):
     if FLAGS.mode == "train":
         results = train.train_and_evaluate(config, FLAGS.workdir)
     else:
-        estimator, selector = train.restore_for_evaluation(config, FLAGS.workdir)
-        results = train.evaluate_and_report(config, FLAGS.workdir, estimator, selector)
+        results = train.evaluate_run(config, FLAGS.workdir)
     logging.info("results written to %s/results.json", FLAGS.workdir)
     print(evaluation.results_markdown(results))
 

@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from den_tf.steps import STRUCTURE_SOURCES, EstimatorStep, SelectorStep
+from den_tf import evaluation
+from den_tf.steps import STRUCTURE_SOURCES, EstimatorStep, FixedStructureStep, SelectorStep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +126,9 @@ class Phase:
         """Sets the stage's learning rate (also when a run resumes mid-phase)."""
         self.optimizer.learning_rate.assign(self.schedule.learning_rate(stage))
 
+    def max_steps(self, stage: int) -> int:
+        return self.schedule.max_steps(stage)
+
     def step(self, batch, seed: tf.Tensor, stage: int, step: int) -> dict[str, tf.Tensor]:
         """Runs one training step (``step`` counts from 0 within the phase)."""
         raise NotImplementedError
@@ -132,6 +136,11 @@ class Phase:
     def validation_structures(self, stage: int) -> str:
         """The structures validation scores (an ``evaluation.MODES`` entry)."""
         return "selector"
+
+    def validate(self, evaluator: evaluation.Evaluator, datasets, seed: int,
+                 stage: int) -> dict[str, dict]:
+        """The validation report (per task, or per task and level) of this phase's aim."""
+        return evaluator.evaluate(datasets, self.validation_structures(stage), seed)
 
     def schedule_scalars(self, stage: int, step: int) -> dict[str, float]:
         """Values set by the schedule at ``step`` (logged beside the step's metrics)."""
@@ -186,3 +195,42 @@ class SelectorPhase(Phase):
 
     def schedule_scalars(self, stage, step):
         return {**super().schedule_scalars(stage, step), "epsilon": self.exploration(step)}
+
+
+class FixedStructurePhase(Phase):
+    """SGD on the estimator with every task at its fixed levels (``FixedStructureStep``):
+    the baseline and NestedNet, a phase per stage like the estimator's."""
+
+    def __init__(self, step: FixedStructureStep, schedule: PhaseSchedule, plateau: Plateau,
+                 name: str = "estimator"):
+        super().__init__(step.estimator, step.optimizer, schedule, plateau)
+        self._step = step
+        self.name = name
+
+    def step(self, batch, seed, stage, step):
+        return self._step(batch, seed)
+
+    def validate(self, evaluator, datasets, seed, stage):
+        return evaluation.evaluate_levels(evaluator, datasets, self._step.task_levels, seed,
+                                          tasks=self._step.trained)
+
+
+class PackNetPhase(FixedStructurePhase):
+    """One task of PackNet* at one learning-rate decay (``decay``: 0 for the first); the run
+    has one stage whose phases go through the tasks lowest level first, each through its
+    decays, so a task never trains again once a later one has started."""
+
+    def __init__(self, step: FixedStructureStep, schedule: PhaseSchedule, plateau: Plateau,
+                 name: str, decay: int):
+        super().__init__(step, schedule, plateau, name)
+        self.decay = decay
+
+    def start(self, stage):
+        super().start(self.decay)
+        self._step.freeze()
+
+    def max_steps(self, stage):
+        return self.schedule.max_steps(self.decay)
+
+    def schedule_scalars(self, stage, step):
+        return super().schedule_scalars(self.decay, step)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from den_tf import blocks, cost, distribute, metrics, policy
+from den_tf import blocks, cost, distribute, methods, metrics, policy
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
@@ -207,11 +207,25 @@ class EstimatorStep(Step):
     def _replica_step(self, batch, seed, source: str):
         images, labels = _images_and_labels(batch)
         structure = self._structures(images, source, seed)
+        return self._descend(images, labels, structure)
+
+    def _descend(self, images, labels, structure, tasks=None, training: bool = True):
+        """Gradients of the weighted cross-entropy (+ L2 on kernels) of ``tasks`` (ids of the
+        image batches; None: all tasks, in one trunk pass) under ``structure`` (their rows in
+        order), with batch norm on batch statistics
+        (``training``) or on its moving ones; the step's loss and metrics."""
         variables = self.variables
         with tf.GradientTape() as tape:
-            logits = self.estimator.call_tasks(images, structure, training=True)
+            if tasks is None:
+                tasks = range(len(images))
+                logits = self.estimator.call_tasks(images, structure, training=training)
+            else:
+                parts = tf.split(structure, [tf.shape(x)[0] for x in images])
+                logits = [self.estimator.call_task(x, t, z, training=training)
+                          for t, x, z in zip(tasks, images, parts)]
             losses = [metrics.cross_entropy(y, out) for y, out in zip(labels, logits)]
-            loss = tf.add_n([w * tf.reduce_mean(x) for w, x in zip(self.task_weights, losses)])
+            loss = tf.add_n([self.task_weights[t] * tf.reduce_mean(x)
+                             for t, x in zip(tasks, losses)])
             decay = tf.add_n([tf.nn.l2_loss(v) for v in variables if v.shape.rank > 1])
             share = _share(loss + self.settings.weight_decay * decay)
             scaled = self.optimizer.scale_loss(share)  # loss scaling under mixed_float16
@@ -223,6 +237,79 @@ class EstimatorStep(Step):
             "density": tf.reduce_mean(metrics.density(structure, self.costs)),
             "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
         }
+
+
+class FixedStructureStep(EstimatorStep):
+    """SGD with every task at fixed levels (the baseline, NestedNet, PackNet*; ``methods.py``).
+
+    ``step(batch, seed)``. ``task_levels[t]`` lists the levels task t trains at (every block at
+    that level); a task with several levels trains each image at each of them, the mean of
+    their losses. Only the tasks in ``trained`` (None: all, in one trunk pass) run.
+
+    PackNet* passes ``trainable`` and ``frozen`` masks (per weight path, ``methods.
+    packnet_masks``): gradients outside ``trainable`` are zeroed, so neither the update nor
+    the L2 decay reaches them, and after every update the ``frozen`` entries are put back to
+    their values at ``freeze()`` (bit-identical, whatever the optimizer's momentum holds);
+    ``batch_statistics=False`` runs batch norm on its moving statistics, which then stay as
+    the earlier tasks left them.
+    """
+
+    def __init__(self, *args, task_levels, trained=None, trainable=None, frozen=None,
+                 batch_statistics: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if len(task_levels) != len(self.estimator.tasks) or not all(task_levels):
+            raise ValueError(f"task_levels needs levels for each of the "
+                             f"{len(self.estimator.tasks)} tasks, got {task_levels}")
+        self.task_levels = tuple(tuple(int(level) for level in t) for t in task_levels)
+        self.trained = None if trained is None else tuple(trained)
+        self.batch_statistics = batch_statistics
+        self._gradient_masks = None if trainable is None else methods.mask_tensors(
+            self.variables, trainable, dtype="float32")
+        self._frozen = []
+        if frozen is not None:
+            for weight in self.estimator.weights:
+                if frozen[weight.path].any():
+                    saved = tf.Variable(tf.zeros_like(weight), trainable=False,
+                                        name="frozen_value")
+                    self._frozen.append((weight, tf.constant(frozen[weight.path]), saved))
+
+    def __call__(self, batch, seed) -> dict[str, tf.Tensor]:
+        return self._step(batch, seed, "fixed")
+
+    def freeze(self) -> None:
+        """Records the current values of the frozen entries (call when the phase starts; a
+        resumed phase finds them unchanged)."""
+        for weight, _, saved in self._frozen:
+            saved.assign(weight)
+
+    def _replica_step(self, batch, seed, source: str):
+        images, labels = _images_and_labels(batch)
+        tasks = range(len(images)) if self.trained is None else self.trained
+        images, labels, structures = zip(*[self._at_levels(t, images[t], labels[t])
+                                           for t in tasks])
+        grads, loss, means = self._descend(
+            list(images), list(labels), tf.concat(structures, axis=0),
+            tasks=self.trained, training=self.batch_statistics)
+        # Weights of tasks that did not run (PackNet*) have no gradient: a zero one keeps them.
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.variables)]
+        if self._gradient_masks is not None:
+            grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self._gradient_masks)]
+        return grads, loss, means
+
+    def _at_levels(self, task: int, images, labels):
+        """A task's batch repeated once per level, with the structures of those levels."""
+        levels = self.task_levels[task]
+        batch = tf.shape(images)[0]
+        structure = tf.concat([tf.fill([batch, self.estimator.n_blocks], level)
+                               for level in levels], axis=0)
+        copies = len(levels)
+        return tf.tile(images, [copies, 1, 1, 1]), tf.tile(labels, [copies]), structure
+
+    def _step_fn(self, *args):
+        result = super()._step_fn(*args)
+        for weight, mask, saved in self._frozen:
+            weight.assign(tf.where(mask, saved, weight))
+        return result
 
 
 class SelectorStep(Step):

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from den_tf import budget, builders, distribute, evaluation
+from den_tf import budget, builders, distribute, evaluation, methods
 from den_tf import summaries as summaries_lib
 from den_tf.datasets import multitask_dataset, task_dataset
 from den_tf.estimator import Estimator
@@ -86,6 +86,7 @@ class Trainer:
     ):
         self.config = config
         self.loop = LoopSettings.from_config(config)
+        self.stages = builders.stages(config)
         self.step_hooks = tuple(step_hooks)
         # First: a multi-worker strategy must exist before TensorFlow runs any op.
         self.strategy = distribute.make_strategy(config.strategy, config.tpu)
@@ -130,7 +131,7 @@ class Trainer:
         plateau, and the input iterator when it can be saved."""
         saved = dict(
             estimator=self.estimator,
-            selector=self.selector,
+            **({"selector": self.selector} if self.selector is not None else {}),
             generator=self.generator,
             state=self.state,
             **{f"{p.name}_optimizer": p.optimizer for p in self.phases},
@@ -196,7 +197,7 @@ class Trainer:
     def run(self) -> None:
         """Trains until every stage is done, resuming from the latest checkpoint if any."""
         self._resume()
-        while int(self.state["stage"]) < self.loop.stages:
+        while int(self.state["stage"]) < self.stages:
             index = int(self.state["phase"])
             phase = self.phases[index]
             self.run_phase(phase, int(self.state["stage"]))
@@ -214,7 +215,7 @@ class Trainer:
         """Trains one phase from ``state['step']`` until its plateau or step budget, then
         keeps the weights of its best validation."""
         phase.start(stage)
-        max_steps = phase.schedule.max_steps(stage)
+        max_steps = phase.max_steps(stage)
         images_per_step = self.loop.batch_size * len(self.tasks)
         means: dict[str, keras.metrics.Mean] = {}
         last_time, last_step = time.time(), int(self.state["step"])
@@ -247,7 +248,7 @@ class Trainer:
                     mean.reset_state()
                 logging.info(
                     "stage %d/%d %s step %d/%d | %.0f img/s | loss %.4f | ETA %s",
-                    stage + 1, self.loop.stages, phase.name, step, max_steps,
+                    stage + 1, self.stages, phase.name, step, max_steps,
                     images_per_step / seconds_per_step, scalars["loss"],
                     time.strftime("%H:%M:%S", time.gmtime((max_steps - step) * seconds_per_step)),
                 )
@@ -265,12 +266,12 @@ class Trainer:
     def _validate(self, phase: Phase, stage: int, global_step: int) -> bool:
         """Mean over tasks of cross-entropy + S(z) on the validation split, under the
         structures the phase aims at; returns True once the phase has converged."""
-        report = self.evaluator.evaluate(
-            self.validation_data, phase.validation_structures(stage), self.config.seed
-        )
+        report = phase.validate(self.evaluator, self.validation_data, self.config.seed, stage)
         objective = float(np.mean([r["objective"] for r in report.values()]))
         self.writer.evaluation(phase.name, report, global_step)
-        self.writer.level_probabilities(evaluation.mean_level_probabilities(report), global_step)
+        if self.selector is not None:
+            self.writer.level_probabilities(evaluation.mean_level_probabilities(report),
+                                            global_step)
         converged = phase.plateau.update(objective)
         logging.info(
             "stage %d %s validation objective %.4f (best %.4f, %d evaluations without gain)",
@@ -281,13 +282,15 @@ class Trainer:
 
 
 def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str):
-    """The models of the latest checkpoint in ``workdir`` (for ``--mode=evaluate``)."""
+    """The models of the latest checkpoint in ``workdir`` (for ``--mode=evaluate``); the
+    selector is None for a fixed-structure method."""
     estimator, selector = builders.build_models(config)
     directory = os.path.join(workdir, "checkpoints")
     latest = tf.train.latest_checkpoint(directory)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {directory}; train first (--mode=train)")
-    tf.train.Checkpoint(estimator=estimator, selector=selector).restore(latest).expect_partial()
+    models = {"estimator": estimator, **({"selector": selector} if selector is not None else {})}
+    tf.train.Checkpoint(**models).restore(latest).expect_partial()
     return estimator, selector
 
 
@@ -301,24 +304,46 @@ def test_datasets(config: ml_collections.ConfigDict, tasks) -> list[tf.data.Data
 
 
 def evaluate_and_report(
-    config: ml_collections.ConfigDict, workdir: str, estimator: Estimator, selector: Selector
+    config: ml_collections.ConfigDict, workdir: str, estimator: Estimator,
+    selector: Selector | None,
 ) -> dict:
     """Evaluates on the test split once and writes results.json, results.md and the
     per-instance record predictions.npz."""
     test_data = test_datasets(config, estimator.tasks)
-    results, report = evaluation.results(config, estimator, selector, test_data)
+    if selector is None:
+        levels = methods.task_levels(config.method, estimator, config.task_order)
+        results, report = evaluation.fixed_structure_results(
+            config, estimator, test_data, levels, config.method)
+    else:
+        results, report = evaluation.results(config, estimator, selector, test_data)
     evaluation.write_predictions(os.path.join(workdir, "predictions.npz"), report)
+    return write_results(workdir, results)
+
+
+def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """``--mode=evaluate``: evaluates the latest checkpoint of a finished or stopped run (of
+    every network of a separate-networks baseline) and rewrites its results."""
+    if _separate_networks(config):
+        return _combine(config, workdir, [
+            evaluate_run(single, os.path.join(workdir, "networks", single.tasks))
+            for single in _single_task_configs(config)])
+    estimator, selector = restore_for_evaluation(config, workdir)
+    return evaluate_and_report(config, workdir, estimator, selector)
+
+
+def write_results(workdir: str, results: dict) -> dict:
+    """results.json and its markdown table, results.md."""
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    markdown = evaluation.results_markdown(results)
     with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(markdown)
+        f.write(evaluation.results_markdown(results))
     return results
 
 
 def measure_budgets(config: ml_collections.ConfigDict, workdir: str, points: int = 10) -> dict:
     """Test accuracy of the latest checkpoint under ``points`` FLOPs budgets for the three
     choosers of ``budget.accuracy_against_budget``; written to ``workdir/budget.json``."""
+    builders.require_selector(config, "a budget")
     estimator, selector = restore_for_evaluation(config, workdir)
     evaluator = evaluation.Evaluator(estimator, selector, config.rho)
     curve = budget.accuracy_against_budget(
@@ -333,10 +358,44 @@ def train_and_evaluate(
 ) -> dict:
     """Trains (or resumes) in ``workdir``, then evaluates on the test split once. The config
     is saved as ``config.json`` beside the results (in a multi-worker run, the chief's; the
-    other workers write under ``workdir/workers``)."""
+    other workers write under ``workdir/workers``). The baseline with ``separate_networks``
+    trains one network per task, independently and one after the other, each in (and
+    resumable from) ``workdir/networks/<task>``, and combines their results: every task's
+    figures and the parameters of all the networks (Table 2's "[3]")."""
+    methods.check_method(config.method)
+    if _separate_networks(config):
+        return _combine(config, workdir, [
+            train_and_evaluate(single, os.path.join(workdir, "networks", single.tasks),
+                               step_hooks)
+            for single in _single_task_configs(config)])
     trainer = Trainer(config, workdir, step_hooks)
-    os.makedirs(trainer.workdir, exist_ok=True)
-    with open(os.path.join(trainer.workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=1))
+    _write_config(config, trainer.workdir)
     trainer.run()
     return evaluate_and_report(config, trainer.workdir, trainer.estimator, trainer.selector)
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=1))
+
+
+def _separate_networks(config: ml_collections.ConfigDict) -> bool:
+    return config.method == "baseline" and config.separate_networks and "," in config.tasks
+
+
+def _single_task_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+    """The config of each task's own network (its task weight, if any, kept)."""
+    weights = tuple(config.train.task_weights)
+    singles = []
+    for t, task in enumerate(config.tasks.split(",")):
+        single = config.copy_and_resolve_references()
+        single.tasks = task
+        single.train.task_weights = (weights[t],) if weights else ()
+        singles.append(single)
+    return singles
+
+
+def _combine(config: ml_collections.ConfigDict, workdir: str, parts: list[dict]) -> dict:
+    _write_config(config, workdir)
+    return write_results(workdir, evaluation.combine_networks(parts))

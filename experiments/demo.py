@@ -21,6 +21,8 @@ def get_config():
     config.scenario = "demo (M1-shaped, synthetic)"
     config.tasks = ",".join(task.name for task in SYNTHETIC_TASKS)
     config.rho = 0.3
+    # NestedNet and PackNet*, as M1: the 64-px task lowest, the 96-px task highest.
+    config.task_order = "synthetic_textures,synthetic_shapes,synthetic_colors"
     config.model.backbone_args.widths = (16, 32, 64)
     config.model.trunk_size = 16
     config.selector.widths = (8, 16, 32)

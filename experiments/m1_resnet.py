@@ -18,6 +18,7 @@ from den_tf.builders import base_config
 def get_config():
     config = base_config()
     config.model.backbone = "resnet"
+    config.task_order = "tiny_imagenet,cifar100,stl10"  # NestedNet, PackNet* (paper 4.2)
     config.model.backbone_args.depth = 42
     config.model.backbone_args.widths = (64, 128, 256, 512)
     config.model.backbone_args.stem_channels = 64

@@ -11,4 +11,7 @@ from den_tf.builders import base_config
 
 
 def get_config():
-    return base_config()
+    config = base_config()
+    # NestedNet and PackNet*: Tiny-ImageNet at the lowest level, STL-10 at the highest (4.2).
+    config.task_order = "tiny_imagenet,cifar100,stl10"
+    return config

@@ -17,4 +17,5 @@ from den_tf.builders import base_config
 def get_config():
     config = base_config()
     config.tasks = "cifar100,tiny_imagenet_32px,stl10_32px"
+    config.task_order = "tiny_imagenet_32px,cifar100,stl10_32px"
     return config

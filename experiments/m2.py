@@ -25,6 +25,8 @@ def get_config(size: str = "84"):
     config.model.fractions = (0.5, 0.5)
     config.model.trunk_size = size
     config.model.per_task_stems = False
+    # The baseline: one network with a head per task (Table 3's caption).
+    config.separate_networks = False
     # The selector looks at a 4x (84) or 8x (224) downsampled image.
     config.selector.trunk_size = 21 if size == 84 else 28
     return config

@@ -13,6 +13,8 @@ def get_config():
     config = base_config()
     config.scenario = "M3"
     config.tasks = "cifar100_coarse,cifar100"
+    # NestedNet and PackNet*: coarse at the lower level, fine at the higher (paper 4.3).
+    config.task_order = "cifar100_coarse,cifar100"
     config.model.backbone_args.stem_kernel = 3
     config.model.per_task_stems = False
     config.selector.stem_kernel = 3

@@ -78,8 +78,12 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path):
         assert entry["num_test"] == 60
         assert sum(entry["histogram"]["top"].values()) <= 60
         assert entry["histogram"]["distinct"] >= 1
-    assert set(saved["average"]) >= {"accuracy", "flops"}
-    assert set(saved["params"]) == {"paper", "total"}
+    assert set(saved["average"]) >= {"accuracy", "flops", "macs", "params_used", "compression"}
+    assert set(saved["params"]) == {"paper", "total", "networks", "used"}
+    assert saved["params"]["networks"] == 1
+    # An instance runs at most every weight, and at least its stem and one block level.
+    assert 0 < saved["params"]["used"] < saved["params"]["paper"]
+    assert saved["average"]["compression"] >= 1.0
     assert set(saved["selector"]) >= {"params", "flops"}
     for control in (saved["full_structure"], *saved["random_selector"].values()):
         assert set(control["tasks"]) == set(saved["tasks"])

@@ -1,0 +1,256 @@
+"""The compared methods (den_tf/methods.py): levels per task, what a level uses, PackNet*'s
+frozen levels, NestedNet's channel limits, and each method's run and results fields."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_train import small_synthetic_data, tiny_config  # noqa: F401 (fixture)
+
+from den_tf import backbones, builders, cost, methods, train
+from den_tf.estimator import Estimator
+from den_tf.tasks import Task
+
+TASKS = [Task("a", "a", 16, 5), Task("b", "b", 16, 4), Task("c", "c", 32, 3)]
+
+
+def _estimator(backbone="wrn", levels=4, tasks=TASKS):
+    spec = {
+        "wrn": lambda: backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8),
+        "resnext": lambda: backbones.resnext(cardinality=4, base_width=2, depth=11,
+                                             widths=(16, 16, 16), stem_channels=8),
+        "vgg": lambda: backbones.vgg(widths=(8, 8, 8, 16, 16), convs_per_stage=(2,) * 5,
+                                     hidden_units=(16,)),
+    }[backbone]()
+    return Estimator(spec, tasks, levels=levels, trunk_size=16 if backbone != "vgg" else 32)
+
+
+def test_levels_per_task_and_task_order():
+    estimator = _estimator()
+    assert methods.task_levels("baseline", estimator) == ((3,), (3,), (3,))
+    assert methods.task_levels("nestednet", estimator) == ((1,), (2,), (3,))
+    assert methods.task_levels("nestednet", estimator, "b,c,a") == ((3,), (1,), (2,))
+    with pytest.raises(ValueError, match="name every task once"):
+        methods.task_levels("packnet", estimator, "b,c")
+    with pytest.raises(ValueError, match="one non-empty level per task"):
+        methods.task_levels("nestednet", _estimator(levels=3))
+    with pytest.raises(ValueError, match="fixed only"):
+        methods.task_levels("den", estimator)
+    # One task: NestedNet trains every non-empty level; PackNet* is undefined.
+    single = _estimator(levels=4, tasks=TASKS[:1])
+    assert methods.task_levels("nestednet", single) == ((1, 2, 3),)
+    with pytest.raises(ValueError, match="several tasks"):
+        methods.task_levels("packnet", single)
+    # Residual blocks need a skip level more than the tasks, plain ones do not.
+    assert methods.nested_levels_for("nestednet", 3, True, 5) == 4
+    assert methods.nested_levels_for("packnet", 2, False, 5) == 2
+    assert methods.nested_levels_for("nestednet", 1, True, 5) == 5
+    assert methods.nested_levels_for("den", 3, True, 5) == 5
+
+
+@pytest.mark.parametrize("backbone", ["wrn", "resnext", "vgg"])
+def test_used_masks_are_exactly_what_a_level_runs(backbone):
+    """Changing a weight outside a level's mask leaves that level's outputs unchanged;
+    changing the masked entries changes them."""
+    # VGG has no stem: its tasks enter the trunk at 32 px.
+    tasks = [Task("a", "a", 32, 5)] if backbone == "vgg" else TASKS
+    estimator = _estimator(backbone, levels=3, tasks=tasks)
+    task, level = 0, 1
+    size = estimator.tasks[task].input_size
+    images = tf.random.normal([4, size, size, 3], seed=1)
+    structure = tf.fill([4, estimator.n_blocks], level)
+
+    def outputs():
+        return estimator(images, task=task, structure=structure).numpy()
+
+    # Non-trivial batch-norm statistics, so that changing them shows.
+    for weight in estimator.weights:
+        if "moving_mean" in weight.path:
+            weight.assign(tf.random.uniform(weight.shape, -0.1, 0.1, seed=2))
+        if "moving_variance" in weight.path:
+            weight.assign(tf.random.uniform(weight.shape, 0.5, 1.5, seed=2))
+    before = outputs()
+    assert np.abs(before).min() > 0
+    masks = methods.used_masks(estimator, task, level)
+    assert set(masks) == {w.path for w in estimator.weights}
+    originals = [w.numpy() for w in estimator.weights]
+    for weight, original in zip(estimator.weights, originals):
+        noise = np.random.default_rng(3).uniform(1.5, 2.5, original.shape).astype(np.float32)
+        weight.assign(np.where(masks[weight.path], original, original * noise))
+    np.testing.assert_array_equal(outputs(), before)
+    for weight, original in zip(estimator.weights, originals):
+        weight.assign(original)
+    # Used entries matter: perturbing them changes the outputs.
+    kernels = [w for w in estimator.blocks[0].weights if w.shape.rank == 4]
+    for weight in kernels:
+        original = weight.numpy()
+        weight.assign(np.where(masks[weight.path], original * 1.5, original))
+        assert not np.allclose(outputs(), before)
+        weight.assign(original)
+    # Level 1 of 3 leaves the upper channel groups of each kernel unused.
+    assert all(masks[w.path].any() and not masks[w.path].all() for w in kernels)
+
+
+def test_params_used_against_hand_counts():
+    """WRN-8 with widths 8/8/16 (one block per stage), fractions 1/4, 1/4, 1/2 of each block's
+    width: block i at level l runs conv1 (3x3 x in x c) and conv2 (3x3 x c x out)."""
+    estimator = _estimator(levels=4)
+    in_out = [(8, 8), (8, 8), (8, 16)]
+    channels = {0: [0, 2, 4, 8], 1: [0, 2, 4, 8], 2: [0, 4, 8, 16]}
+    stem = 3 * 3 * 3 * 8  # WRN stems are 3x3 by default
+    for level in range(4):
+        blocks = sum(9 * i * channels[b][level] + 9 * channels[b][level] * o
+                     for b, (i, o) in enumerate(in_out))
+        structure = np.full([2, 3], level)
+        np.testing.assert_array_equal(cost.params_used(estimator, structure, 1), stem + blocks)
+    mixed = np.array([[0, 3, 1]])
+    assert cost.params_used(estimator, mixed, 0)[0] == stem + (9 * 8 * 8 + 9 * 8 * 8) + (
+        9 * 8 * 4 + 9 * 4 * 16)
+
+
+def _run(tmp_path, **overrides):
+    config = tiny_config(**overrides)
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(
+        json.dumps(results))
+    assert (tmp_path / "results.md").read_text().startswith("# test")
+    for entry in results["tasks"].values():
+        for key in ("accuracy", "flops", "macs", "flops_full", "params_used"):
+            assert entry[key] >= 0
+        assert entry["macs"] == entry["flops"] / 2
+    for key in ("accuracy", "flops", "macs", "flops_fraction", "compression", "params_used"):
+        assert key in results["average"]
+    assert results["average"]["compression"] == pytest.approx(
+        1 / results["average"]["flops_fraction"])
+    return config, results
+
+
+def test_baseline_trains_one_network_per_task(tmp_path):
+    config, results = _run(tmp_path, method="baseline", **{"train.stages": 1})
+    names = config.tasks.split(",")
+    assert list(results["tasks"]) == names
+    assert results["method"] == "Baseline" and results["params"]["networks"] == 3
+    singles = [json.loads((tmp_path / "networks" / n / "results.json").read_text())
+               for n in names]
+    assert results["params"]["paper"] == sum(s["params"]["paper"] for s in singles)
+    for name, single in zip(names, singles):
+        assert single["tasks"][name] == results["tasks"][name]
+        assert single["tasks"][name]["flops"] == single["tasks"][name]["flops_full"]
+    assert results["average"]["compression"] == pytest.approx(1.0)
+
+
+def test_shared_baseline_is_one_network(tmp_path):
+    _, results = _run(tmp_path, method="baseline", separate_networks=False,
+                      **{"train.stages": 1})
+    assert results["params"]["networks"] == 1
+    assert results["average"]["flops_fraction"] == pytest.approx(1.0)
+
+
+def test_nestednet_runs_each_task_at_its_level(tmp_path):
+    config, results = _run(tmp_path, method="nestednet", task_order="synthetic_colors,"
+                           "synthetic_shapes,synthetic_textures", **{"train.stages": 1})
+    levels = {name: entry["level"] for name, entry in results["tasks"].items()}
+    assert levels == {"synthetic_colors": 1, "synthetic_shapes": 2, "synthetic_textures": 3}
+    fractions = [results["tasks"][n]["flops"] / results["tasks"][n]["flops_full"]
+                 for n in ("synthetic_colors", "synthetic_shapes", "synthetic_textures")]
+    assert fractions[0] < fractions[1] < fractions[2] == 1.0
+    predictions = np.load(tmp_path / "predictions.npz")
+    assert "probabilities" not in predictions
+    task_level = {t: levels[n] for t, n in enumerate(predictions["task_names"])}
+    expected = np.array([task_level[t] for t in predictions["task"]])
+    np.testing.assert_array_equal(predictions["structure"], expected[:, None]
+                                  * np.ones_like(predictions["structure"]))
+
+
+@pytest.mark.parametrize("tasks", [3, 1])
+def test_nestednet_training_never_runs_a_channel_above_the_task_level(tasks, monkeypatch):
+    """The structures a NestedNet step runs (recorded from the estimator's call, eagerly):
+    every row of task t at exactly its level, so no channel above it runs; one task runs
+    each image at every non-empty level."""
+    config = tiny_config(method="nestednet")
+    config.tasks = ",".join(config.tasks.split(",")[:tasks])
+    estimator, selector = builders.build_models(config)
+    (phase,) = builders.build_phases(config, estimator, selector)
+    levels = methods.task_levels("nestednet", estimator)
+    recorded = []
+    call_tasks = estimator.call_tasks
+
+    def spy(images, structure, **kwargs):
+        recorded.append((structure.numpy(), [x.shape[0] for x in images]))
+        return call_tasks(images, structure, **kwargs)
+
+    monkeypatch.setattr(estimator, "call_tasks", spy)
+    batch = [{"image": tf.random.uniform([4, t.input_size, t.input_size, 3], seed=t.input_size),
+              "label": tf.constant([0, 1, 2, 3])} for t in estimator.tasks]
+    tf.config.run_functions_eagerly(True)
+    try:
+        phase.start(0)
+        phase.step(batch, tf.constant([0, 0], tf.int64), 0, 0)
+    finally:
+        tf.config.run_functions_eagerly(False)
+    ((structure, sizes),) = recorded
+    rows = np.split(structure, np.cumsum(sizes)[:-1])
+    assert sizes == [4 * len(levels[t]) for t in range(tasks)]
+    for t, part in enumerate(rows):
+        expected = np.repeat(levels[t], 4)
+        np.testing.assert_array_equal(part, expected[:, None] * np.ones_like(part))
+    if tasks == 1:
+        assert levels == ((1, 2, 3),)
+
+
+def test_packnet_keeps_earlier_levels_bit_identical(tmp_path):
+    """After PackNet* trained the later tasks, every entry an earlier task uses (weights,
+    batch-norm parameters and statistics) is bit-identical to its value when that task
+    finished; the later task changed some of its own entries."""
+    config = tiny_config(method="packnet", **{"train.stages": 2})
+    estimator, _ = builders.build_models(config)
+    phases = builders.build_phases(config, estimator, None)
+    order = methods.task_order(estimator, "")
+    assert [p.name for p in phases] == [
+        f"packnet_{estimator.tasks[t].name}" for t in order for _ in range(2)]
+    assert [p.decay for p in phases] == [0, 1] * 3
+    levels = methods.task_levels("packnet", estimator)
+    batch = [{"image": tf.random.uniform([4, t.input_size, t.input_size, 3], seed=t.input_size),
+              "label": tf.constant([0, 1, 2, 3])} for t in estimator.tasks]
+    snapshots = []
+    for position in range(len(order)):
+        for phase in phases[2 * position: 2 * position + 2]:
+            phase.start(0)
+            for step in range(2):
+                phase.step(batch, tf.constant([position, step], tf.int64), 0, step)
+        snapshots.append({w.path: w.numpy() for w in estimator.weights})
+        if position:
+            trainable, frozen = methods.packnet_masks(estimator, levels, order, position)
+            previous = snapshots[position - 1]
+            changed = False
+            for weight in estimator.weights:
+                now = snapshots[position][weight.path]
+                np.testing.assert_array_equal(now[frozen[weight.path]],
+                                              previous[weight.path][frozen[weight.path]])
+                changed |= bool((now[trainable[weight.path]]
+                                 != previous[weight.path][trainable[weight.path]]).any())
+            assert changed
+    # Every task's outputs at its level are those it had when it finished training.
+    size = estimator.tasks[order[0]].input_size
+    images = tf.random.uniform([3, size, size, 3], seed=9)
+    z = tf.fill([3, estimator.n_blocks], levels[order[0]][0])
+    final = estimator(images, task=order[0], structure=z).numpy()
+    for weight in estimator.weights:
+        weight.assign(snapshots[0][weight.path])
+    np.testing.assert_array_equal(estimator(images, task=order[0], structure=z).numpy(), final)
+
+
+def test_packnet_run_writes_results(tmp_path):
+    config, results = _run(tmp_path, method="packnet", **{"train.stages": 1})
+    assert results["method"] == "PackNet*" and results["params"]["networks"] == 1
+    assert [e["level"] for e in results["tasks"].values()] == [1, 2, 3]
+    assert results["params"]["used"] < results["params"]["paper"]
+
+
+def test_methods_without_a_selector_refuse_selector_modes():
+    config = tiny_config(method="nestednet")
+    with pytest.raises(ValueError, match="needs the selector"):
+        builders.require_selector(config, "an export")
+    with pytest.raises(ValueError, match="method must be one of"):
+        builders.build_models(tiny_config(method="blockdrop_typo"))
