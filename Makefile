@@ -10,7 +10,7 @@ DATASETS ?= cifar10,cifar100,stl10,tiny_imagenet
 DATA_DIR ?= data/tfds
 MANUAL_DIR ?= data/manual
 
-.PHONY: install test lint summary demo sweep demo-rho ablation-levels ablation-initial m1 m2 m3 c1 data bench clean
+.PHONY: install test lint summary demo sweep demo-rho ablation-levels ablation-initial m1 m2 m3 c1 table2 table3 table4 table5 demo-table data bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,45 @@ m3: $(STAMP)
 
 c1: $(STAMP)
 	$(PY) -m den_tf.main --config=experiments/c1_resnext.py:8 --workdir=$(WORKDIR)/c1_resnext8/$(RUN) $(METHOD_ARGS) $(ARGS)
+
+# The paper's tables: every method of a table in sequence (a run that finished, with its
+# results.json, is skipped; an interrupted one resumes), then the table beside the published
+# numbers (den_tf/report.py, written to report.md). BlockDrop (Table 5) is not implemented yet.
+# $(call train_once,CONFIG,DIR,METHOD[,RHO])
+train_once = test -f $(2)/results.json || $(PY) -m den_tf.main --config=$(1) --workdir=$(2) --config.method=$(3) $(if $(4),--config.rho=$(4)) $(ARGS)
+table2: $(STAMP)
+	for m in baseline nestednet packnet; do $(call train_once,experiments/m1_wrn.py,$(WORKDIR)/m1_wrn/$$m,$$m) || exit 1; done
+	for r in 1 0.1; do $(call train_once,experiments/m1_wrn.py,$(WORKDIR)/m1_wrn/den_rho$$r,den,$$r) || exit 1; done
+	$(PY) -m den_tf.report $(WORKDIR)/m1_wrn
+
+table3: $(STAMP)
+	$(call train_once,experiments/m2.py:224,$(WORKDIR)/m2_224/baseline,baseline)
+	for s in 224 84; do for r in 1 0.1; do $(call train_once,experiments/m2.py:$$s,$(WORKDIR)/m2_$$s/den_rho$$r,den,$$r) || exit 1; done; done
+	$(PY) -m den_tf.report $(WORKDIR)/m2_224 $(WORKDIR)/m2_84
+
+table4: $(STAMP)
+	for m in baseline nestednet packnet; do $(call train_once,experiments/m3.py,$(WORKDIR)/m3/$$m,$$m) || exit 1; done
+	$(call train_once,experiments/m3.py,$(WORKDIR)/m3/den_rho1,den,1)
+	$(PY) -m den_tf.report $(WORKDIR)/m3
+
+# Table 5 on CIFAR-10 (DATASET=cifar100 for its other half).
+DATASET ?= cifar10
+C1_RUNS = $(WORKDIR)/c1_$(DATASET)
+table5: $(STAMP)
+	for c in vgg resnext8 resnext4; do \
+	  config=$$(case $$c in vgg) echo experiments/c1_vgg.py;; resnext8) echo experiments/c1_resnext.py:8;; resnext4) echo experiments/c1_resnext.py:4;; esac); \
+	  for m in baseline nestednet; do $(call train_once,$$config,$(C1_RUNS)/$$c/$$m,$$m) --config.tasks=$(DATASET) || exit 1; done; \
+	  for r in 1 0.1; do $(call train_once,$$config,$(C1_RUNS)/$$c/den_rho$$r,den,$$r) --config.tasks=$(DATASET) || exit 1; done; \
+	done
+	$(PY) -m den_tf.report $(C1_RUNS)
+
+# Table 2's layout on the demo's synthetic tasks (no download): every applicable method with
+# the demo's model and schedule, DEN at rho 0.3 and 0.1 (its random selector is the rand sel
+# column), into runs/demo_table.
+demo-table: $(STAMP)
+	for m in baseline nestednet packnet; do $(call train_once,experiments/demo.py,$(WORKDIR)/demo_table/$$m,$$m) || exit 1; done
+	for r in 0.3 0.1; do $(call train_once,experiments/demo.py,$(WORKDIR)/demo_table/den_rho$$r,den,$$r) || exit 1; done
+	$(PY) -m den_tf.report $(WORKDIR)/demo_table
 
 data: $(STAMP)
 	$(PY) -m den_tf.datasets.prepare --datasets=$(DATASETS) --data_dir=$(DATA_DIR) --manual_dir=$(MANUAL_DIR)

@@ -230,13 +230,17 @@ def _average(tasks: dict, key: str) -> float:
     return float(np.mean([entry[key] for entry in tasks.values()]))
 
 
-def operating_point(report: dict[str, dict]) -> dict:
-    """Accuracy and FLOPs per task and on average: one operating point of the estimator."""
-    tasks = {name: {"accuracy": e["accuracy"], "flops": e["flops"]} for name, e in report.items()}
-    return {
-        "tasks": tasks,
-        "average": {"accuracy": _average(tasks, "accuracy"), "flops": _average(tasks, "flops")},
-    }
+def operating_point(report: dict[str, dict], estimator: Estimator | None = None) -> dict:
+    """Accuracy and FLOPs per task and on average: one operating point of the estimator; with
+    the estimator, also the parameters an instance runs (``params_used``)."""
+    keys = ("accuracy", "flops") + (("params_used",) if estimator is not None else ())
+    tasks = {}
+    for t, (name, e) in enumerate(report.items()):
+        tasks[name] = {"accuracy": e["accuracy"], "flops": e["flops"]}
+        if estimator is not None:
+            tasks[name]["params_used"] = float(
+                cost.params_used(estimator, e["structures"], t).mean())
+    return {"tasks": tasks, "average": {key: _average(tasks, key) for key in keys}}
 
 
 def oracle(level_reports: dict[int, dict[str, dict]]) -> dict:
@@ -313,7 +317,8 @@ def results(
             )
     marginals = [level_frequencies(e["structures"], estimator.levels) for e in den.values()]
     controls = {
-        mode: operating_point(evaluator.evaluate(test_data, mode, config.seed, marginals))
+        mode: operating_point(evaluator.evaluate(test_data, mode, config.seed, marginals),
+                              estimator)
         for mode in ("uniform", "marginal")
     }
     top = estimator.levels - 1
@@ -329,15 +334,17 @@ def results(
         "params": {**{key: summary["params"][key] for key in ("paper", "total")},
                    "networks": 1, "used": _average(tasks, "params_used")},
         "selector": summary["selector"],
-        "full_structure": operating_point(level_reports[top]),
+        "full_structure": operating_point(level_reports[top], estimator),
         "random_selector": controls,
-        "uniform_levels": {str(level): operating_point(r) for level, r in level_reports.items()},
+        "uniform_levels": {str(level): operating_point(r, estimator)
+                           for level, r in level_reports.items()},
         "oracle": oracle(level_reports),
     }, den
 
 
 def _header(config: ml_collections.ConfigDict, summary: dict, name: str, method: str) -> dict:
     return {"scenario": config.scenario, "method": name, "method_id": method,
+            "rho": config.rho if method == "den" else None,
             "backbone": summary["backbone"], "seed": config.seed}
 
 
@@ -408,7 +415,8 @@ def combine_networks(parts: Sequence[dict]) -> dict:
     networks with their number."""
     tasks = {name: entry for part in parts for name, entry in part["tasks"].items()}
     return {
-        **{key: parts[0][key] for key in ("scenario", "method", "method_id", "backbone", "seed")},
+        **{key: parts[0][key] for key in ("scenario", "method", "method_id", "rho", "backbone",
+                                          "seed")},
         "tasks": tasks,
         "average": _averages(tasks),
         "params": {

@@ -29,6 +29,8 @@ class Selector(MultiTaskNetwork):
         at stride 2).
       trunk_size, stem_channels, stem_kernel, per_task_stems, kernel_initializer: as for the
         estimator.
+      per_task_heads: one logits layer per task, so that the task id reaches the selector
+        even when the tasks share a stem (M2's ten tasks); else one shared layer.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class Selector(MultiTaskNetwork):
         stem_kernel: int = 3,
         per_task_stems: bool = True,
         bn_momentum: float = 0.9,
+        per_task_heads: bool = False,
         **kwargs,
     ):
         tasks = [task_from_config(t) for t in tasks]
@@ -67,8 +70,18 @@ class Selector(MultiTaskNetwork):
         self.blocks = tuple(trunk)  # a tuple, so that checkpoints track the layers
         self.neck_bn = blocks.MaskedBatchNorm(momentum=bn_momentum, name="neck_bn")
         self.neck_bn.build(shape)
-        self.logits = keras.layers.Dense(self.n_blocks * self.levels, name="logits")
-        self.logits.build((None, width))
+        self.per_task_heads = bool(per_task_heads)
+        names = [f"logits_{t.name}" for t in self.tasks] if self.per_task_heads else ["logits"]
+        heads = []
+        for name in names:
+            head = keras.layers.Dense(self.n_blocks * self.levels, name=name)
+            head.build((None, width))
+            heads.append(head)
+        # Checkpoints name the shared layer ``logits`` (as before per-task heads existed).
+        if self.per_task_heads:
+            self.task_logits = tuple(heads)
+        else:
+            self.logits = heads[0]
         self.built = True
 
     def get_config(self):
@@ -78,6 +91,7 @@ class Selector(MultiTaskNetwork):
             "levels": self.levels,
             "widths": list(self.widths),
             "bn_momentum": self.bn_momentum,
+            "per_task_heads": self.per_task_heads,
         }
 
     def call(self, images, task=0, training=False):
@@ -90,7 +104,8 @@ class Selector(MultiTaskNetwork):
         return tf.reduce_mean(tf.nn.relu(self.neck_bn(x, training=training)), axis=[1, 2])
 
     def _head(self, features, task):
-        return tf.reshape(self.logits(features), [-1, self.n_blocks, self.levels])
+        logits = self.output_layers(task)[0](features)
+        return tf.reshape(logits, [-1, self.n_blocks, self.levels])
 
     def output_layers(self, task: int) -> list:
-        return [self.logits]
+        return [self.task_logits[task] if self.per_task_heads else self.logits]

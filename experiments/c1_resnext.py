@@ -27,7 +27,7 @@ def get_config(cardinality: str = "8"):
     config.model.levels = 4 if cardinality == 8 else 3
     config.model.fractions = (0.25, 0.25, 0.5) if cardinality == 8 else (0.5, 0.5)
     config.model.per_task_stems = False
-    config.selector.widths = (64, 128, 256)
+    config.selector.widths = (112, 224, 448)  # 3.54M parameters (paper: 3.6M)
     config.selector.stem_kernel = 3
     config.rho = 0.1
     return config

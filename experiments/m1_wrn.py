@@ -3,7 +3,7 @@
 Model figures (``python -m den_tf.main --config=experiments/m1_wrn.py --mode=summary``):
 WRN-32-4 trunk with per-task 7x7 stems, 15 blocks x 4 levels (groups 1/4, 1/4, 1/2);
 7.352M parameters under the paper's convention (paper: 7.35M), 2.138 GFLOPs per image at the
-full structure (paper: 2.13G); selector 0.31M parameters, 0.09 GFLOPs (paper: 0.37M, 0.11G).
+full structure (paper: 2.13G); selector 0.384M parameters, 0.111 GFLOPs (paper: 0.37M, 0.11G).
 Paper result (Table 2b, DEN rho=1): 75.43 / 58.17 / 87.54 % at 1.13 GFLOPs.
 """
 

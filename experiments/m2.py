@@ -29,4 +29,9 @@ def get_config(size: str = "84"):
     config.separate_networks = False
     # The selector looks at a 4x (84) or 8x (224) downsampled image.
     config.selector.trunk_size = 21 if size == 84 else 28
+    # 0.41M parameters (paper: 0.4M); one logits layer per task gives it the task id (the
+    # ten tasks share one stem).
+    config.selector.widths = (48, 72, 144)
+    config.selector.stem_channels = 32
+    config.selector.per_task_heads = True
     return config

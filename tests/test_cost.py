@@ -1,14 +1,19 @@
 """FLOP and parameter counting: hand-computed values and the paper's figures."""
 
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from den_tf import backbones, cost
+from den_tf import backbones, builders, cost
 from den_tf.blocks import ConvShape
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 from den_tf.tasks import Task, get_tasks
+
+ROOT = pathlib.Path(__file__).parent.parent
 
 CIFAR = [Task("c100", "cifar100", 32, 100)]
 M1 = get_tasks("cifar100,tiny_imagenet,stl10")
@@ -106,6 +111,25 @@ def test_nestednet_levels_cost_seven_twelfths():
     assert np.allclose(trunk[1:] / trunk[-1], [0.25, 0.5, 1.0])
     nested_mean = 2 * (table.fixed_macs[0] + trunk[1:].mean())
     assert abs(nested_mean - 1.24e9) / 1.24e9 < 0.5 / 100
+
+
+@pytest.mark.parametrize("config, params, gflops", [
+    ("m1_wrn.py", 0.37e6, 0.11), ("m1_resnet.py", 1.49e6, 0.15), ("m2.py", 0.4e6, None),
+    ("c1_vgg.py", 3.9e6, None), ("c1_resnext.py", 3.6e6, None),
+])
+def test_selector_presets_have_the_paper_sizes(config, params, gflops):
+    """The paper's selector sizes (Sections 4.2-4.4), each within 10%."""
+    spec = importlib.util.spec_from_file_location("preset", ROOT / "experiments" / config)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    preset = module.get_config()
+    estimator = builders.build_estimator(preset)
+    selector = builders.build_selector(preset, estimator)
+    figures = cost.model_summary(estimator, selector)["selector"]
+    assert abs(figures["params"] / params - 1) < 0.1
+    if gflops:
+        assert abs(figures["flops"] / 1e9 / gflops - 1) < 0.1
+    assert preset.train.stages == 4  # three decays of each learning rate
 
 
 def test_selector_is_small():

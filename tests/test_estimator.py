@@ -145,6 +145,22 @@ def test_selector_gives_one_distribution_per_block():
     assert np.allclose(tf.reduce_sum(tf.nn.softmax(logits[0]), axis=-1), 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("per_task_heads", [False, True])
+def test_selector_task_id_with_a_shared_stem(per_task_heads):
+    """Tasks sharing a stem (M2): the same image gets the same logits under every task id with
+    one logits layer, and task-specific ones with a layer per task; the config round-trips."""
+    tasks = [Task(f"t{k}", "m", 16, 5) for k in range(3)]
+    sel = Selector(tasks, 4, 2, widths=(8,), trunk_size=16, stem_channels=8,
+                   per_task_stems=False, per_task_heads=per_task_heads)
+    images = tf.random.normal((2, 16, 16, 3), seed=3)
+    logits = [sel(images, task=t).numpy() for t in range(3)]
+    assert all(np.array_equal(x, logits[0]) for x in logits) != per_task_heads
+    clone = Selector.from_config(sel.get_config())
+    clone.set_weights(sel.get_weights())
+    np.testing.assert_allclose(clone(images, task=2), logits[2], atol=1e-6)
+    assert len(sel.trainable_weights) == len(clone.trainable_weights)
+
+
 def test_training_step_in_tf_function_does_not_retrace_per_structure():
     est = _estimator()
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)

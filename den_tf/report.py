@@ -1,0 +1,251 @@
+"""Our runs beside the paper's published numbers, in the layout of its Tables 2-5.
+
+    python -m den_tf.report runs/m1_wrn [more directories...] [--output=report.md]
+
+Reads every ``results.json`` under the directories (not those of a separate baseline's own
+networks, whose figures its combined results.json already holds), puts each run in the table
+it belongs to (``published.TABLES``: scenario, backbone and tasks), and writes ``report.md``
+(in the first directory by default): each cell is our number, then the paper's. Several runs
+of one cell (seeds) are averaged and counted. Among our accuracies the best is bold and the
+second best underlined, as the paper marks them; a cell without a run says "missing", never a
+number; methods the paper quoted from other papers are marked as quoted. Runs on data the
+paper did not use (the demo) get a table of the same layout without published numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from absl import app, flags
+
+from den_tf.published import TABLES, Method, Table
+
+flags.DEFINE_string("output", None, "Where to write the report (default: <first dir>/report.md).")
+FLAGS = flags.FLAGS
+
+MISSING = "missing"
+
+
+def find_results(directories: Sequence[str]) -> list[dict]:
+    """Every results.json under ``directories`` (sorted by path), with its ``path``."""
+    runs = []
+    for directory in directories:
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"no such directory: {directory}")
+        for root, dirs, files in os.walk(directory):
+            dirs[:] = sorted(d for d in dirs if d != "networks")
+            if "results.json" in files:
+                path = os.path.join(root, "results.json")
+                with open(path) as f:
+                    runs.append({**json.load(f), "path": path})
+    return sorted(runs, key=lambda r: r["path"])
+
+
+def belongs(table: Table, run: dict) -> bool:
+    return (run["scenario"] == table.scenario and run["backbone"].startswith(table.backbone)
+            and sorted(run["tasks"]) == sorted(table.tasks))
+
+
+def point(method: Method, run: dict) -> dict | None:
+    """The figures of ``run`` in ``method``'s column or row, or None if it is another method:
+    per-task accuracy, average accuracy, FLOPs, multiply-adds, compression, parameters of all
+    networks (with their number) and parameters an instance runs."""
+    if method.quoted or run.get("method_id") != method.method:
+        return None
+    if method.rho is not None and not np.isclose(run.get("rho") or -1.0, method.rho):
+        return None
+    params = run["params"]
+    source = run
+    if method.selector == "random":
+        source = run["random_selector"]["uniform"]
+    elif method.level is not None:
+        if str(method.level) not in run.get("levels", {}):
+            return None
+        source = run["levels"][str(method.level)]
+    average = source["average"]
+    flops_full = run["average"]["flops_full"]
+    return {
+        "tasks": {name: entry["accuracy"] for name, entry in source["tasks"].items()},
+        "accuracy": average["accuracy"],
+        "flops": average["flops"],
+        "macs": average["flops"] / 2,
+        "compression": flops_full / average["flops"],
+        "params": params["paper"],
+        "networks": params["networks"],
+        "params_used": average.get("params_used", params["used"]),
+    }
+
+
+def _mean(points: list[dict], key: str):
+    return float(np.mean([p[key] for p in points]))
+
+
+def _count(value: float) -> str:
+    return f"{value / 1e9:.2f}G" if value >= 1e9 else f"{value / 1e6:.2f}M"
+
+
+def _marked(values: dict[str, float | None]) -> dict[str, str]:
+    """Accuracies formatted, the best bold and the second best underlined (ties share)."""
+    present = sorted({round(v, 2) for v in values.values() if v is not None}, reverse=True)
+    marks = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        text = f"{value:.2f}"
+        if round(value, 2) == present[0]:
+            text = f"**{text}**"
+        elif len(present) > 1 and round(value, 2) == present[1]:
+            text = f"<u>{text}</u>"
+        marks[key] = text
+    return marks
+
+
+def _cell(ours: str | None, paper, count: int) -> str:
+    ours = MISSING if ours is None else ours + (f" (n={count})" if count > 1 else "")
+    if paper is None:
+        return ours
+    return f"{ours} / {paper}"
+
+
+def _points(table: Table, runs: list[dict]) -> dict[str, list[dict]]:
+    mine = [r for r in runs if belongs(table, r)]
+    return {m.label: [p for r in mine if (p := point(m, r)) is not None] for m in table.methods}
+
+
+def _flops_text(table: Table, points: list[dict]) -> str:
+    if table.flops == "ratio":
+        return f"{_mean(points, 'compression'):.1f}x"
+    return _count(_mean(points, "macs" if table.flops == "macs" else "flops"))
+
+
+def _params_text(table: Table, points: list[dict]) -> str:
+    if table.flops == "ratio":  # Table 5: the parameters an instance runs
+        return _count(_mean(points, "params_used"))
+    return f"{_count(_mean(points, 'params'))} [{int(_mean(points, 'networks'))}]"
+
+
+def tasks_layout(table: Table, runs: list[dict], published: bool = True) -> list[str]:
+    """Table 2's layout: a column per method, a row per task, then Average, FLOPs, params."""
+    points = _points(table, runs)
+    methods = table.methods
+    lines = ["| Dataset | " + " | ".join(m.label for m in methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for label, key in table.rows:
+        papers = {m.label: table.values.get(m.label, {}).get(key) if published else None
+                  for m in methods}
+        if key in ("flops", "params"):
+            text = _flops_text if key == "flops" else _params_text
+            ours = {m.label: text(table, points[m.label]) if points[m.label] else None
+                    for m in methods}
+        else:
+            accuracies = {
+                m.label: (_mean(points[m.label], "accuracy") if key == "average" else
+                          float(np.mean([p["tasks"][key] for p in points[m.label]])))
+                if points[m.label] else None
+                for m in methods}
+            ours = _marked(accuracies)
+        lines.append(f"| {label} | " + " | ".join(
+            _cell(ours.get(m.label), papers[m.label], len(points[m.label])) for m in methods)
+            + " |")
+    return lines
+
+
+def methods_layout(table: Table, runs: list[dict]) -> list[str]:
+    """Tables 3-5: a row per method; accuracy (of ``table.accuracy_of``, else the average over
+    tasks), FLOPs (or its compression ratio) and parameters."""
+    points, task = _points(table, runs), table.accuracy_of
+    flops_name = {"flops": "FLOPs", "macs": "FLOPs (multiply-adds)", "ratio": "FLOPs"}
+    lines = [f"| Method | Accuracy (%) | {flops_name[table.flops]} | No. params |",
+             "|---|---|---|---|"]
+    accuracies = {
+        m.label: (float(np.mean([p["tasks"][task] for p in points[m.label]])) if task else
+                  _mean(points[m.label], "accuracy")) if points[m.label] else None
+        for m in table.methods}
+    marked = _marked(accuracies)
+    for m in table.methods:
+        paper = table.values[m.label]
+        found, n = points[m.label], len(points[m.label])
+        label = m.label + (" (quoted by the paper)" if m.quoted else "")
+        if m.quoted:
+            cells = [f"not run / {paper[k] or '-'}" for k in ("accuracy", "flops", "params")]
+        else:
+            cells = [
+                _cell(marked.get(m.label), paper["accuracy"], n),
+                _cell(_flops_text(table, found) if found else None, paper["flops"], n),
+                _cell(_params_text(table, found) if found else None, paper["params"], n),
+            ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def unpublished_table(runs: list[dict]) -> Table:
+    """Table 2's layout for runs of a scenario the paper did not report (the demo): its
+    tasks, the baseline, NestedNet, PackNet*, DEN at every rho found and DEN's random
+    selector (the rand sel control of its lowest-rho run)."""
+    first = runs[0]
+    rhos = sorted({r["rho"] for r in runs if r.get("method_id") == "den"})
+    methods = [Method("Baseline", "baseline"), Method("NestedNet", "nestednet"),
+               Method("PackNet*", "packnet")]
+    methods += [Method(f"DEN (rho={rho:g})", "den", rho) for rho in rhos]
+    if rhos:
+        methods.append(Method("DEN + rand sel", "den", rhos[0], selector="random"))
+    tasks = tuple(first["tasks"])
+    rows = tuple((name, name) for name in tasks) + (
+        ("Average", "average"), ("FLOPs", "flops"), ("No. parameters", "params"))
+    return Table("unpublished", f"{first['scenario']} on {first['backbone']} (not in the paper)",
+                 first["scenario"], first["backbone"], tasks, "tasks", tuple(methods), {}, rows)
+
+
+def report(directories: Sequence[str]) -> str:
+    """The markdown report of every table that some run under ``directories`` belongs to."""
+    runs = find_results(directories)
+    if not runs:
+        raise FileNotFoundError(f"no results.json under {', '.join(directories)}")
+    lines = [
+        "# Our runs beside the paper's published numbers",
+        "",
+        "Each cell: ours / the paper's (Ahn, Kim and Oh, ICCV 2019). Ours: accuracy (%) on the "
+        "whole test split, bold the best and underlined the second best of our numbers; FLOPs "
+        "averaged over tasks (2 per multiply-add; Table 3 in multiply-adds; Table 5 as the "
+        "compression ratio against the full backbone); parameters under the paper's "
+        "convention, of all [n] networks a method needs (Table 5: those an instance runs, on "
+        "average). (n=k): the mean of k runs. \"missing\": no run found.",
+        "",
+        "Runs: " + ", ".join(f"`{r['path']}`" for r in runs),
+    ]
+    placed = set()
+    for table in TABLES:
+        if not any(belongs(table, r) for r in runs):
+            continue
+        placed.update(r["path"] for r in runs if belongs(table, r))
+        lines += ["", f"## {table.title}", ""]
+        if table.layout == "tasks":
+            lines += tasks_layout(table, runs)
+        else:
+            lines += methods_layout(table, runs)
+    rest = [r for r in runs if r["path"] not in placed]
+    for key in sorted({(r["scenario"], r["backbone"], tuple(sorted(r["tasks"]))) for r in rest}):
+        group = [r for r in rest if (r["scenario"], r["backbone"],
+                                     tuple(sorted(r["tasks"]))) == key]
+        table = unpublished_table(group)
+        lines += ["", f"## {table.title}", ""] + tasks_layout(table, group, published=False)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv):
+    directories = argv[1:]
+    if not directories:
+        raise app.UsageError("usage: python -m den_tf.report DIR [DIR...] [--output=PATH]")
+    text = report(directories)
+    output = FLAGS.output or os.path.join(directories[0], "report.md")
+    with open(output, "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,121 @@
+"""den_tf.report against a fixed set of results files: layout, published numbers beside ours,
+bold and underline, missing runs, averaged seeds, unpublished scenarios."""
+
+import json
+
+import pytest
+
+from den_tf import published, report
+
+M1 = ("cifar100", "tiny_imagenet", "stl10")
+
+
+def _results(method, accuracies, rho=None, scenario="M1", backbone="WRN-32-4", flops=1.2e9,
+             networks=1, tasks=M1, levels=None, seed=0):
+    entries = {t: {"accuracy": a, "flops": flops, "flops_full": 2.0e9} for t, a in
+               zip(tasks, accuracies)}
+    average = {"accuracy": sum(accuracies) / len(accuracies), "flops": flops,
+               "flops_full": 2.0e9, "params_used": 3.0e6}
+    results = {"scenario": scenario, "backbone": backbone, "method_id": method, "rho": rho,
+               "seed": seed, "tasks": entries, "average": average,
+               "params": {"paper": 7.35e6 * networks, "total": 7.4e6 * networks,
+                          "networks": networks, "used": 3.0e6}}
+    if method == "den":
+        results["random_selector"] = {"uniform": {
+            "tasks": {t: {"accuracy": 50.0, "flops": 1.0e9} for t in tasks},
+            "average": {"accuracy": 50.0, "flops": 1.0e9, "params_used": 2.0e6}}}
+    if levels:
+        results["levels"] = levels
+    return results
+
+
+def _write(root, name, results):
+    path = root / name
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(results))
+
+
+def test_table_2b_beside_the_paper(tmp_path):
+    _write(tmp_path, "baseline", _results("baseline", [70.0, 50.0, 80.0], flops=2.0e9,
+                                          networks=3))
+    # The separate baseline's own networks are not runs of their own.
+    _write(tmp_path, "baseline/networks/cifar100", _results("baseline", [1.0, 1.0, 1.0]))
+    _write(tmp_path, "den_rho1/seed_0", _results("den", [74.0, 56.0, 86.0], rho=1.0))
+    _write(tmp_path, "den_rho1/seed_1", _results("den", [76.0, 58.0, 88.0], rho=1.0, seed=1))
+    _write(tmp_path, "nestednet", _results("nestednet", [72.0, 57.0, 84.0], flops=1.25e9))
+    text = report.report([str(tmp_path)])
+    assert "## Table 2(b): M1 on WRN-32-4" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| Dataset |"))
+    assert header == ("| Dataset | Baseline | NestedNet | PackNet* | DEN (rho=1) | "
+                      "DEN (rho=0.1) |")
+    row = next(line for line in lines if line.startswith("| CIFAR-100"))
+    # Ours / the paper's; DEN's two seeds averaged (75.0) and the best (bold); NestedNet's
+    # 72.0 second (underlined); PackNet* and DEN (rho=0.1) missing.
+    assert row == ("| CIFAR-100 (32x32) | 70.00 / 75.01 | <u>72.00</u> / 74.09 | missing / "
+                   "73.56 | **75.00** (n=2) / 75.43 | missing / 75.65 |")
+    flops = next(line for line in lines if line.startswith("| FLOPs"))
+    assert flops.startswith("| FLOPs | 2.00G / 2.13G | 1.25G / 1.24G | missing / 1.24G |")
+    params = next(line for line in lines if line.startswith("| No. parameters"))
+    assert "22.05M [3] / 22.0M [3]" in params and "7.35M [1] (n=2) / 7.35M [1]" in params
+    assert "1.00" not in row  # the network's own results are not read
+
+
+def test_methods_layout_table_5_with_levels_rand_sel_and_quoted(tmp_path):
+    tasks = ("cifar10",)
+    levels = {str(level): {"tasks": {"cifar10": {"accuracy": acc}},
+                           "average": {"accuracy": acc, "flops": 2.0e9 / ratio,
+                                       "params_used": params}}
+              for level, acc, ratio, params in ((1, 90.0, 2.0, 5.6e6), (2, 93.0, 1.0, 11.2e6))}
+    backbone = "ResNeXt-29 (4x64d)"
+    _write(tmp_path, "nested", _results("nestednet", [93.0], scenario="C1", backbone=backbone,
+                                        tasks=tasks, levels=levels, flops=2.0e9))
+    _write(tmp_path, "den", _results("den", [94.0], rho=0.1, scenario="C1", backbone=backbone,
+                                     tasks=tasks, flops=1.0e9))
+    text = report.report([str(tmp_path)])
+    assert "## Table 5: network compression, CIFAR10, ResNeXt-29 (4x64d)" in text
+    lines = text.splitlines()
+
+    def row(label):
+        return next(line for line in lines if line.startswith(f"| {label} |"))
+
+    assert row("NestedNet, L") == "| NestedNet, L | 90.00 / 93.59 | 2.0x / 2.0x | 5.60M / 5.6M |"
+    assert row("NestedNet, H") == ("| NestedNet, H | <u>93.00</u> / 94.11 | 1.0x / 1.0x | "
+                                   "11.20M / 11.2M |")
+    assert row("DEN (rho=0.1)") == ("| DEN (rho=0.1) | **94.00** / 94.47 | 2.0x / 1.9x | "
+                                    "3.00M / 5.8M |")
+    assert row("DEN + rand sel") == ("| DEN + rand sel | 50.00 / 87.33 | 2.0x / 2.0x | "
+                                     "2.00M / 5.6M |")
+    assert row("Baseline").startswith("| Baseline | missing / 94.37 |")
+    assert row("Pruning (ResNet-50) (quoted by the paper)") == (
+        "| Pruning (ResNet-50) (quoted by the paper) | not run / 94.15 | not run / - | "
+        "not run / 6.44M |")
+
+
+def test_unpublished_scenario_and_errors(tmp_path):
+    tasks = ("shapes", "textures")
+    demo = dict(scenario="demo", backbone="WRN-32 (widths 16/32/64)", tasks=tasks)
+    _write(tmp_path, "den_rho0.3", _results("den", [90.0, 80.0], rho=0.3, **demo))
+    _write(tmp_path, "den_rho0.1", _results("den", [91.0, 79.0], rho=0.1, **demo))
+    _write(tmp_path, "packnet", _results("packnet", [85.0, 70.0], **demo))
+    text = report.report([str(tmp_path)])
+    assert "## demo on WRN-32 (widths 16/32/64) (not in the paper)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| Dataset |"))
+    assert header == ("| Dataset | Baseline | NestedNet | PackNet* | DEN (rho=0.1) | "
+                      "DEN (rho=0.3) | DEN + rand sel |")
+    row = next(line for line in text.splitlines() if line.startswith("| shapes |"))
+    assert row == "| shapes | missing | missing | 85.00 | **91.00** | <u>90.00</u> | 50.00 |"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        report.report([str(tmp_path / "empty")])
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        report.report([str(tmp_path / "absent")])
+
+
+def test_published_tables_are_complete():
+    for table in published.TABLES:
+        assert set(table.values) == {m.label for m in table.methods}, table.name
+        keys = {key for _, key in table.rows} if table.layout == "tasks" else {
+            "accuracy", "flops", "params"}
+        for values in table.values.values():
+            assert set(values) == keys, table.name
