@@ -38,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
     # The baseline: one network per task trained independently (M1, M3), or one network
     # shared by the tasks with a head per task (M2).
     config.separate_networks = True
+    # BlockDrop: the penalty of a wrong prediction (its reward: 1 - kept^2 when correct) and
+    # the exploration alpha (probabilities pulled toward 1/2).
+    config.blockdrop = ml_collections.ConfigDict(dict(gamma=5.0, alpha=0.8))
 
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "wrn"
@@ -145,11 +148,15 @@ def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
     tasks = get_tasks(config.tasks)
     residual = spec.blocks[0].kind != "plain"
     levels = methods.nested_levels_for(config.method, len(tasks), residual, model.levels)
+    if config.method == "blockdrop":
+        fractions = (1.0,)  # level 0 skips the block, level 1 runs it whole
+    else:
+        fractions = tuple(model.fractions) if levels == model.levels else ()
     return Estimator(
         spec,
         tasks,
         levels=levels,
-        fractions=tuple(model.fractions) if levels == model.levels else (),
+        fractions=fractions,
         trunk_size=model.trunk_size,
         per_task_stems=model.per_task_stems,
         bn_momentum=model.bn_momentum,
@@ -186,15 +193,18 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[Estimator, Selector
 def require_selector(config: ml_collections.ConfigDict, what: str) -> None:
     """Raises ValueError when ``config.method`` has no selector, which ``what`` needs."""
     methods.check_method(config.method)
-    if config.method != "den":
-        raise ValueError(f"{what} needs the selector of method 'den'; method "
+    if config.method in methods.FIXED_STRUCTURE_METHODS:
+        raise ValueError(f"{what} needs a selector (methods 'den', 'blockdrop'); method "
                          f"{config.method!r} has none")
 
 
 def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
-    """What the training steps need, from ``config.rho`` and ``config.train``."""
+    """What the training steps need, from ``config.rho`` and ``config.train``. BlockDrop's
+    definition replaces the selector's settings: its reward and exploration
+    (``config.blockdrop``), one sample per instance, the self-critical (greedy) baseline, no
+    epsilon-greedy, and a first estimator phase on the full network (tau = 1)."""
     train = config.train
-    return steps.StepSettings(
+    settings = dict(
         rho=config.rho,
         task_weights=tuple(train.task_weights),
         weight_decay=train.estimator.weight_decay,
@@ -206,6 +216,16 @@ def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
         jit_compile=config.jit_compile,
         draws="portable" if uses_tpu(config) else None,
     )
+    if config.method == "blockdrop":
+        settings.update(cost="blockdrop", gamma=config.blockdrop.gamma,
+                        squash=config.blockdrop.alpha, samples=1, baseline="greedy", tau=1.0,
+                        initial_distribution="eq8")
+    return steps.StepSettings(**settings)
+
+
+def instance_cost(config: ml_collections.ConfigDict):
+    """The per-instance cost R that validation averages: BlockDrop's for its runs, else DEN's."""
+    return step_settings(config).instance_cost
 
 
 def uses_tpu(config: ml_collections.ConfigDict) -> bool:
@@ -288,6 +308,7 @@ def build_phases(
         return tuple(packnet)
 
     selector_optimizer = _optimizer(config, keras.optimizers.Adam(train.selector.lr), selector)
+    epsilon = 0.0 if config.method == "blockdrop" else train.selector.epsilon
     return (
         phases.EstimatorPhase(
             steps.EstimatorStep(estimator, selector, estimator_optimizer, settings),
@@ -302,7 +323,7 @@ def build_phases(
                 train.selector.initial_steps,
             ),
             plateau(selector, "selector_plateau"),
-            epsilon=train.selector.epsilon,
+            epsilon=epsilon,
             epsilon_decay=train.selector.epsilon_decay,
         ),
     )

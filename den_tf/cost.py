@@ -163,6 +163,36 @@ def sparsity_cost(structure: tf.Tensor, density: np.ndarray, rho: float) -> tf.T
     return rho * tf.square(mean_density(structure, density))
 
 
+COSTS = ("den", "blockdrop")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceCost:
+    """R, the per-instance cost the selector minimises (and validation averages).
+
+    'den': cross-entropy + S(z) (Eqs. 5-6). 'blockdrop': BlockDrop's reward negated: a correct
+    prediction costs kept^2 - 1 and a wrong one ``gamma``, where kept is the fraction of the
+    network the structure runs (mean d_i(l_i), the fraction of blocks kept when each block is
+    skipped or whole).
+    """
+
+    kind: str = "den"
+    rho: float = 1.0
+    gamma: float = 5.0
+
+    def __post_init__(self):
+        if self.kind not in COSTS:
+            raise ValueError(f"cost must be one of {COSTS}, got {self.kind!r}")
+        if self.rho < 0 or self.gamma < 0:
+            raise ValueError(f"rho and gamma must be >= 0, got {self.rho}, {self.gamma}")
+
+    def __call__(self, cross_entropy, correct, structure, density: np.ndarray) -> tf.Tensor:
+        if self.kind == "den":
+            return cross_entropy + sparsity_cost(structure, density, self.rho)
+        kept = mean_density(structure, density)
+        return tf.where(tf.cast(correct, tf.bool), tf.square(kept) - 1.0, self.gamma)
+
+
 COUNTING = (
     "params.paper: conv and fully connected kernels of the stems, the blocks and the hidden FC "
     "layers, plus the task heads only for SimpleConvNet (paper_by_part); params.total: every "

@@ -66,11 +66,13 @@ class Evaluator:
     evaluation.
     """
 
-    def __init__(self, estimator: Estimator, selector: Selector | None, rho: float):
+    def __init__(self, estimator: Estimator, selector: Selector | None, rho: float,
+                 instance_cost: cost.InstanceCost | None = None):
         self.estimator = estimator
         self.selector = selector
         self.costs = cost.cost_table(estimator)
-        self.rho = rho
+        # The objective's per-instance cost R (BlockDrop's for its runs), DEN's by default.
+        self.instance_cost = instance_cost or cost.InstanceCost("den", rho)
         self.compiled: dict[tuple[str, int], tf.types.experimental.GenericFunction] = {}
 
     def _function(self, kind: str, task: int):
@@ -113,7 +115,8 @@ class Evaluator:
         seed: int = 0,
         marginals: Sequence[np.ndarray] | None = None,
     ) -> dict[str, dict]:
-        """Per task: accuracy (%), mean cross-entropy, objective (CE + S(z)), mean FLOPs and
+        """Per task: accuracy (%), mean cross-entropy, objective (the mean cost R: CE + S(z) for
+        DEN), mean FLOPs and
         density of the structures used, the selector's mean level probabilities (n_blocks, h),
         and per instance (``instances``): label, prediction, correct, structure, FLOPs, the
         selector's level probabilities and the data's extra features (``difficulty``).
@@ -166,11 +169,11 @@ class Evaluator:
             instances.update({key: np.concatenate(value) for key, value in extras.items()})
             z, ce, correct = (instances[k] for k in ("structures", "cross_entropy", "correct"))
             instances["flops"] = self.costs.flops(z, t).numpy()
-            sparsity = cost.sparsity_cost(z, self.costs.density, self.rho).numpy()
+            objective = self.instance_cost(ce, correct, z, self.costs.density).numpy()
             report[task.name] = {
                 "accuracy": 100.0 * float(correct.mean(dtype=np.float64)),
                 "cross_entropy": float(ce.mean()),
-                "objective": float(ce.mean() + sparsity.mean()),
+                "objective": float(objective.mean()),
                 "flops": float(instances["flops"].mean()),
                 "flops_full": 2 * self.costs.full_macs(t),
                 "density": float(metrics.density(z, self.costs).numpy().mean()),
@@ -293,11 +296,13 @@ def results(
     estimator: Estimator,
     selector: Selector,
     test_data: Sequence[tf.data.Dataset],
+    instance_cost: cost.InstanceCost | None = None,
 ) -> tuple[dict, dict[str, dict]]:
     """Everything results.json holds (selected structures, controls, uniform levels, the
     oracle, instance-awareness where the data knows difficulty, model figures), and the
-    per-task report of the selected structures (its ``instances`` make predictions.npz)."""
-    evaluator = Evaluator(estimator, selector, config.rho)
+    per-task report of the selected structures (its ``instances`` make predictions.npz), for a
+    method with a selector (DEN, BlockDrop: ``instance_cost`` is its objective's R)."""
+    evaluator = Evaluator(estimator, selector, config.rho, instance_cost)
     summary = cost.model_summary(estimator, selector)
     den = evaluator.evaluate(test_data, "selector", config.seed)
     tasks = {}
@@ -328,7 +333,8 @@ def results(
         for level in range(lowest_useful_level(estimator), estimator.levels)
     }
     return {
-        **_header(config, summary, f"DEN (rho={config.rho:g})", "den"),
+        **_header(config, summary, METHOD_NAMES.get(config.method, f"DEN (rho={config.rho:g})"),
+                  config.method),
         "tasks": tasks,
         "average": _averages(tasks),
         "params": {**{key: summary["params"][key] for key in ("paper", "total")},
@@ -370,7 +376,8 @@ def _averages(tasks: dict) -> dict:
     return average
 
 
-METHOD_NAMES = {"baseline": "Baseline", "nestednet": "NestedNet", "packnet": "PackNet*"}
+METHOD_NAMES = {"baseline": "Baseline", "nestednet": "NestedNet", "packnet": "PackNet*",
+                "blockdrop": "BlockDrop"}
 
 
 def fixed_structure_results(

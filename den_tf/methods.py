@@ -10,6 +10,11 @@
 - ``packnet``: PackNet*, the same levels, tasks trained one after another, lowest first;
   a task trains only the channel groups its level adds: whatever an earlier task runs is
   frozen (its weights, batch-norm parameters and statistics stay bit-identical).
+- ``blockdrop``: BlockDrop (Table 5) in Algorithm 1's machinery: two levels per residual block
+  (skipped or whole), the first estimator phase on the full network (tau = 1), a policy (the
+  selector) trained on BlockDrop's reward with its self-critical baseline and squashed
+  exploration, one sample per instance; later stages fine-tune the network on the policy's
+  samples and the policy again.
 
 The nested levels of a multi-task network are the non-empty ones: for residual blocks level 0
 skips the block, so n tasks need n + 1 levels; plain blocks need n.
@@ -24,7 +29,7 @@ import tensorflow as tf
 
 from den_tf.estimator import Estimator
 
-METHODS = ("den", "baseline", "nestednet", "packnet")
+METHODS = ("den", "baseline", "nestednet", "packnet", "blockdrop")
 # Methods whose structures are fixed per task (no selector).
 FIXED_STRUCTURE_METHODS = ("baseline", "nestednet", "packnet")
 
@@ -36,9 +41,13 @@ def check_method(method: str) -> None:
 
 def nested_levels_for(method: str, n_tasks: int, residual: bool, configured: int) -> int:
     """Levels of the estimator: NestedNet and PackNet* on several tasks have one non-empty
-    level per task (plus the skip level of residual blocks); other methods, and NestedNet on
-    one task, keep ``configured``."""
+    level per task (plus the skip level of residual blocks); BlockDrop two (skip, whole);
+    other methods, and NestedNet on one task, keep ``configured``."""
     check_method(method)
+    if method == "blockdrop":
+        if not residual:
+            raise ValueError("blockdrop skips residual blocks; this backbone has plain ones")
+        return 2
     if method in ("nestednet", "packnet") and n_tasks > 1:
         return n_tasks + int(residual)
     return configured

@@ -109,6 +109,15 @@ def epsilon_greedy(
     return replace_instances(structure, uniform, epsilon, swap_seed, draws)
 
 
+def squash(logits: tf.Tensor, alpha: float) -> tf.Tensor:
+    """BlockDrop's exploration for two levels: probabilities p -> alpha p + (1 - alpha)(1 - p),
+    pulled toward 1/2 (as log-probabilities; alpha = 1 leaves them as they are)."""
+    if logits.shape[-1] != 2:
+        raise ValueError(f"squash is defined for two levels per block, got {logits.shape[-1]}")
+    probabilities = tf.nn.softmax(logits)
+    return tf.math.log(alpha * probabilities + (1.0 - alpha) * probabilities[..., ::-1])
+
+
 def baseline(costs: tf.Tensor, kind: str, greedy_costs: tf.Tensor | None = None) -> tf.Tensor:
     """The baseline b subtracted from each sample's cost R (variance reduction).
 

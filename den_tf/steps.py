@@ -49,6 +49,9 @@ class StepSettings:
         sizes), and the random draws are XLA-portable.
       draws: how random draws are made (``policy.DRAWS``); None: 'tensorflow', or
         'portable' under ``jit_compile``.
+      cost: the selector's per-instance cost R (``cost.COSTS``): DEN's, or BlockDrop's reward.
+      gamma: BlockDrop's penalty for a wrong prediction.
+      squash: BlockDrop's exploration alpha (``policy.squash``); 1: none.
     """
 
     rho: float = 1.0
@@ -61,6 +64,9 @@ class StepSettings:
     execution: str = "sliced"
     jit_compile: bool = False
     draws: str | None = None
+    cost: str = "den"
+    gamma: float = 5.0
+    squash: float = 1.0
 
     def __post_init__(self):
         if self.baseline not in policy.BASELINES:
@@ -81,12 +87,18 @@ class StepSettings:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.baseline == "leave_one_out" and self.samples < 2:
             raise ValueError("baseline 'leave_one_out' needs samples >= 2")
+        if not 0.5 < self.squash <= 1.0:
+            raise ValueError(f"squash must lie in (0.5, 1], got {self.squash}")
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau must lie in [0, 1], got {self.tau}")
         if self.rho < 0 or self.weight_decay < 0:
             raise ValueError(
                 f"rho and weight_decay must be >= 0, got {self.rho} and {self.weight_decay}"
             )
+
+    @property
+    def instance_cost(self) -> cost.InstanceCost:
+        return cost.InstanceCost(self.cost, self.rho, self.gamma)
 
     @property
     def random_draws(self) -> str:
@@ -314,6 +326,7 @@ class FixedStructureStep(EstimatorStep):
 
 class SelectorStep(Step):
     """The policy gradient of Eq. (7) with the estimator frozen (BN in inference mode).
+    (BlockDrop: ``settings.cost`` 'blockdrop' and ``settings.squash``.)
 
     ``step(batch, seed, epsilon)``: |Z| = ``settings.samples`` structures per instance, drawn
     by tiling the batch and explored epsilon-greedily, are scored in one estimator pass; the
@@ -356,11 +369,12 @@ class SelectorStep(Step):
             logits = self.selector.call_tasks(images, training=True)
             # |Z| samples per instance by tiling the batch: sample k of instance i sits at
             # row k * batch + i of its task's block.
-            tiled = [tf.tile(x, [samples, 1, 1]) for x in logits]
+            tiled = [self._explored(tf.tile(x, [samples, 1, 1])) for x in logits]
             with tape.stop_recording():
                 # Drawn for the global batch (tiled the same way), kept for the local one.
                 drawn_from = tiled if distribute.replicas() == 1 else [
-                    tf.tile(distribute.global_rows(x), [samples, 1, 1]) for x in logits]
+                    self._explored(tf.tile(distribute.global_rows(x), [samples, 1, 1]))
+                    for x in logits]
                 structures = [
                     distribute.local_rows(policy.epsilon_greedy(
                         policy.sample_structure(x, seeds[2 * t], self.settings.random_draws),
@@ -400,6 +414,12 @@ class SelectorStep(Step):
             "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
         }
 
+    def _explored(self, logits):
+        """The policy the samples are drawn from and scored under: BlockDrop's squashed one
+        (``settings.squash`` < 1), else the selector's."""
+        squash = self.settings.squash
+        return logits if squash == 1.0 else policy.squash(logits, squash)
+
     def _score(self, images, labels, structures, greedy_structures):
         """Cost R = CE + S(z) of each structure (its task's images tiled to match), from one
         estimator pass in inference mode over every task; greedy structures come last."""
@@ -417,10 +437,10 @@ class SelectorStep(Step):
         )
         scores = []
         for z, out, y in zip(all_structures, logits, tiled_labels):
-            ce = metrics.cross_entropy(y, out)
+            ce, correct = metrics.cross_entropy(y, out), metrics.correct(y, out)
             scores.append({
-                "cost": ce + cost.sparsity_cost(z, self.costs.density, self.settings.rho),
+                "cost": self.settings.instance_cost(ce, correct, z, self.costs.density),
                 "cross_entropy": ce,
-                "correct": metrics.correct(y, out),
+                "correct": correct,
             })
         return scores

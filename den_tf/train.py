@@ -119,7 +119,8 @@ class Trainer:
         self.writer = summaries_lib.Writer(
             os.path.join(self.workdir, "tensorboard"), self.tasks, self.estimator.levels
         )
-        self.evaluator = evaluation.Evaluator(self.estimator, self.selector, config.rho)
+        self.evaluator = evaluation.Evaluator(self.estimator, self.selector, config.rho,
+                                              builders.instance_cost(config))
         self.validation_data = [
             task_dataset(task, "validation", self.loop.eval_batch_size, seed=config.seed,
                          training=False, task_id=t, **builders.data_kwargs(config))
@@ -315,7 +316,8 @@ def evaluate_and_report(
         results, report = evaluation.fixed_structure_results(
             config, estimator, test_data, levels, config.method)
     else:
-        results, report = evaluation.results(config, estimator, selector, test_data)
+        results, report = evaluation.results(config, estimator, selector, test_data,
+                                             builders.instance_cost(config))
     evaluation.write_predictions(os.path.join(workdir, "predictions.npz"), report)
     return write_results(workdir, results)
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from test_train import small_synthetic_data, tiny_config  # noqa: F401 (fixture)
 
-from den_tf import backbones, builders, cost, methods, train
+from den_tf import backbones, builders, cost, methods, policy, train
 from den_tf.estimator import Estimator
 from den_tf.tasks import Task
 
@@ -250,7 +250,49 @@ def test_packnet_run_writes_results(tmp_path):
 
 def test_methods_without_a_selector_refuse_selector_modes():
     config = tiny_config(method="nestednet")
-    with pytest.raises(ValueError, match="needs the selector"):
+    with pytest.raises(ValueError, match="needs a selector"):
         builders.require_selector(config, "an export")
     with pytest.raises(ValueError, match="method must be one of"):
         builders.build_models(tiny_config(method="blockdrop_typo"))
+
+
+def test_blockdrop_cost_and_squash_against_hand_values():
+    """Three blocks, levels 0 (skip) and 1 (whole): kept fractions 1/3 and 1."""
+    density = np.array([[0.0, 1.0]] * 3)
+    structure = tf.constant([[0, 1, 0], [1, 1, 1], [1, 1, 1]])
+    correct = tf.constant([1.0, 1.0, 0.0])
+    ce = tf.constant([0.5, 0.2, 2.0])
+    blockdrop = cost.InstanceCost("blockdrop", rho=1.0, gamma=5.0)
+    np.testing.assert_allclose(blockdrop(ce, correct, structure, density),
+                               [1 / 9 - 1, 0.0, 5.0], atol=1e-6)
+    den = cost.InstanceCost("den", rho=0.5)
+    np.testing.assert_allclose(den(ce, correct, structure, density),
+                               [0.5 + 0.5 / 9, 0.2 + 0.5, 2.0 + 0.5], atol=1e-6)
+    with pytest.raises(ValueError, match="cost must be one of"):
+        cost.InstanceCost("reward")
+    logits = tf.math.log(tf.constant([[[0.9, 0.1], [0.5, 0.5]]]))
+    np.testing.assert_allclose(tf.exp(policy.squash(logits, 0.8)),
+                               [[[0.74, 0.26], [0.5, 0.5]]], atol=1e-6)
+    with pytest.raises(ValueError, match="two levels"):
+        policy.squash(tf.zeros([1, 2, 3]), 0.8)
+
+
+def test_blockdrop_run(tmp_path):
+    """BlockDrop on one task: two levels (skip, whole), its settings replace the selector's,
+    the first phase trains the full network, and results name it."""
+    config = tiny_config(method="blockdrop", tasks="synthetic_shapes", **{"train.stages": 2})
+    settings = builders.step_settings(config)
+    assert (settings.cost, settings.samples, settings.baseline, settings.tau,
+            settings.squash) == ("blockdrop", 1, "greedy", 1.0, 0.8)
+    estimator, selector = builders.build_models(config)
+    assert estimator.levels == 2 and selector is not None
+    assert [b.level_channels[0] for b in estimator.blocks] == [0] * estimator.n_blocks
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert results["method"] == "BlockDrop" and results["method_id"] == "blockdrop"
+    assert set(results["uniform_levels"]) == {"1"}
+    assert 0 < results["average"]["flops"] <= results["average"]["flops_full"]
+    plain = tiny_config(method="blockdrop")
+    plain.model.backbone = "vgg"
+    plain.model.backbone_args = dict(widths=(8, 8), convs_per_stage=(2, 2), hidden_units=(8,))
+    with pytest.raises(ValueError, match="residual blocks"):
+        builders.build_estimator(plain)
