@@ -296,3 +296,37 @@ def test_blockdrop_run(tmp_path):
     plain.model.backbone_args = dict(widths=(8, 8), convs_per_stage=(2, 2), hidden_units=(8,))
     with pytest.raises(ValueError, match="residual blocks"):
         builders.build_estimator(plain)
+
+
+def test_params_used_and_compression_of_resnext_against_hand_counts():
+    """ResNeXt-11 (4x2d): one bottleneck block per stage, internal widths 8/16/32 in 4 cardinal
+    groups, outputs 16; three levels keep none, half or all of the groups. A block at c kept
+    channels runs 1x1 in->c, a grouped 3x3 (each output sees width/4 inputs) and 1x1 c->out."""
+    estimator = _estimator("resnext", levels=3, tasks=TASKS[:1])
+    stem = 3 * 3 * 3 * 8
+    widths, ins, out = (8, 16, 32), (8, 16, 16), 16
+    group_inputs = [w // 4 for w in widths]
+
+    def block_params(level):
+        kept = [(0, w // 2, w)[level] for w in widths]
+        return sum(i * c + 9 * g * c + c * out
+                   for i, c, g in zip(ins, kept, group_inputs))
+
+    for level in range(3):
+        structure = np.full([1, 3], level)
+        assert cost.params_used(estimator, structure, 0)[0] == stem + block_params(level)
+    # Compression of level 1 against the full structure, from hand-counted multiply-adds:
+    # block outputs at 16x16 (stride 1), 8x8 and 4x4; the first 1x1 runs at the input size.
+    sizes_in, sizes_out = (256, 256, 64), (256, 64, 16)
+
+    def block_macs(level):
+        kept = [(0, w // 2, w)[level] for w in widths]
+        return sum(a * i * c + b * (9 * g * c + c * out)
+                   for a, b, i, c, g in zip(sizes_in, sizes_out, ins, kept, group_inputs))
+
+    fixed = 256 * stem + 16 * 5  # stem at 16x16, head 16 -> 5
+    table = cost.cost_table(estimator)
+    for level in range(3):
+        assert table.macs(tf.fill([1, 3], level), 0).numpy()[0] == fixed + block_macs(level)
+    assert table.full_macs(0) / float(table.macs(tf.fill([1, 3], 1), 0)[0]) == pytest.approx(
+        (fixed + block_macs(2)) / (fixed + block_macs(1)))
