@@ -129,6 +129,10 @@ class Phase:
     def max_steps(self, stage: int) -> int:
         return self.schedule.max_steps(stage)
 
+    def tasks_trained(self, n_tasks: int) -> int:
+        """How many of the ``n_tasks`` batches a step trains on (for images/s)."""
+        return n_tasks
+
     def step(self, batch, seed: tf.Tensor, stage: int, step: int) -> dict[str, tf.Tensor]:
         """Runs one training step (``step`` counts from 0 within the phase)."""
         raise NotImplementedError
@@ -209,6 +213,9 @@ class FixedStructurePhase(Phase):
 
     def step(self, batch, seed, stage, step):
         return self._step(batch, seed)
+
+    def tasks_trained(self, n_tasks):
+        return n_tasks if self._step.trained is None else len(self._step.trained)
 
     def validate(self, evaluator, datasets, seed, stage):
         return evaluation.evaluate_levels(evaluator, datasets, self._step.task_levels, seed,

@@ -224,8 +224,8 @@ class EstimatorStep(Step):
     def _descend(self, images, labels, structure, tasks=None, training: bool = True):
         """Gradients of the weighted cross-entropy (+ L2 on kernels) of ``tasks`` (ids of the
         image batches; None: all tasks, in one trunk pass) under ``structure`` (their rows in
-        order), with batch norm on batch statistics
-        (``training``) or on its moving ones; the step's loss and metrics."""
+        order), batch norm on batch statistics (``training``) or on its moving ones; the
+        step's loss and metrics."""
         variables = self.variables
         with tf.GradientTape() as tape:
             if tasks is None:

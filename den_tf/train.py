@@ -9,10 +9,13 @@ structures) or at its step budget; the weights of its best evaluation are kept a
 learning rate decays x0.1 for the next stage. The test split is evaluated once, at the end.
 
 The phases are objects (``phases.py``, built by ``builders.build_phases``); the loop here runs
-any of them the same way. Everything that decides what comes next (stage, phase, step, the
-models, the optimizers, the plateaus with their best weights, the random generator and the
-input iterator) is in the checkpoint, written every ``checkpoint_every`` global steps and at
-every phase end, so rerunning the same command resumes where the run stopped.
+any of them the same way, so the compared methods (``methods.py``: the baseline, NestedNet,
+PackNet*, BlockDrop) train in this loop too, with their own phases.
+
+Everything that decides what comes next (stage, phase, step, the models, the optimizers, the
+plateaus with their best weights, the random generator and the input iterator) is in the
+checkpoint, written every ``checkpoint_every`` global steps and at every phase end, so
+rerunning the same command resumes where the run stopped.
 
 Under a distribution strategy (``config.strategy``) the models, optimizers and plateaus are
 mirrored, every replica reads its own input pipeline (``distribute_datasets_from_function``)
@@ -217,7 +220,7 @@ class Trainer:
         keeps the weights of its best validation."""
         phase.start(stage)
         max_steps = phase.max_steps(stage)
-        images_per_step = self.loop.batch_size * len(self.tasks)
+        images_per_step = self.loop.batch_size * phase.tasks_trained(len(self.tasks))
         means: dict[str, keras.metrics.Mean] = {}
         last_time, last_step = time.time(), int(self.state["step"])
         while int(self.state["step"]) < max_steps:
@@ -265,8 +268,9 @@ class Trainer:
         phase.plateau.restore_best()
 
     def _validate(self, phase: Phase, stage: int, global_step: int) -> bool:
-        """Mean over tasks of cross-entropy + S(z) on the validation split, under the
-        structures the phase aims at; returns True once the phase has converged."""
+        """Mean over the phase's report (tasks, or tasks and levels) of the objective (the mean
+        cost R: cross-entropy + S(z) for DEN) on the validation split, under the structures
+        the phase aims at; returns True once the phase has converged."""
         report = phase.validate(self.evaluator, self.validation_data, self.config.seed, stage)
         objective = float(np.mean([r["objective"] for r in report.values()]))
         self.writer.evaluation(phase.name, report, global_step)
