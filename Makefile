@@ -94,13 +94,16 @@ c1: $(STAMP)
 # numbers (den_tf/report.py, written to report.md).
 # $(call train_once,CONFIG,DIR,METHOD[,RHO])
 train_once = test -f $(2)/results.json || $(PY) -m den_tf.main --config=$(1) --workdir=$(2) --config.method=$(3) $(if $(4),--config.rho=$(4)) $(ARGS)
+# Table 2: (b) WRN-32-4, then (a) ResNet-42.
 table2: $(STAMP)
-	for m in baseline nestednet packnet; do $(call train_once,experiments/m1_wrn.py,$(WORKDIR)/m1_wrn/$$m,$$m) || exit 1; done
-	for r in 1 0.1; do $(call train_once,experiments/m1_wrn.py,$(WORKDIR)/m1_wrn/den_rho$$r,den,$$r) || exit 1; done
-	$(PY) -m den_tf.report $(WORKDIR)/m1_wrn
+	for b in m1_wrn m1_resnet; do \
+	  for m in baseline nestednet packnet; do $(call train_once,experiments/$$b.py,$(WORKDIR)/$$b/$$m,$$m) || exit 1; done; \
+	  for r in 1 0.1; do $(call train_once,experiments/$$b.py,$(WORKDIR)/$$b/den_rho$$r,den,$$r) || exit 1; done; \
+	done
+	$(PY) -m den_tf.report $(WORKDIR)/m1_wrn $(WORKDIR)/m1_resnet
 
 table3: $(STAMP)
-	$(call train_once,experiments/m2.py:224,$(WORKDIR)/m2_224/baseline,baseline)
+	$(call train_once,experiments/m2.py:84,$(WORKDIR)/m2_84/baseline,baseline)
 	for s in 224 84; do for r in 1 0.1; do $(call train_once,experiments/m2.py:$$s,$(WORKDIR)/m2_$$s/den_rho$$r,den,$$r) || exit 1; done; done
 	$(PY) -m den_tf.report $(WORKDIR)/m2_224 $(WORKDIR)/m2_84
 
@@ -117,7 +120,8 @@ table5: $(STAMP)
 	  config=$$(case $$c in vgg) echo experiments/c1_vgg.py;; resnext8) echo experiments/c1_resnext.py:8;; resnext4) echo experiments/c1_resnext.py:4;; esac); \
 	  methods="baseline nestednet $$(test $$c = vgg || echo blockdrop)"; \
 	  for m in $$methods; do $(call train_once,$$config,$(C1_RUNS)/$$c/$$m,$$m) --config.tasks=$(DATASET) || exit 1; done; \
-	  for r in 1 0.1; do $(call train_once,$$config,$(C1_RUNS)/$$c/den_rho$$r,den,$$r) --config.tasks=$(DATASET) || exit 1; done; \
+	  rhos="0.1 $$(test $$c = vgg || echo 1)"; \
+	  for r in $$rhos; do $(call train_once,$$config,$(C1_RUNS)/$$c/den_rho$$r,den,$$r) --config.tasks=$(DATASET) || exit 1; done; \
 	done
 	$(PY) -m den_tf.report $(C1_RUNS)
 

@@ -319,6 +319,9 @@ def plot_neighbours(predictions, task_objects, data_dir, path: str, k: int = EXA
 def analyze(workdir: str, config=None) -> str:
     """Writes the figures and analysis.md into ``workdir/analysis``; returns the page's path."""
     predictions = load_predictions(workdir)
+    if "probabilities" not in predictions:
+        raise ValueError(f"{workdir} is a run of a method without a selector: its structures "
+                         "are fixed per task, and the figures of the selector do not apply")
     results_json = os.path.join(workdir, "results.json")
     if "task_flops_full" not in predictions and os.path.exists(results_json):
         with open(results_json) as f:  # files written before predictions recorded it

@@ -138,12 +138,18 @@ class MaskedBatchNorm(keras.layers.Layer):
     strategy the moments are those of the global batch (sums and counts all-reduced): one
     replica's slice is a poor sample of the instances that use a channel. An input with fewer
     channels than the layer (the sliced path) uses the first statistics and parameters.
+
+    ``frozen`` (None, or a (C,) bool tensor; PackNet*, set by its step before the step traces)
+    marks channels whose statistics belong to an earlier task: in training they normalise with
+    their moving statistics, which stay as they are, while the other channels use and update
+    batch statistics.
     """
 
     def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, **kwargs):
         super().__init__(**kwargs)
         self.momentum = momentum
         self.epsilon = epsilon
+        self.frozen = None
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -180,7 +186,12 @@ class MaskedBatchNorm(keras.layers.Layer):
                     f"got {channels}"
                 )
             mean, variance, count = masked_moments(x, active)
-            self._update_moving(mean, variance, count > 0)
+            used = count > 0
+            if self.frozen is not None:
+                mean = tf.where(self.frozen, self.moving_mean, mean)
+                variance = tf.where(self.frozen, self.moving_variance, variance)
+                used = tf.logical_and(used, tf.logical_not(self.frozen))
+            self._update_moving(mean, variance, used)
         else:
             mean = leading(self.moving_mean, channels, 0)
             variance = leading(self.moving_variance, channels, 0)
@@ -358,6 +369,9 @@ class NestedBlock(keras.layers.Layer):
             weights = layer.weights if isinstance(layer, MaskedBatchNorm) else [layer]
             parts += [(w, axis, channels) for w in weights]
         return parts
+
+    def batch_norms(self) -> list[MaskedBatchNorm]:
+        return [layer for layer, _ in self._nested_axes() if isinstance(layer, MaskedBatchNorm)]
 
     def _nested_axes(self) -> list[tuple]:
         """Each weight (or batch norm) of the block with the axis its levels nest along (None:

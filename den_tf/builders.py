@@ -298,10 +298,9 @@ def build_phases(
         packnet = []
         for position, task in enumerate(order):
             trainable, frozen = methods.packnet_masks(estimator, levels, order, position)
-            # The first task trains batch norm as usual; later ones keep its statistics.
             step = steps.FixedStructureStep(
                 *step_args, task_levels=levels, trained=(task,), trainable=trainable,
-                frozen=frozen, batch_statistics=position == 0)
+                frozen=frozen)
             name = f"packnet_{estimator.tasks[task].name}"
             packnet += [phases.PackNetPhase(step, estimator_schedule, shared_plateau, name, d)
                         for d in range(train.stages)]

@@ -208,6 +208,11 @@ class Estimator(MultiTaskNetwork):
         )
         return tf.cond(one, shared, partitioned)
 
+    def batch_norms(self) -> list[blocks.MaskedBatchNorm]:
+        """Every batch norm of the network (the blocks' and the neck's)."""
+        norms = [bn for block in self.blocks for bn in block.batch_norms()]
+        return norms + ([self.neck_bn] if self.backbone.neck == "gap" else [])
+
     def _head(self, features, task):
         return self.heads[task](features)
 

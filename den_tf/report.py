@@ -41,6 +41,9 @@ def find_results(directories: Sequence[str]) -> list[dict]:
                 path = os.path.join(root, "results.json")
                 with open(path) as f:
                     runs.append({**json.load(f), "path": path})
+                if "method_id" not in runs[-1]:  # written before methods were recorded: DEN
+                    with open(os.path.join(root, "config.json")) as f:
+                        runs[-1].update(method_id="den", rho=json.load(f)["rho"])
     return sorted(runs, key=lambda r: r["path"])
 
 
@@ -49,10 +52,11 @@ def belongs(table: Table, run: dict) -> bool:
             and sorted(run["tasks"]) == sorted(table.tasks))
 
 
-def point(method: Method, run: dict) -> dict | None:
+def point(method: Method, run: dict, task: str = "") -> dict | None:
     """The figures of ``run`` in ``method``'s column or row, or None if it is another method:
     per-task accuracy, average accuracy, FLOPs, multiply-adds, compression, parameters of all
-    networks (with their number) and parameters an instance runs."""
+    networks (with their number) and parameters an instance runs; FLOPs and parameters run
+    are the average over tasks, or ``task``'s (Table 4 reports each task on its own)."""
     if method.quoted or run.get("method_id") != method.method:
         return None
     if method.rho is not None and not np.isclose(run.get("rho") or -1.0, method.rho):
@@ -65,8 +69,8 @@ def point(method: Method, run: dict) -> dict | None:
         if str(method.level) not in run.get("levels", {}):
             return None
         source = run["levels"][str(method.level)]
-    average = source["average"]
-    flops_full = run["average"]["flops_full"]
+    average = source["tasks"][task] if task else source["average"]
+    flops_full = (run["tasks"][task] if task else run["average"])["flops_full"]
     return {
         "tasks": {name: entry["accuracy"] for name, entry in source["tasks"].items()},
         "accuracy": average["accuracy"],
@@ -75,7 +79,7 @@ def point(method: Method, run: dict) -> dict | None:
         "compression": flops_full / average["flops"],
         "params": params["paper"],
         "networks": params["networks"],
-        "params_used": average.get("params_used", params["used"]),
+        "params_used": average["params_used"],
     }
 
 
@@ -107,12 +111,13 @@ def _cell(ours: str | None, paper, count: int) -> str:
     ours = MISSING if ours is None else ours + (f" (n={count})" if count > 1 else "")
     if paper is None:
         return ours
-    return f"{ours} / {paper}"
+    return f"{ours} / {paper:.2f}" if isinstance(paper, float) else f"{ours} / {paper}"
 
 
 def _points(table: Table, runs: list[dict]) -> dict[str, list[dict]]:
     mine = [r for r in runs if belongs(table, r)]
-    return {m.label: [p for r in mine if (p := point(m, r)) is not None] for m in table.methods}
+    return {m.label: [p for r in mine if (p := point(m, r, table.accuracy_of)) is not None]
+            for m in table.methods}
 
 
 def _flops_text(table: Table, points: list[dict]) -> str:
@@ -170,7 +175,8 @@ def methods_layout(table: Table, runs: list[dict]) -> list[str]:
         found, n = points[m.label], len(points[m.label])
         label = m.label + (" (quoted by the paper)" if m.quoted else "")
         if m.quoted:
-            cells = [f"not run / {paper[k] or '-'}" for k in ("accuracy", "flops", "params")]
+            cells = [_cell("not run", paper[k] or "-", 1)
+                     for k in ("accuracy", "flops", "params")]
         else:
             cells = [
                 _cell(marked.get(m.label), paper["accuracy"], n),

@@ -221,19 +221,18 @@ class EstimatorStep(Step):
         structure = self._structures(images, source, seed)
         return self._descend(images, labels, structure)
 
-    def _descend(self, images, labels, structure, tasks=None, training: bool = True):
+    def _descend(self, images, labels, structure, tasks=None):
         """Gradients of the weighted cross-entropy (+ L2 on kernels) of ``tasks`` (ids of the
         image batches; None: all tasks, in one trunk pass) under ``structure`` (their rows in
-        order), batch norm on batch statistics (``training``) or on its moving ones; the
-        step's loss and metrics."""
+        order); the step's loss and metrics."""
         variables = self.variables
         with tf.GradientTape() as tape:
             if tasks is None:
                 tasks = range(len(images))
-                logits = self.estimator.call_tasks(images, structure, training=training)
+                logits = self.estimator.call_tasks(images, structure, training=True)
             else:
                 parts = tf.split(structure, [tf.shape(x)[0] for x in images])
-                logits = [self.estimator.call_task(x, t, z, training=training)
+                logits = [self.estimator.call_task(x, t, z, training=True)
                           for t, x, z in zip(tasks, images, parts)]
             losses = [metrics.cross_entropy(y, out) for y, out in zip(labels, logits)]
             loss = tf.add_n([self.task_weights[t] * tf.reduce_mean(x)
@@ -262,22 +261,24 @@ class FixedStructureStep(EstimatorStep):
     packnet_masks``): gradients outside ``trainable`` are zeroed, so neither the update nor
     the L2 decay reaches them, and after every update the ``frozen`` entries are put back to
     their values at ``freeze()`` (bit-identical, whatever the optimizer's momentum holds);
-    ``batch_statistics=False`` runs batch norm on its moving statistics, which then stay as
-    the earlier tasks left them.
+    batch norm normalises the frozen channels with the statistics the earlier tasks left
+    (``MaskedBatchNorm.frozen``) and the others with batch statistics.
     """
 
     def __init__(self, *args, task_levels, trained=None, trainable=None, frozen=None,
-                 batch_statistics: bool = True, **kwargs):
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if len(task_levels) != len(self.estimator.tasks) or not all(task_levels):
             raise ValueError(f"task_levels needs levels for each of the "
                              f"{len(self.estimator.tasks)} tasks, got {task_levels}")
         self.task_levels = tuple(tuple(int(level) for level in t) for t in task_levels)
         self.trained = None if trained is None else tuple(trained)
-        self.batch_statistics = batch_statistics
         self._gradient_masks = None if trainable is None else methods.mask_tensors(
             self.variables, trainable, dtype="float32")
         self._frozen = []
+        self._frozen_channels = [
+            (bn, None if frozen is None else tf.constant(frozen[bn.moving_mean.path]))
+            for bn in self.estimator.batch_norms()]
         if frozen is not None:
             for weight in self.estimator.weights:
                 if frozen[weight.path].any():
@@ -289,10 +290,13 @@ class FixedStructureStep(EstimatorStep):
         return self._step(batch, seed, "fixed")
 
     def freeze(self) -> None:
-        """Records the current values of the frozen entries (call when the phase starts; a
-        resumed phase finds them unchanged)."""
+        """Records the current values of the frozen entries and marks the frozen channels of
+        every batch norm (call when the phase starts, before its first step; a resumed phase
+        finds the entries unchanged)."""
         for weight, _, saved in self._frozen:
             saved.assign(weight)
+        for bn, channels in self._frozen_channels:
+            bn.frozen = channels
 
     def _replica_step(self, batch, seed, source: str):
         images, labels = _images_and_labels(batch)
@@ -300,8 +304,7 @@ class FixedStructureStep(EstimatorStep):
         images, labels, structures = zip(*[self._at_levels(t, images[t], labels[t])
                                            for t in tasks])
         grads, loss, means = self._descend(
-            list(images), list(labels), tf.concat(structures, axis=0),
-            tasks=self.trained, training=self.batch_statistics)
+            list(images), list(labels), tf.concat(structures, axis=0), tasks=self.trained)
         # Weights of tasks that did not run (PackNet*) have no gradient: a zero one keeps them.
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.variables)]
         if self._gradient_masks is not None:

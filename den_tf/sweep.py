@@ -48,7 +48,10 @@ DEN = "DEN"
 
 
 def methods(results: dict) -> dict[str, dict]:
-    """Every operating point of one run, by name: {'average': ..., 'tasks': ...}."""
+    """Every operating point of one run, by name: {'average': ..., 'tasks': ...}; a method
+    without a selector (den_tf/methods.py) has only its own, under its name."""
+    if "random_selector" not in results:
+        return {results["method"]: {"tasks": results["tasks"], "average": results["average"]}}
     points = {
         DEN: {"tasks": results["tasks"], "average": results["average"]},
         "full structure": results["full_structure"],
@@ -91,7 +94,7 @@ def aggregate(runs: list[dict]) -> dict:
                 for t in tasks
             },
         }
-        if name != DEN:
+        if name != DEN and DEN in per_method[0]:
             den = [m[DEN]["average"]["accuracy"] for m in per_method]
             entry["den_minus_this"] = stats.paired_difference(den, accuracy)
         report["methods"][name] = entry

@@ -376,8 +376,13 @@ def train_and_evaluate(
             for single in _single_task_configs(config)])
     trainer = Trainer(config, workdir, step_hooks)
     _write_config(config, trainer.workdir)
+    start = time.time()
     trainer.run()
-    return evaluate_and_report(config, trainer.workdir, trainer.estimator, trainer.selector)
+    trained = time.time()
+    results = evaluate_and_report(config, trainer.workdir, trainer.estimator, trainer.selector)
+    logging.info("%s (%s): training took %.0f s in this process, the test evaluation %.0f s",
+                 results["method"], trainer.workdir, trained - start, time.time() - trained)
+    return results
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -391,13 +396,13 @@ def _separate_networks(config: ml_collections.ConfigDict) -> bool:
 
 
 def _single_task_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
-    """The config of each task's own network (its task weight, if any, kept)."""
-    weights = tuple(config.train.task_weights)
+    """The config of each task's own network (task weights, which would only rescale a single
+    task's loss against the weight decay, dropped)."""
     singles = []
-    for t, task in enumerate(config.tasks.split(",")):
+    for task in config.tasks.split(","):
         single = config.copy_and_resolve_references()
         single.tasks = task
-        single.train.task_weights = (weights[t],) if weights else ()
+        single.train.task_weights = ()
         singles.append(single)
     return singles
 

@@ -6,7 +6,12 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_train import small_synthetic_data, tiny_config  # noqa: F401 (fixture)
+from test_train import (  # noqa: F401 (fixture)
+    Interrupted,
+    interrupt_after,
+    small_synthetic_data,
+    tiny_config,
+)
 
 from den_tf import backbones, builders, cost, methods, policy, train
 from den_tf.estimator import Estimator
@@ -231,6 +236,11 @@ def test_packnet_keeps_earlier_levels_bit_identical(tmp_path):
                 changed |= bool((now[trainable[weight.path]]
                                  != previous[weight.path][trainable[weight.path]]).any())
             assert changed
+            # The channels this task adds estimate their batch-norm statistics (they start
+            # at mean 0); the earlier tasks' stay as they were.
+            moving = estimator.blocks[0].bn_mid.moving_mean.path
+            new = trainable[moving]
+            assert new.any() and (snapshots[position][moving][new] != 0).all()
     # Every task's outputs at its level are those it had when it finished training.
     size = estimator.tasks[order[0]].input_size
     images = tf.random.uniform([3, size, size, 3], seed=9)
@@ -241,11 +251,38 @@ def test_packnet_keeps_earlier_levels_bit_identical(tmp_path):
     np.testing.assert_array_equal(estimator(images, task=order[0], structure=z).numpy(), final)
 
 
-def test_packnet_run_writes_results(tmp_path):
-    config, results = _run(tmp_path, method="packnet", **{"train.stages": 1})
+def test_packnet_run_interrupted_and_resumed_keeps_frozen_entries(tmp_path):
+    """A PackNet* run through the trainer (plateaus restoring their best weights, checkpoints)
+    stopped in the second task and resumed: at every step of a task, every entry an earlier
+    task uses is bit-identical to its value at the task's first step; the results name the
+    method and its levels, and an instance runs more weights at a higher level."""
+    config = tiny_config(method="packnet", **{"train.stages": 1})
+    estimator, _ = builders.build_models(config)
+    levels = methods.task_levels("packnet", estimator)
+    order = methods.task_order(estimator, "")
+    frozen = [methods.packnet_masks(estimator, levels, order, p)[1] for p in range(3)]
+    first = {}
+    checked = []
+
+    def check(trainer):
+        position = int(trainer.state["phase"])  # one stage: the phase index is the task's
+        weights = {w.path: w.numpy() for w in trainer.estimator.weights}
+        assert set(weights) == set(frozen[position])
+        if position not in first:
+            first[position] = weights
+            return
+        for path, mask in frozen[position].items():
+            np.testing.assert_array_equal(weights[path][mask], first[position][path][mask])
+        checked.append(position)
+
+    with pytest.raises(Interrupted):
+        train.train_and_evaluate(config, str(tmp_path), [check, interrupt_after(10)])
+    results = train.train_and_evaluate(config, str(tmp_path), [check])
+    assert {1, 2} <= set(checked)
     assert results["method"] == "PackNet*" and results["params"]["networks"] == 1
-    assert [e["level"] for e in results["tasks"].values()] == [1, 2, 3]
-    assert results["params"]["used"] < results["params"]["paper"]
+    entries = list(results["tasks"].values())
+    assert [e["level"] for e in entries] == [1, 2, 3]
+    assert entries[0]["params_used"] < entries[1]["params_used"] < entries[2]["params_used"]
 
 
 def test_methods_without_a_selector_refuse_selector_modes():

@@ -119,3 +119,37 @@ def test_published_tables_are_complete():
             "accuracy", "flops", "params"}
         for values in table.values.values():
             assert set(values) == keys, table.name
+
+
+def test_table_4_reports_each_task_on_its_own(tmp_path):
+    """Table 4: coarse and fine as two tables, each with that task's accuracy and FLOPs."""
+    m3 = dict(scenario="M3", tasks=("cifar100_coarse", "cifar100"))
+    nested = _results("nestednet", [84.0, 75.0], **m3)
+    nested["tasks"]["cifar100_coarse"].update(flops=1.0e9, params_used=3.7e6)
+    nested["tasks"]["cifar100"].update(flops=2.0e9, params_used=7.35e6)
+    _write(tmp_path, "nestednet", nested)
+    text = report.report([str(tmp_path)])
+    coarse, fine = text.split("## Table 4(a)")[1].split("## Table 4(b)")
+    row = next(line for line in coarse.splitlines() if line.startswith("| NestedNet |"))
+    assert row == "| NestedNet | **84.00** / 84.55 | 1.00G / 1.46G | 7.35M [1] / 7.35M |"
+    row = next(line for line in fine.splitlines() if line.startswith("| NestedNet |"))
+    assert row == "| NestedNet | **75.00** / 75.84 | 2.00G / 2.91G | 7.35M [1] / 7.35M |"
+    assert "| DEN (rho=1) | missing / 84.87 |" in coarse
+
+
+def test_table_3_baseline_and_quoted_methods_at_84_pixels(tmp_path):
+    """Table 3's baseline and quoted rows are the 84x84 network's: an 84-pixel baseline run
+    lands beside them, in multiply-adds; DEN at 224 goes to its own table."""
+    tasks84 = tuple(f"mini_imagenet84_task{k}" for k in range(10))
+    tasks224 = tuple(f"mini_imagenet224_task{k}" for k in range(10))
+    m2 = dict(scenario="M2", backbone="SimpleConvNet")
+    _write(tmp_path, "84/baseline", _results("baseline", [50.0] * 10, tasks=tasks84,
+                                             flops=54.9e6, **m2))
+    _write(tmp_path, "224/den", _results("den", [63.0] * 10, rho=1.0, tasks=tasks224, **m2))
+    text = report.report([str(tmp_path)])
+    small, large = text.split("## Table 3: M2 on Mini-ImageNet at 84x84")[1].split(
+        "## Table 3: M2 on Mini-ImageNet at 224x224")
+    assert "| Baseline | **50.00** / 51.03 | 27.45M / 27.4M |" in small
+    assert "| Routing (quoted by the paper) | not run / 58.97 |" in small
+    assert "| DEN (rho=1) | **63.00** / 63.20 |" in large
+    assert "Baseline" not in large
