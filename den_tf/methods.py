@@ -138,7 +138,7 @@ def packnet_masks(
     return trainable, frozen
 
 
-def mask_tensors(variables: Sequence[tf.Variable], masks: dict[str, np.ndarray], dtype=None):
-    """The masks of ``variables``, in their order, as constant tensors (``dtype`` or bool)."""
-    return [tf.constant(masks[v.path] if dtype is None else masks[v.path].astype(dtype))
-            for v in variables]
+def gradient_masks(variables: Sequence[tf.Variable], masks: dict[str, np.ndarray]):
+    """The masks of ``variables``, in their order, as float32 constants to multiply their
+    gradients by."""
+    return [tf.constant(masks[v.path].astype(np.float32)) for v in variables]

@@ -273,8 +273,8 @@ class FixedStructureStep(EstimatorStep):
                              f"{len(self.estimator.tasks)} tasks, got {task_levels}")
         self.task_levels = tuple(tuple(int(level) for level in t) for t in task_levels)
         self.trained = None if trained is None else tuple(trained)
-        self._gradient_masks = None if trainable is None else methods.mask_tensors(
-            self.variables, trainable, dtype="float32")
+        self._gradient_masks = None if trainable is None else methods.gradient_masks(
+            self.variables, trainable)
         self._frozen = []
         self._frozen_channels = [
             (bn, None if frozen is None else tf.constant(frozen[bn.moving_mean.path]))
@@ -308,7 +308,7 @@ class FixedStructureStep(EstimatorStep):
         # Weights of tasks that did not run (PackNet*) have no gradient: a zero one keeps them.
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.variables)]
         if self._gradient_masks is not None:
-            grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self._gradient_masks)]
+            grads = [g * m for g, m in zip(grads, self._gradient_masks)]
         return grads, loss, means
 
     def _at_levels(self, task: int, images, labels):
