@@ -58,12 +58,13 @@ def _structures(mode, estimator, images, seed, marginals):
 class Evaluator:
     """Runs the estimator over datasets under one kind of structures (``MODES``).
 
-    Two compiled functions per task, shared by every mode: the selector's level logits (none
-    without a selector: the fixed-structure methods), and the estimator on the sliced path
-    under given structures. A mode only decides the
-    structures (eagerly, a few integers per image), so each function is traced once, with the
-    batch dimension left open (a last partial batch does not retrace), and reused at every
-    evaluation.
+    Compiled functions shared by every mode: per task the selector's level logits (none
+    without a selector: the fixed-structure methods), the estimator's stem, and its head with
+    the per-instance scores; one estimator trunk on the sliced path under given structures per
+    trunk input shape (one for all tasks when they have stems: the sliced blocks are most of
+    the tracing and graph-optimising time). A mode only decides the structures (eagerly, a
+    few integers per image), so each function is traced once, with the batch dimension left
+    open (a last partial batch does not retrace), and reused at every evaluation.
     """
 
     def __init__(self, estimator: Estimator, selector: Selector | None, rho: float,
@@ -73,40 +74,48 @@ class Evaluator:
         self.costs = cost.cost_table(estimator)
         # The objective's per-instance cost R (BlockDrop's for its runs), DEN's by default.
         self.instance_cost = instance_cost or cost.InstanceCost("den", rho)
-        self.compiled: dict[tuple[str, int], tf.types.experimental.GenericFunction] = {}
+        self.compiled: dict[tuple, tf.types.experimental.GenericFunction] = {}
 
-    def _function(self, kind: str, task: int):
-        """The compiled selector (``kind`` 'select') or estimator ('score') of a task."""
-        if (kind, task) not in self.compiled:
-            size = self.estimator.tasks[task].input_size
-            images = tf.TensorSpec([None, size, size, 3], tf.float32)
-            if kind == "select":
-                function = tf.function(
-                    lambda x: self.selector(x, task=task, training=False),
-                    input_signature=[images],
-                )
-            else:
-                function = tf.function(
-                    self._score_fn(task),
-                    input_signature=[images, tf.TensorSpec([None], tf.int32),
-                                     tf.TensorSpec([None, self.estimator.n_blocks], tf.int32)],
-                )
-            self.compiled[(kind, task)] = function
-        return self.compiled[(kind, task)]
+    def _compiled(self, key: tuple, build: Callable[[], tf.types.experimental.GenericFunction]):
+        if key not in self.compiled:
+            self.compiled[key] = build()
+        return self.compiled[key]
 
-    def _score_fn(self, task: int):
+    def _select(self, task: int):
+        """The compiled selector of a task: level logits of its images."""
+        return self._compiled(("select", task), lambda: tf.function(
+            lambda x: self.selector(x, task=task, training=False),
+            input_signature=[self._images_spec(task)]))
+
+    def _score(self, task: int):
+        """Scores of a task's images under given structures: its compiled stem, the shared
+        compiled trunk and its compiled head, each called from Python."""
         estimator = self.estimator
+        stem = self._compiled(("stem", task), lambda: tf.function(
+            lambda x: estimator.stem(x, task), input_signature=[self._images_spec(task)]))
+        spec = stem.get_concrete_function().structured_outputs
+        trunk = self._compiled(("trunk", *spec.shape[1:]), lambda: tf.function(
+            lambda x, z: estimator._trunk(x, z, training=False, execution="sliced"),
+            input_signature=[tf.TensorSpec([None, *spec.shape[1:]], spec.dtype),
+                             tf.TensorSpec([None, estimator.n_blocks], tf.int32)]))
 
-        def score(images, labels, structures):
-            outputs = estimator(images, task=task, structure=structures, training=False,
-                                execution="sliced")
+        def scores(features, labels):
+            outputs = estimator._output(features, task)
             return {
                 "cross_entropy": metrics.cross_entropy(labels, outputs),
                 "correct": metrics.correct(labels, outputs),
                 "predictions": tf.argmax(outputs, -1, output_type=tf.int32),
             }
 
-        return score
+        features = trunk.get_concrete_function().structured_outputs
+        head = self._compiled(("head", task), lambda: tf.function(
+            scores, input_signature=[tf.TensorSpec(features.shape, features.dtype),
+                                     tf.TensorSpec([None], tf.int32)]))
+        return lambda images, labels, structures: head(trunk(stem(images), structures), labels)
+
+    def _images_spec(self, task: int) -> tf.TensorSpec:
+        size = self.estimator.tasks[task].input_size
+        return tf.TensorSpec([None, size, size, 3], tf.float32)
 
     def evaluate(
         self,
@@ -147,8 +156,8 @@ class Evaluator:
         report = {}
         for t in range(len(self.estimator.tasks)) if tasks is None else tasks:
             task, dataset = self.estimator.tasks[t], datasets[t]
-            score = self._function("score", t)
-            select = self._function("select", t) if self.selector is not None else None
+            score = self._score(t)
+            select = self._select(t) if self.selector is not None else None
             outputs, extras = collections.defaultdict(list), collections.defaultdict(list)
             for b, batch in enumerate(dataset):
                 logits = None if select is None else select(batch["image"])
@@ -293,16 +302,16 @@ def lowest_useful_level(estimator: Estimator) -> int:
 
 def results(
     config: ml_collections.ConfigDict,
-    estimator: Estimator,
-    selector: Selector,
+    evaluator: Evaluator,
     test_data: Sequence[tf.data.Dataset],
-    instance_cost: cost.InstanceCost | None = None,
 ) -> tuple[dict, dict[str, dict]]:
     """Everything results.json holds (selected structures, controls, uniform levels, the
     oracle, instance-awareness where the data knows difficulty, model figures), and the
     per-task report of the selected structures (its ``instances`` make predictions.npz), for a
-    method with a selector (DEN, BlockDrop: ``instance_cost`` is its objective's R)."""
-    evaluator = Evaluator(estimator, selector, config.rho, instance_cost)
+    method with a selector (DEN, BlockDrop: the evaluator's ``instance_cost`` is its
+    objective's R). The evaluator's compiled functions (a trainer's, traced for validation)
+    are reused."""
+    estimator, selector = evaluator.estimator, evaluator.selector
     summary = cost.model_summary(estimator, selector)
     den = evaluator.evaluate(test_data, "selector", config.seed)
     tasks = {}
@@ -382,7 +391,7 @@ METHOD_NAMES = {"baseline": "Baseline", "nestednet": "NestedNet", "packnet": "Pa
 
 def fixed_structure_results(
     config: ml_collections.ConfigDict,
-    estimator: Estimator,
+    evaluator: Evaluator,
     test_data: Sequence[tf.data.Dataset],
     task_levels: Sequence[Sequence[int]],
     method: str,
@@ -391,8 +400,8 @@ def fixed_structure_results(
     task with several levels (NestedNet on one task) is reported at its highest under
     ``tasks`` and at every level under ``levels`` (Table 5's rows L, M, H). Also the
     per-task report of the ``tasks`` entries (for predictions.npz)."""
+    estimator = evaluator.estimator
     summary = cost.model_summary(estimator, None)
-    evaluator = Evaluator(estimator, None, config.rho)
     report = evaluate_levels(evaluator, test_data, task_levels, config.seed)
     tasks, per_level, top_report = {}, collections.defaultdict(dict), {}
     for t, (task, levels) in enumerate(zip(estimator.tasks, task_levels)):

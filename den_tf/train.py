@@ -42,9 +42,7 @@ from absl import logging
 from den_tf import budget, builders, distribute, evaluation, methods
 from den_tf import summaries as summaries_lib
 from den_tf.datasets import multitask_dataset, task_dataset
-from den_tf.estimator import Estimator
 from den_tf.phases import Phase
-from den_tf.selector import Selector
 
 
 class NonFiniteLossError(RuntimeError):
@@ -299,6 +297,12 @@ def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str):
     return estimator, selector
 
 
+def evaluator_for(config: ml_collections.ConfigDict, workdir: str) -> evaluation.Evaluator:
+    """An evaluator of the latest checkpoint's models, scoring with the run's cost R."""
+    estimator, selector = restore_for_evaluation(config, workdir)
+    return evaluation.Evaluator(estimator, selector, config.rho, builders.instance_cost(config))
+
+
 def test_datasets(config: ml_collections.ConfigDict, tasks) -> list[tf.data.Dataset]:
     """The test split of every task, in evaluation batches, in a fixed order."""
     return [
@@ -309,19 +313,18 @@ def test_datasets(config: ml_collections.ConfigDict, tasks) -> list[tf.data.Data
 
 
 def evaluate_and_report(
-    config: ml_collections.ConfigDict, workdir: str, estimator: Estimator,
-    selector: Selector | None,
+    config: ml_collections.ConfigDict, workdir: str, evaluator: evaluation.Evaluator
 ) -> dict:
     """Evaluates on the test split once and writes results.json, results.md and the
     per-instance record predictions.npz."""
+    estimator = evaluator.estimator
     test_data = test_datasets(config, estimator.tasks)
-    if selector is None:
+    if evaluator.selector is None:
         levels = methods.task_levels(config.method, estimator, config.task_order)
         results, report = evaluation.fixed_structure_results(
-            config, estimator, test_data, levels, config.method)
+            config, evaluator, test_data, levels, config.method)
     else:
-        results, report = evaluation.results(config, estimator, selector, test_data,
-                                             builders.instance_cost(config))
+        results, report = evaluation.results(config, evaluator, test_data)
     evaluation.write_predictions(os.path.join(workdir, "predictions.npz"), report)
     return write_results(workdir, results)
 
@@ -333,8 +336,7 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return _combine(config, workdir, [
             evaluate_run(single, os.path.join(workdir, "networks", single.tasks))
             for single in _single_task_configs(config)])
-    estimator, selector = restore_for_evaluation(config, workdir)
-    return evaluate_and_report(config, workdir, estimator, selector)
+    return evaluate_and_report(config, workdir, evaluator_for(config, workdir))
 
 
 def write_results(workdir: str, results: dict) -> dict:
@@ -350,10 +352,9 @@ def measure_budgets(config: ml_collections.ConfigDict, workdir: str, points: int
     """Test accuracy of the latest checkpoint under ``points`` FLOPs budgets for the three
     choosers of ``budget.accuracy_against_budget``; written to ``workdir/budget.json``."""
     builders.require_selector(config, "a budget")
-    estimator, selector = restore_for_evaluation(config, workdir)
-    evaluator = evaluation.Evaluator(estimator, selector, config.rho)
+    evaluator = evaluator_for(config, workdir)
     curve = budget.accuracy_against_budget(
-        evaluator, test_datasets(config, estimator.tasks), points, seed=config.seed)
+        evaluator, test_datasets(config, evaluator.estimator.tasks), points, seed=config.seed)
     with open(os.path.join(workdir, "budget.json"), "w") as f:
         json.dump(curve, f, indent=1)
     return curve
@@ -379,7 +380,7 @@ def train_and_evaluate(
     start = time.time()
     trainer.run()
     trained = time.time()
-    results = evaluate_and_report(config, trainer.workdir, trainer.estimator, trainer.selector)
+    results = evaluate_and_report(config, trainer.workdir, trainer.evaluator)
     logging.info("%s (%s): training took %.0f s in this process, the test evaluation %.0f s",
                  results["method"], trainer.workdir, trained - start, time.time() - trained)
     return results

@@ -52,20 +52,20 @@ def class_names(dataset: str) -> tuple[str, ...]:
 
 def _shape_mask(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Shape ``kind`` in coordinates (u, v) scaled so the shape spans about [-1, 1]."""
-    radius = np.hypot(u, v)
     masks = (
-        radius < 0.9,  # disk
-        np.maximum(abs(u), abs(v)) < 0.75,  # square
-        (v > -0.7) & (v < 0.7) & (abs(u) < (v + 0.7) * 0.6),  # triangle
-        (radius > 0.55) & (radius < 0.95),  # ring
-        ((abs(u) < 0.25) & (abs(v) < 0.9)) | ((abs(v) < 0.25) & (abs(u) < 0.9)),  # plus
-        ((abs(u - v) < 0.3) | (abs(u + v) < 0.3)) & (np.maximum(abs(u), abs(v)) < 0.85),  # X
-        (abs(v) < 0.3) & (abs(u) < 0.95),  # horizontal bar
-        (abs(u) < 0.3) & (abs(v) < 0.95),  # vertical bar
-        abs(u) + abs(v) < 0.95,  # diamond
-        (np.hypot(u - 0.5, v) < 0.4) | (np.hypot(u + 0.5, v) < 0.4),  # two dots
+        lambda: np.hypot(u, v) < 0.9,  # disk
+        lambda: np.maximum(abs(u), abs(v)) < 0.75,  # square
+        lambda: (v > -0.7) & (v < 0.7) & (abs(u) < (v + 0.7) * 0.6),  # triangle
+        lambda: (np.hypot(u, v) > 0.55) & (np.hypot(u, v) < 0.95),  # ring
+        lambda: ((abs(u) < 0.25) & (abs(v) < 0.9)) | ((abs(v) < 0.25) & (abs(u) < 0.9)),  # plus
+        lambda: ((abs(u - v) < 0.3) | (abs(u + v) < 0.3))
+        & (np.maximum(abs(u), abs(v)) < 0.85),  # X
+        lambda: (abs(v) < 0.3) & (abs(u) < 0.95),  # horizontal bar
+        lambda: (abs(u) < 0.3) & (abs(v) < 0.95),  # vertical bar
+        lambda: abs(u) + abs(v) < 0.95,  # diamond
+        lambda: (np.hypot(u - 0.5, v) < 0.4) | (np.hypot(u + 0.5, v) < 0.4),  # two dots
     )
-    return masks[kind]
+    return masks[kind]()  # only the one asked for is computed
 
 
 def _stripes(coordinate: np.ndarray, period: float) -> np.ndarray:
