@@ -9,6 +9,7 @@ the per-block level frequencies of the learned selector (the same expected FLOPs
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Callable, Sequence
 
 import ml_collections
@@ -279,6 +280,87 @@ def oracle(level_reports: dict[int, dict[str, dict]]) -> dict:
     }
 
 
+def sorted_allocation(correct: np.ndarray, level_flops: np.ndarray, key: np.ndarray,
+                      budget: float, steps: int = 50) -> dict | None:
+    """The most accurate way to give uniform levels to instances in the order of ``key``
+    (lowest key: cheapest level; levels never decrease along the order), within a mean-FLOPs
+    ``budget``; cut points on a grid of ``steps`` + 1 positions. ``correct``: (levels, n)
+    whether each instance is right at each uniform level; ``level_flops``: (levels,), each
+    level's FLOPs, increasing. Returns accuracy (%), FLOPs, the share of instances at each
+    level, and ``random_accuracy``: the expected accuracy of the same shares given at random;
+    None when even the cheapest level exceeds the budget."""
+    correct = np.asarray(correct, bool)
+    level_flops = np.asarray(level_flops, np.float64)
+    levels, n = correct.shape
+    if level_flops.shape != (levels,) or np.any(np.diff(level_flops) < 0):
+        raise ValueError(f"level_flops: expected {levels} increasing values, got {level_flops}")
+    ordered = correct[:, np.argsort(key, kind="stable")]
+    hits = np.concatenate([np.zeros((levels, 1)), np.cumsum(ordered, axis=1)], axis=1)
+    cuts = np.unique(np.linspace(0, n, steps + 1).round().astype(int))
+    inner = np.array(list(itertools.combinations_with_replacement(cuts, levels - 1)), int)
+    bounds = np.concatenate([np.zeros((len(inner), 1), int), inner.reshape(len(inner), -1),
+                             np.full((len(inner), 1), n)], axis=1)
+    counts = np.diff(bounds, axis=1)
+    flops = counts @ level_flops / n
+    right = sum(hits[level, bounds[:, level + 1]] - hits[level, bounds[:, level]]
+                for level in range(levels))
+    feasible = flops <= budget * (1 + 1e-9)
+    if not feasible.any():
+        return None
+    # The most correct instances, then the fewest FLOPs.
+    best = np.lexsort((flops, -right, ~feasible))[0]
+    shares = counts[best] / n
+    return {
+        "accuracy": 100.0 * float(right[best]) / n,
+        "flops": float(flops[best]),
+        "shares": shares.round(4).tolist(),
+        "random_accuracy": 100.0 * float(shares @ correct.mean(axis=1)),
+    }
+
+
+def difficulty_allocation(level_reports: dict[int, dict[str, dict]],
+                          budgets: dict[str, float]) -> dict | None:
+    """Per task, ``sorted_allocation`` of the uniform levels by the instances' known
+    difficulty within ``budgets[task]`` (the selector's FLOPs): what a chooser that knew each
+    test image's difficulty could reach with uniform structures (its cut points fitted on the
+    test split itself, so an optimistic bound), and the same level shares given at random.
+    None without a known difficulty."""
+    levels = sorted(level_reports)
+    first = level_reports[levels[0]]
+    if any("difficulty" not in entry["instances"] for entry in first.values()):
+        return None
+    tasks = {}
+    for name, entry in first.items():
+        instances = [level_reports[level][name]["instances"] for level in levels]
+        allocation = sorted_allocation(
+            np.stack([i["correct"] > 0 for i in instances]),
+            np.array([i["flops"].mean() for i in instances]),
+            entry["instances"]["difficulty"], budgets[name])
+        if allocation is None:
+            return None
+        tasks[name] = allocation
+    return {
+        "rule": "uniform levels by known difficulty (easiest cheapest), within the selector's "
+                "FLOPs per task; cut points fitted on the test split",
+        "levels": levels,
+        "tasks": tasks,
+        "average": {key: _average(tasks, key) for key in ("accuracy", "flops", "random_accuracy")},
+    }
+
+
+def difficulty_points(allocation: dict) -> dict[str, dict]:
+    """``difficulty_allocation`` as two operating points: by known difficulty, and the same
+    shares of levels at random."""
+    def point(key):
+        tasks = {name: {"accuracy": entry[key], "flops": entry["flops"]}
+                 for name, entry in allocation["tasks"].items()}
+        return {"tasks": tasks, "average": {"accuracy": allocation["average"][key],
+                                            "flops": allocation["average"]["flops"]}}
+
+    return {"Uniform levels by known difficulty": point("accuracy"),
+            "Same level shares at random": point("random_accuracy")}
+
+
 def instance_awareness(instances: dict[str, np.ndarray], flops_full: float) -> dict:
     """How the chosen structures follow the known difficulty of the instances: the rank
     correlation of difficulty and FLOPs, and per difficulty quintile (easiest first) the mean
@@ -341,6 +423,8 @@ def results(
                                   config.seed)
         for level in range(lowest_useful_level(estimator), estimator.levels)
     }
+    allocation = difficulty_allocation(level_reports,
+                                       {name: entry["flops"] for name, entry in den.items()})
     return {
         **_header(config, summary, METHOD_NAMES.get(config.method, f"DEN (rho={config.rho:g})"),
                   config.method),
@@ -354,6 +438,7 @@ def results(
         "uniform_levels": {str(level): operating_point(r, estimator)
                            for level, r in level_reports.items()},
         "oracle": oracle(level_reports),
+        **({} if allocation is None else {"difficulty_allocation": allocation}),
     }, den
 
 
@@ -550,12 +635,19 @@ def results_markdown(results: dict) -> str:
         "",
         "Accuracy % @ FLOPs as a fraction of the full structure's. Uniform level l: every block "
         "at level l. Oracle: each instance at the cheapest uniform level that classifies it "
-        "correctly (it knows the label): the headroom that choosing per instance could reach.",
+        "correctly (it knows the label): the headroom that choosing per instance could reach."
+        + (" By known difficulty: uniform levels given by the data's difficulty (easiest "
+           "cheapest) within the selector's FLOPs, cut points fitted on the test split; at "
+           "random: the same shares of levels given to random instances."
+           if "difficulty_allocation" in results else ""),
         "",
     ]
     points = [(f"Uniform level {level}", point)
               for level, point in results["uniform_levels"].items()]
-    points += [("Oracle over uniform levels", results["oracle"]), (results["method"], den)]
+    points.append(("Oracle over uniform levels", results["oracle"]))
+    if "difficulty_allocation" in results:
+        points += list(difficulty_points(results["difficulty_allocation"]).items())
+    points.append((results["method"], den))
     lines.append("| Dataset | " + " | ".join(name for name, _ in points) + " |")
     lines.append("|---|" + "---|" * len(points))
     for task, entry in results["tasks"].items():

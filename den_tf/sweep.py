@@ -28,7 +28,7 @@ import shutil
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from den_tf import progress, stats, train
+from den_tf import evaluation, progress, stats, train
 
 FLAGS = flags.FLAGS
 
@@ -61,6 +61,9 @@ def methods(results: dict) -> dict[str, dict]:
     for level, point in results["uniform_levels"].items():
         points[f"uniform level {level}"] = point
     points["oracle over uniform levels"] = results["oracle"]
+    if "difficulty_allocation" in results:
+        points.update({name.lower(): point for name, point in
+                       evaluation.difficulty_points(results["difficulty_allocation"]).items()})
     return points
 
 

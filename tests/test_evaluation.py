@@ -1,5 +1,7 @@
-"""Evaluation pieces on hand-made inputs: the oracle, instance-awareness, the predictions
-file, mode names, and one trace per mode and task."""
+"""Evaluation pieces on hand-made inputs: the oracle, the allocation by known difficulty,
+instance-awareness, the predictions file, mode names, and one trace per mode and task."""
+
+import itertools
 
 import numpy as np
 import pytest
@@ -24,6 +26,58 @@ def test_oracle_takes_the_cheapest_correct_level():
     point = evaluation.oracle(reports)
     assert point["tasks"]["t"] == {"accuracy": 75.0, "flops": (10 + 20 + 40 + 10) / 4}
     assert point["levels"] == [1, 2, 3]
+
+
+def test_sorted_allocation_by_hand():
+    # Instances by difficulty 0.1, 0.4, 0.7, 0.9 (given shuffled); level 0 (10 FLOPs) right on
+    # the two easiest, level 1 (30) on all but the hardest.
+    key = np.array([0.7, 0.1, 0.9, 0.4])
+    correct = np.array([[0, 1, 0, 1], [1, 1, 0, 1]])
+    # Budget 20: at least two instances at level 0; the two easiest there, the others at
+    # level 1 get 3 of 4 right at exactly 20 FLOPs.
+    best = evaluation.sorted_allocation(correct, [10, 30], key, budget=20, steps=4)
+    assert best == {"accuracy": 75.0, "flops": 20.0, "shares": [0.5, 0.5],
+                    "random_accuracy": 0.5 * 50.0 + 0.5 * 75.0}
+    # A larger budget buys nothing more: of the allocations with 3 right, the cheapest.
+    assert evaluation.sorted_allocation(correct, [10, 30], key, budget=30, steps=4)["flops"] \
+        == 20.0
+    assert evaluation.sorted_allocation(correct, [10, 30], key, budget=9, steps=4) is None
+    with pytest.raises(ValueError, match="increasing"):
+        evaluation.sorted_allocation(correct, [30, 10], key, budget=20)
+
+
+def test_sorted_allocation_is_the_best_monotone_allocation():
+    rng = np.random.RandomState(0)
+    for _ in range(20):
+        n, levels = 7, 3
+        correct = rng.rand(levels, n) < np.array([[0.4], [0.6], [0.8]])
+        flops = np.sort(rng.uniform(1, 10, levels))
+        key = rng.rand(n)
+        budget = rng.uniform(flops[0], flops[-1])
+        best = 0
+        for assignment in itertools.product(range(levels), repeat=n):
+            a = np.array(assignment)
+            ordered = a[np.argsort(key)]
+            if np.all(np.diff(ordered) >= 0) and flops[a].mean() <= budget:
+                best = max(best, correct[a, np.arange(n)].sum())
+        found = evaluation.sorted_allocation(correct, flops, key, budget, steps=n)
+        assert found["accuracy"] == pytest.approx(100.0 * best / n)
+        assert found["flops"] <= budget
+
+
+def test_difficulty_allocation_from_level_reports():
+    reports = {
+        1: _report([0, 1, 0, 1], [10] * 4, difficulty=[0.7, 0.1, 0.9, 0.4]),
+        2: _report([1, 1, 0, 1], [30] * 4, difficulty=[0.7, 0.1, 0.9, 0.4]),
+    }
+    allocation = evaluation.difficulty_allocation(reports, {"t": 20.0})
+    assert allocation["tasks"]["t"]["accuracy"] == 75.0
+    assert allocation["average"] == {"accuracy": 75.0, "flops": 20.0, "random_accuracy": 62.5}
+    points = evaluation.difficulty_points(allocation)
+    assert points["Same level shares at random"]["tasks"]["t"] == {"accuracy": 62.5,
+                                                                    "flops": 20.0}
+    no_difficulty = {level: _report([1] * 4, [10] * 4) for level in (1, 2)}
+    assert evaluation.difficulty_allocation(no_difficulty, {"t": 20.0}) is None
 
 
 def test_instance_awareness_by_hand():

@@ -66,6 +66,19 @@ def test_aggregate_by_hand():
     assert aware["quintile_flops_spread"]["mean"] == pytest.approx(0.3)
 
 
+def test_allocation_by_difficulty_joins_the_methods():
+    run = {**RUNS[0], "difficulty_allocation": {
+        "tasks": {name: {"accuracy": 90.0, "flops": 48.0, "random_accuracy": 88.0}
+                  for name in ("a", "b")},
+        "average": {"accuracy": 90.0, "flops": 48.0, "random_accuracy": 88.0}}}
+    points = sweep.methods(run)
+    assert points["uniform levels by known difficulty"]["average"] == {"accuracy": 90.0,
+                                                                      "flops": 48.0}
+    assert points["same level shares at random"]["tasks"]["b"] == {"accuracy": 88.0,
+                                                                   "flops": 48.0}
+    assert "uniform levels by known difficulty" not in sweep.methods(RUNS[0])
+
+
 def test_report_files(tmp_path):
     for run in RUNS:
         (tmp_path / f"seed_{run['seed']}").mkdir()
