@@ -10,6 +10,10 @@ Writes ``DIR/analysis/`` with PNGs and ``analysis.md`` that shows them:
   with test images that chose them (paper Fig. 7; needs the config, to read the images);
 - ``awareness.png``: FLOPs fraction and accuracy by difficulty quintile (data that knows
   difficulty, like the demo's);
+- ``difficulty_allocation.png`` (and a table on the page): at budgets from the cheapest uniform
+  level to the full structure, the accuracy of uniform levels given by the known difficulty
+  against the same level shares at random, with the selector's point: how much choosing by
+  difficulty can buy on this estimator;
 - ``fig3_neighbours.png``: for a query image of each task, the images of every task whose
   selector distributions are nearest in l2 distance (paper Fig. 3; needs the config; the paper
   runs it with every task at 32x32: ``experiments/m1_wrn_32px.py``).
@@ -71,7 +75,8 @@ def by_task(predictions: dict[str, np.ndarray]) -> dict[str, dict]:
     tasks = {}
     for t, name in enumerate(predictions["task_names"]):
         mask = predictions["task"] == t
-        entry = {k: v[mask] for k, v in predictions.items() if not k.startswith("task_")}
+        entry = {k: v[mask] for k, v in predictions.items()
+                 if not k.startswith("task_") and k != "uniform_levels"}
         full = predictions.get("task_flops_full", np.full(t + 1, np.nan))[t]
         entry["flops_full"] = float(entry["flops"].max() if np.isnan(full) else full)
         tasks[str(name)] = entry
@@ -141,6 +146,53 @@ def plot_awareness(tasks: dict, path: str) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def difficulty_allocation_curve(tasks: dict, points: int = 10) -> list[dict] | None:
+    """At ``points`` budgets (a fraction of each task's full FLOPs, from the cheapest uniform
+    level to the full structure): average accuracy and FLOPs fraction of uniform levels given
+    by the known difficulty, and of the same level shares given at random
+    (``evaluation.sorted_allocation``). None without each instance's results at the uniform
+    levels (``uniform_correct`` in predictions.npz) or without a known difficulty."""
+    from den_tf import evaluation
+
+    if any("uniform_correct" not in e or np.isnan(e["difficulty"]).any()
+           for e in tasks.values()):
+        return None
+    cheapest = max(e["uniform_flops"][:, 0].mean() / e["flops_full"] for e in tasks.values())
+    curve = []
+    for budget in np.linspace(cheapest, 1.0, points):
+        chosen = [evaluation.sorted_allocation(
+            e["uniform_correct"].T, e["uniform_flops"].mean(0), e["difficulty"],
+            budget * e["flops_full"]) for e in tasks.values()]
+        curve.append({
+            "budget": float(budget),
+            "flops_fraction": float(np.mean([c["flops"] / e["flops_full"]
+                                             for c, e in zip(chosen, tasks.values())])),
+            "by_difficulty": float(np.mean([c["accuracy"] for c in chosen])),
+            "at_random": float(np.mean([c["random_accuracy"] for c in chosen])),
+        })
+    return curve
+
+
+def plot_difficulty_allocation(tasks: dict, curve: list[dict], path: str) -> None:
+    """The curve of ``difficulty_allocation_curve`` with the selector's own point."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    x = [p["flops_fraction"] for p in curve]
+    ax.plot(x, [p["by_difficulty"] for p in curve], "o-",
+            label="uniform levels by known difficulty (fitted on the test split)")
+    ax.plot(x, [p["at_random"] for p in curve], "s--", label="the same level shares at random")
+    ax.plot(np.mean([e["flops"].mean() / e["flops_full"] for e in tasks.values()]),
+            np.mean([100 * e["correct"].mean() for e in tasks.values()]), "r*", markersize=14,
+            label="the selector's structures")
+    ax.set_xlabel("FLOPs / full structure")
+    ax.set_ylabel("average accuracy %")
+    ax.set_title("What knowing the difficulty buys with uniform structures", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def draw_structure(ax, structure, levels: int) -> None:
@@ -339,6 +391,22 @@ def analyze(workdir: str, config=None) -> str:
     plot_level_probabilities(tasks, os.path.join(out, figures[1][1]))
     if plot_awareness(tasks, os.path.join(out, "awareness.png")):
         figures.append(("FLOPs and accuracy by difficulty quintile", "awareness.png"))
+    curve = difficulty_allocation_curve(tasks)
+    allocation_lines = []
+    if curve is not None:
+        plot_difficulty_allocation(tasks, curve, os.path.join(out, "difficulty_allocation.png"))
+        figures.append(("Uniform levels allocated by the known difficulty, against the same "
+                        "shares at random", "difficulty_allocation.png"))
+        allocation_lines = [
+            "## Uniform levels allocated by the known difficulty", "",
+            "Average test accuracy % at each budget: uniform levels given to the instances in "
+            "order of their known difficulty (easiest cheapest; cut points fitted on the test "
+            "split, an optimistic bound), and the same shares of levels given at random.", "",
+            "| budget (FLOPs / full) | FLOPs used | by known difficulty | same shares at random "
+            "| difference |", "|---|---|---|---|---|",
+            *(f"| {p['budget']:.2f} | {p['flops_fraction']:.2f} | {p['by_difficulty']:.2f} | "
+              f"{p['at_random']:.2f} | {p['by_difficulty'] - p['at_random']:+.2f} |"
+              for p in curve), ""]
     budget_json = os.path.join(workdir, "budget.json")
     if os.path.exists(budget_json):  # written by --mode=budget
         with open(budget_json) as f:
@@ -364,6 +432,7 @@ def analyze(workdir: str, config=None) -> str:
     if os.path.exists(results_path):
         with open(results_path) as f:
             lines += ["#" + line if line.startswith("#") else line for line in f.read().split("\n")]
+    lines += allocation_lines
     for title, name in figures:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
     write_tensorboard(os.path.join(workdir, "tensorboard"),

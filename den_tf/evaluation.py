@@ -386,10 +386,11 @@ def results(
     config: ml_collections.ConfigDict,
     evaluator: Evaluator,
     test_data: Sequence[tf.data.Dataset],
-) -> tuple[dict, dict[str, dict]]:
+) -> tuple[dict, dict[str, dict], dict[int, dict[str, dict]]]:
     """Everything results.json holds (selected structures, controls, uniform levels, the
-    oracle, instance-awareness where the data knows difficulty, model figures), and the
-    per-task report of the selected structures (its ``instances`` make predictions.npz), for a
+    oracle, instance-awareness where the data knows difficulty, model figures), the per-task
+    report of the selected structures and those of the uniform levels by level (their
+    ``instances`` make predictions.npz), for a
     method with a selector (DEN, BlockDrop: the evaluator's ``instance_cost`` is its
     objective's R). The evaluator's compiled functions (a trainer's, traced for validation)
     are reused."""
@@ -439,7 +440,7 @@ def results(
                            for level, r in level_reports.items()},
         "oracle": oracle(level_reports),
         **({} if allocation is None else {"difficulty_allocation": allocation}),
-    }, den
+    }, den, level_reports
 
 
 def _header(config: ml_collections.ConfigDict, summary: dict, name: str, method: str) -> dict:
@@ -528,15 +529,34 @@ def combine_networks(parts: Sequence[dict]) -> dict:
     }
 
 
-def write_predictions(path: str, report: dict[str, dict]) -> None:
+def write_predictions(path: str, report: dict[str, dict],
+                      level_reports: dict[int, dict[str, dict]] | None = None) -> None:
     """The per-instance record of an evaluation as one .npz: task id and names, label,
     prediction, correct, the selector's level probabilities (N, n_blocks, h; absent without
     a selector), the structure
     and its FLOPs, difficulty (NaN where the data has none), and per task the full
-    structure's FLOPs (``task_flops_full``)."""
+    structure's FLOPs (``task_flops_full``). With ``level_reports`` (the same instances at
+    each uniform level) also ``uniform_levels`` (L,), and ``uniform_correct`` and
+    ``uniform_flops`` (N, L): each instance's result at each of those levels."""
     names = list(report)
     parts = [report[name]["instances"] for name in names]
     count = [len(p["labels"]) for p in parts]
+    uniform = {}
+    if level_reports:
+        levels = sorted(level_reports)
+        for name, part in zip(names, parts):
+            for level in levels:
+                if not np.array_equal(level_reports[level][name]["instances"]["labels"],
+                                      part["labels"]):
+                    raise ValueError(f"level {level} of task {name!r} was evaluated on other "
+                                     "instances than the selector's structures")
+        uniform = {
+            "uniform_levels": np.array(levels),
+            **{f"uniform_{key}": np.concatenate([
+                np.stack([level_reports[level][name]["instances"][key] for level in levels], 1)
+                for name in names]) for key in ("correct", "flops")},
+        }
+        uniform["uniform_correct"] = uniform["uniform_correct"] > 0
     np.savez_compressed(
         path,
         task_names=np.array(names),
@@ -553,6 +573,7 @@ def write_predictions(path: str, report: dict[str, dict]) -> None:
         difficulty=np.concatenate([
             p.get("difficulty", np.full(n, np.nan, np.float32)) for p, n in zip(parts, count)
         ]),
+        **uniform,
     )
 
 

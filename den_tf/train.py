@@ -319,13 +319,15 @@ def evaluate_and_report(
     per-instance record predictions.npz."""
     estimator = evaluator.estimator
     test_data = test_datasets(config, estimator.tasks)
+    level_reports = None
     if evaluator.selector is None:
         levels = methods.task_levels(config.method, estimator, config.task_order)
         results, report = evaluation.fixed_structure_results(
             config, evaluator, test_data, levels, config.method)
     else:
-        results, report = evaluation.results(config, evaluator, test_data)
-    evaluation.write_predictions(os.path.join(workdir, "predictions.npz"), report)
+        results, report, level_reports = evaluation.results(config, evaluator, test_data)
+    evaluation.write_predictions(os.path.join(workdir, "predictions.npz"), report,
+                                 level_reports)
     return write_results(workdir, results)
 
 

@@ -13,6 +13,9 @@ from den_tf.datasets import synthetic
 from den_tf.tasks import SYNTHETIC_TASKS
 
 PER_TASK = 20
+FULL = 5e6
+# Uniform level: (FLOPs fraction, the difficulty below which it is right).
+UNIFORM = {1: (0.25, 0.3), 2: (0.5, 0.6), 3: (1.0, 1.01)}
 
 
 @pytest.fixture()
@@ -21,7 +24,7 @@ def workdir(tmp_path):
     synthetic.SPLIT_SIZES.update(test=PER_TASK)
     synthetic.generate.cache_clear()
     rng = np.random.RandomState(0)
-    report = {}
+    report, level_reports = {}, {level: {} for level in UNIFORM}
     for task in SYNTHETIC_TASKS:
         _, labels, extras = synthetic.generate(task.dataset, "test")
         structures = rng.randint(0, 4, size=(PER_TASK, 15))
@@ -31,8 +34,12 @@ def workdir(tmp_path):
             "probabilities": rng.dirichlet(np.ones(4), size=(PER_TASK, 15)),
             "structures": structures, "flops": structures.sum(axis=1) * 1e5,
             "difficulty": extras["difficulty"],
-        }}
-    evaluation.write_predictions(str(tmp_path / "predictions.npz"), report)
+        }, "flops_full": FULL}
+        for level, (fraction, limit) in UNIFORM.items():
+            level_reports[level][task.name] = {"instances": {
+                "labels": labels, "flops": np.full(PER_TASK, fraction * FULL),
+                "correct": (extras["difficulty"] < limit).astype(np.float32)}}
+    evaluation.write_predictions(str(tmp_path / "predictions.npz"), report, level_reports)
     yield tmp_path
     synthetic.SPLIT_SIZES.update(sizes)
     synthetic.generate.cache_clear()
@@ -54,6 +61,7 @@ def test_every_figure_is_written(workdir):
         "fig7_structures.png": (1440, 1000),
         "fig3_neighbours.png": (390, 1430),
         "budget.png": (450, 600),
+        "difficulty_allocation.png": (450, 600),
     }.items():
         image = matplotlib.image.imread(workdir / "analysis" / name)
         assert image.shape[:2] == (height, width), name
@@ -64,6 +72,39 @@ def test_every_figure_is_written(workdir):
     accumulator.Reload()
     assert {"analysis/fig6a_structures", "analysis/fig7_structures",
             "analysis/awareness"} <= set(accumulator.Tags()["tensors"])
+
+
+def test_difficulty_allocation_curve(workdir):
+    predictions = analyze.load_predictions(str(workdir))
+    assert list(predictions["uniform_levels"]) == [1, 2, 3]
+    tasks = analyze.by_task(predictions)
+    curve = analyze.difficulty_allocation_curve(tasks, points=4)
+    assert [p["budget"] for p in curve] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    difficulty = np.stack([e["difficulty"] for e in tasks.values()])
+    # At the cheapest budget every instance runs level 1: right below difficulty 0.3, in
+    # either order.
+    level_1 = 100 * (difficulty < 0.3).mean(axis=1).mean()
+    assert curve[0]["by_difficulty"] == pytest.approx(level_1)
+    assert curve[0]["at_random"] == pytest.approx(level_1)
+    # With the whole budget, ordering by difficulty gets every instance right, at the FLOPs
+    # of its cheapest right level; the same shares at random do worse.
+    assert curve[-1]["by_difficulty"] == pytest.approx(100.0)
+    cheapest_right = np.where(difficulty < 0.3, 0.25, np.where(difficulty < 0.6, 0.5, 1.0))
+    assert curve[-1]["flops_fraction"] == pytest.approx(cheapest_right.mean(axis=1).mean())
+    assert all(p["by_difficulty"] >= p["at_random"] - 1e-9 for p in curve)
+    assert curve[-1]["at_random"] < 100.0
+    del tasks["synthetic_shapes"]["uniform_correct"]
+    assert analyze.difficulty_allocation_curve(tasks) is None
+
+
+def test_predictions_refuse_uniform_levels_of_other_instances(tmp_path):
+    report = {"t": {"instances": {
+        "labels": np.array([0, 1]), "predictions": np.array([0, 1]),
+        "correct": np.ones(2), "structures": np.zeros((2, 3), int), "flops": np.ones(2)}}}
+    other = {1: {"t": {"instances": {"labels": np.array([1, 0]), "correct": np.ones(2),
+                                     "flops": np.ones(2)}}}}
+    with pytest.raises(ValueError, match="other instances"):
+        evaluation.write_predictions(str(tmp_path / "p.npz"), report, other)
 
 
 def test_nearest_by_selector_distribution():
