@@ -85,8 +85,12 @@ def aggregate(runs: list[dict]) -> dict:
     per_method = [methods(r) for r in runs]
     flops_full = [r["average"]["flops_full"] for r in runs]
     tasks = list(runs[0]["tasks"])
-    report = {"runs": len(runs), "seeds": seeds, "method": runs[0]["method"], "methods": {}}
-    for name in per_method[0]:
+    # A point some runs lack (the allocation by difficulty needs the selector's FLOPs within
+    # reach of the cheapest uniform level) is named, not averaged over fewer runs.
+    names = [name for name in per_method[0] if all(name in m for m in per_method)]
+    report = {"runs": len(runs), "seeds": seeds, "method": runs[0]["method"], "methods": {},
+              "not_in_every_run": sorted({name for m in per_method for name in m} - set(names))}
+    for name in names:
         accuracy = [m[name]["average"]["accuracy"] for m in per_method]
         fraction = [_fraction(m[name], f) for m, f in zip(per_method, flops_full)]
         entry = {
@@ -146,6 +150,9 @@ def sweep_markdown(report: dict, title: str) -> str:
         )
         lines.append(f"| {name} | {_cell(entry['accuracy'])} | "
                      f"{_cell(entry['flops_fraction'], 100, 1)}% | {paired_cell} |")
+    if report.get("not_in_every_run"):
+        lines += ["", "Not in every run, so left out: "
+                  + ", ".join(report["not_in_every_run"]) + "."]
     if report["instance_awareness"]:
         lines += [
             "",

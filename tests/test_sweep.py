@@ -77,6 +77,12 @@ def test_allocation_by_difficulty_joins_the_methods():
     assert points["same level shares at random"]["tasks"]["b"] == {"accuracy": 88.0,
                                                                    "flops": 48.0}
     assert "uniform levels by known difficulty" not in sweep.methods(RUNS[0])
+    # Only some runs have it: named and left out, not averaged over fewer runs.
+    report = sweep.aggregate([run, *RUNS[1:]])
+    assert "uniform levels by known difficulty" not in report["methods"]
+    assert report["not_in_every_run"] == ["same level shares at random",
+                                          "uniform levels by known difficulty"]
+    assert "Not in every run, so left out: same level shares" in sweep.sweep_markdown(report, "t")
 
 
 def test_report_files(tmp_path):
