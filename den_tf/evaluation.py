@@ -324,7 +324,8 @@ def difficulty_allocation(level_reports: dict[int, dict[str, dict]],
     difficulty within ``budgets[task]`` (the selector's FLOPs): what a chooser that knew each
     test image's difficulty could reach with uniform structures (its cut points fitted on the
     test split itself, so an optimistic bound), and the same level shares given at random.
-    None without a known difficulty."""
+    None without a known difficulty, or when a task's budget is below its cheapest uniform
+    level (the selector chose cheaper structures than any uniform one)."""
     levels = sorted(level_reports)
     first = level_reports[levels[0]]
     if any("difficulty" not in entry["instances"] for entry in first.values()):
