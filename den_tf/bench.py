@@ -10,10 +10,13 @@ Random images of each task's size (the input pipeline has its own benchmark,
   step on the plain network (``den_tf.plain``: the full structure from standard Keras layers,
   same loss, optimizer and weight decay), their time ratio, and the selector's step;
 - inference on the first task, per batch size: images/s of the plain network (the reference)
-  and of the estimator at the full structure (sliced and masked paths), at every uniform
-  level, at uniformly random structures and at structures drawn like a trained selector's
-  (``SELECTOR_LIKE``); each with its FLOPs fraction (stem, trunk and head), its speed-up over
-  the plain network and ``ratio`` = speed-up x FLOPs fraction (1.0: time falls as FLOPs do);
+  and of the estimator as exported (the sliced path on folded weights, ``Estimator.fold``) at
+  the full structure, at every uniform level, at uniformly random structures and at
+  structures drawn like a trained selector's (``SELECTOR_LIKE``), and, for comparison, at the
+  full structure on the masked path and at the full and selector-like structures on the
+  sliced path with the layers' own weights (what evaluation runs); each with its FLOPs
+  fraction (stem, trunk and head), its speed-up over the plain network and ``ratio`` =
+  speed-up x FLOPs fraction (1.0: time falls as FLOPs do);
 - export: the exported serving signature (``den_tf.export``) against the same
   function in process;
 - strategies: images/s of the estimator and selector steps (global batch ``batch_size`` per
@@ -96,24 +99,28 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
     run_plain = tf.function(lambda x: reference(x, task=task))
-    run = tf.function(
-        lambda x, z, execution: estimator(x, task=task, structure=z, execution=execution)
-    )
+    weights = {"masked": None, "sliced": None, "folded": estimator.fold()}
+    paths = {
+        path: tf.function(lambda x, z, e="masked" if path == "masked" else "sliced", f=f:
+                          estimator(x, task=task, structure=z, execution=e, folded=f))
+        for path, f in weights.items()
+    }
     costs = cost.cost_table(estimator)
     reference_seconds = mean_seconds(lambda i: run_plain(images).numpy(), calls)
     result = {"plain_network": {"images_per_s": batch / reference_seconds,
                                 "flops_fraction": 1.0, "speedup": 1.0, "ratio": 1.0}}
     kinds = _structures(estimator, batch, calls)
-    kinds = {**{"full_masked": kinds["full"]}, **kinds}
-    for name, structures in kinds.items():
-        execution = "masked" if name == "full_masked" else "sliced"
+    rows = [("full_masked", "masked", kinds["full"]), ("full_sliced", "sliced", kinds["full"]),
+            ("selector_like_sliced", "sliced", kinds["selector_like"])]
+    rows += [(name if name != "full" else "full_folded", "folded", structures)
+             for name, structures in kinds.items()]
+    for label, path, structures in rows:
         seconds = mean_seconds(
-            lambda i, z=structures, e=execution: run(images, z[i], e).numpy(), calls
+            lambda i, z=structures, run=paths[path]: run(images, z[i]).numpy(), calls
         )
         fraction = float(np.mean([
             np.mean(costs.macs(z, task).numpy()) for z in structures
         ])) / costs.full_macs(task)
-        label = "full_sliced" if name == "full" else name
         result[label] = {
             "images_per_s": batch / seconds,
             "flops_fraction": fraction,
@@ -131,7 +138,8 @@ def exported_speed(estimator, selector, batches: Sequence[int],
     class_names = [[str(c) for c in range(t.num_classes)] for t in estimator.tasks]
     spec = tf.TensorSpec([None, task.input_size, task.input_size, 3], tf.uint8)
     in_process = tf.function(
-        export.serving_function(estimator, selector, 0, class_names[0]), input_signature=[spec]
+        export.serving_function(estimator, selector, 0, class_names[0], estimator.fold()),
+        input_signature=[spec],
     )
     result = {}
     with tempfile.TemporaryDirectory() as path:

@@ -8,7 +8,9 @@ the same weights:
   moving statistics describe each channel as it is when it runs. Used for training.
 - ``sliced``: the batch is partitioned by level, each part runs with kernels sliced to its
   kept channels, and the parts are stitched back in order. Fewer FLOPs take less time.
-  Inference only (batch norm uses its moving statistics).
+  Inference only (batch norm uses its moving statistics). Deployment can also pass each
+  level's weights cut and with batch norm folded into the convolutions once
+  (``folded_level``), instead of on every call.
 
 Levels are always tensors, so one trace serves every structure.
 """
@@ -102,6 +104,18 @@ def leading(weight, count: int, axis: int):
     return weight[tuple(index)]
 
 
+def fold_batch_norm(kernel: tf.Tensor, bn: MaskedBatchNorm) -> list[tf.Tensor]:
+    """``kernel`` (its output channels the first of ``bn``'s) and a bias such that
+    convolving with them and adding the bias equals the convolution followed by ``bn`` at
+    inference."""
+    scale, shift = bn.inference_affine(kernel.shape[-1])
+    return [kernel * scale, shift]
+
+
+def conv_bias_relu(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, stride: int = 1) -> tf.Tensor:
+    return tf.nn.relu(tf.nn.bias_add(conv(x, kernel, stride), bias))
+
+
 def shortcut(x: tf.Tensor, stride: int, out_channels: int) -> tf.Tensor:
     """A residual block's shortcut: average pooling for the stride and zero padding for extra
     channels, no weights."""
@@ -192,11 +206,20 @@ class MaskedBatchNorm(keras.layers.Layer):
                 variance = tf.where(self.frozen, self.moving_variance, variance)
                 used = tf.logical_and(used, tf.logical_not(self.frozen))
             self._update_moving(mean, variance, used)
+            scale, shift = self._affine(self.gamma, self.beta, mean, variance)
         else:
-            mean = leading(self.moving_mean, channels, 0)
-            variance = leading(self.moving_variance, channels, 0)
-        scale = leading(self.gamma, channels, 0) * tf.math.rsqrt(variance + self.epsilon)
-        return x * scale + (leading(self.beta, channels, 0) - mean * scale)
+            scale, shift = self.inference_affine(channels)
+        return x * scale + shift
+
+    def inference_affine(self, channels: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Scale and shift of the first ``channels`` channels at inference (moving
+        statistics): the layer then computes ``x * scale + shift``."""
+        return self._affine(*(leading(w, channels, 0) for w in (
+            self.gamma, self.beta, self.moving_mean, self.moving_variance)))
+
+    def _affine(self, gamma, beta, mean, variance) -> tuple[tf.Tensor, tf.Tensor]:
+        scale = gamma * tf.math.rsqrt(variance + self.epsilon)
+        return scale, beta - mean * scale
 
     def _update_moving(self, mean, variance, used):
         for stat, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
@@ -305,10 +328,13 @@ class NestedBlock(keras.layers.Layer):
         initializer = keras.initializers.get(self.kernel_initializer)
         return self.add_weight(shape=shape, initializer=initializer, name=name)
 
-    def call(self, x, levels=None, training=False, execution="masked"):
+    def call(self, x, levels=None, training=False, execution="masked", folded=None):
         """Runs the block; ``levels`` (batch,) int32 or None for the full block; on the sliced
-        path a scalar level runs the whole batch at that level (``at_level``)."""
+        path a scalar level runs the whole batch at that level (``at_level``), and
+        ``folded`` (each level's ``folded_level`` weights) replaces the layer's own."""
         check_execution(execution)
+        if folded is not None and (execution != "sliced" or levels is None):
+            raise ValueError("folded weights run on the sliced path with levels")
         if levels is None:
             return self._finish(x, self._branch(x, self.width, None, None, training))
         if execution == "sliced":
@@ -316,27 +342,33 @@ class NestedBlock(keras.layers.Layer):
                 raise ValueError("the sliced path is for inference; train with 'masked'")
             levels = tf.convert_to_tensor(levels, tf.int32)
             if levels.shape.rank == 0:
-                return self.at_level(x, levels)
-            return self._sliced(x, levels)
+                return self.at_level(x, levels, folded)
+            return self.partitioned(x, levels, folded)
         kept = tf.gather(tf.constant(self.level_channels, tf.int32), levels)
         mask = tf.cast(tf.range(self.width)[tf.newaxis, :] < kept[:, tf.newaxis], x.dtype)
         mask = mask[:, tf.newaxis, tf.newaxis, :]
         instance_mask = tf.cast(kept > 0, x.dtype)[:, tf.newaxis, tf.newaxis, tf.newaxis]
         return self._finish(x, self._branch(x, self.width, mask, instance_mask, training))
 
-    def at_level(self, x, level):
+    def at_level(self, x, level, folded=None):
         """The whole batch at one level (a scalar int32 tensor), inference only: only that
-        level's branch runs, at its kept width (``tf.switch_case``), with no partition."""
+        level's branch runs, at its kept width (``tf.switch_case``), with no partition.
+        ``folded``: each level's ``folded_level`` weights, used instead of the layer's own."""
         return tf.switch_case(
-            level, [functools.partial(self._at_level, x, c) for c in self.level_channels]
+            level, [functools.partial(self._at_level, x, i, folded) for i in range(self.levels)]
         )
 
-    def _at_level(self, x, channels: int):
-        branch = self._branch(x, channels, None, None, False) if channels else None
-        return self._finish(x, branch)
+    def _at_level(self, x, level: int, folded=None):
+        channels = self.level_channels[level]
+        if not channels:
+            return self._finish(x, None)
+        if folded is None:
+            return self._finish(x, self._branch(x, channels, None, None, False))
+        return self._finish(x, self._folded_branch(x, [tf.cast(w, x.dtype) for w in folded[level]]))
 
-    def _sliced(self, x, levels):
-        """Partition by level, run each non-empty part at its kept width, stitch back in order.
+    def partitioned(self, x, levels, folded=None):
+        """Inference on a batch of mixed levels ((batch,) int32): partition by level, run each
+        non-empty part at its kept width, stitch back in order (``folded`` as in ``at_level``).
 
         TensorFlow's convolution returns a wrongly shaped result for an empty batch, so a level
         no instance chose is not run: its part is an empty tensor of the output shape.
@@ -347,14 +379,30 @@ class NestedBlock(keras.layers.Layer):
         empty = tf.zeros([0, height, width, channels], x.dtype)
         positions = tf.dynamic_partition(tf.range(tf.shape(x)[0]), levels, self.levels)
         outputs = []
-        for kept, indices in zip(self.level_channels, positions):
+        for level, indices in enumerate(positions):
             part = tf.gather(x, indices)
             outputs.append(tf.cond(
                 tf.size(indices) > 0,
-                functools.partial(self._at_level, part, kept),
+                functools.partial(self._at_level, part, level, folded),
                 lambda: empty,
             ))
         return tf.dynamic_stitch(positions, outputs)
+
+    def folded_level(self, level: int) -> list[tf.Tensor]:
+        """Level ``level``'s weights for inference, computed once: cut to its kept channels,
+        and each convolution that a batch norm follows multiplied by the norm's scale, with its
+        shift as a bias (``_folded_branch`` runs them; empty for a skipped level). The sliced
+        path does both on every call: at batch 1 that costs about as much as the convolutions
+        of the lowest levels."""
+        channels = self.level_channels[level]
+        return self._folded_weights(channels) if channels else []
+
+    def _folded_weights(self, channels: int) -> list[tf.Tensor]:
+        raise NotImplementedError
+
+    def _folded_branch(self, x, weights: Sequence[tf.Tensor]) -> tf.Tensor:
+        """``_branch`` at inference on ``folded_level``'s weights."""
+        raise NotImplementedError
 
     def level_parts(self, level: int) -> list[tuple[tf.Variable, int | None, int]]:
         """What level ``level`` runs of each weight: (weight, axis, count), the first ``count``
@@ -426,6 +474,17 @@ class ResidualBasicBlock(NestedBlock):
         h = self._activate(self.bn_mid, h, mask, training)
         return conv(h, leading(self.conv2, channels, 2))
 
+    def _folded_weights(self, channels):
+        return [*self.bn_in.inference_affine(self.bn_in.gamma.shape[0]),
+                *fold_batch_norm(leading(self.conv1, channels, 3), self.bn_mid),
+                leading(self.conv2, channels, 2)]
+
+    def _folded_branch(self, x, weights):
+        scale, shift, kernel1, bias1, kernel2 = weights
+        h = tf.nn.relu(x * scale + shift)
+        h = conv_bias_relu(h, kernel1, bias1, self.stride)
+        return conv(h, kernel2)
+
     def _nested_axes(self):
         return [(self.bn_in, None), (self.conv1, 3), (self.bn_mid, 0), (self.conv2, 2)]
 
@@ -477,6 +536,19 @@ class ResidualBottleneckBlock(NestedBlock):
         h = conv(h, leading(self.conv_grouped, channels, 3), self.stride)
         h = self._activate(self.bn_grouped, h, mask, training)
         return conv(h, leading(self.conv_expand, channels, 2))
+
+    def _folded_weights(self, channels):
+        return [*self.bn_in.inference_affine(self.bn_in.gamma.shape[0]),
+                *fold_batch_norm(leading(self.conv_reduce, channels, 3), self.bn_reduce),
+                *fold_batch_norm(leading(self.conv_grouped, channels, 3), self.bn_grouped),
+                leading(self.conv_expand, channels, 2)]
+
+    def _folded_branch(self, x, weights):
+        scale, shift, reduce, reduce_bias, grouped, grouped_bias, expand = weights
+        h = tf.nn.relu(x * scale + shift)
+        h = conv_bias_relu(h, reduce, reduce_bias)
+        h = conv_bias_relu(h, grouped, grouped_bias, self.stride)
+        return conv(h, expand)
 
     def _nested_axes(self):
         return [(self.bn_in, None), (self.conv_reduce, 3), (self.bn_reduce, 0),
@@ -532,7 +604,23 @@ class PlainConvBlock(NestedBlock):
         if self.convs == 2:
             h = conv(h, leading(self.conv_b, channels, 2))
             return tf.nn.relu(self.bn_b(h, training=training))
-        return tf.pad(h, [[0, 0], [0, 0], [0, 0], [0, self.width - channels]])
+        return self._pad(h)
+
+    def _pad(self, h):
+        """A one-conv block's kept channels, then zeros up to its width."""
+        return tf.pad(h, [[0, 0], [0, 0], [0, 0], [0, self.width - h.shape[-1]]])
+
+    def _folded_weights(self, channels):
+        weights = fold_batch_norm(leading(self.conv_a, channels, 3), self.bn_a)
+        if self.convs == 2:
+            weights += fold_batch_norm(leading(self.conv_b, channels, 2), self.bn_b)
+        return weights
+
+    def _folded_branch(self, x, weights):
+        h = conv_bias_relu(x, *weights[:2])
+        if self.convs == 2:
+            return conv_bias_relu(h, *weights[2:])
+        return self._pad(h)
 
     def _nested_axes(self):
         nested = [(self.conv_a, 3), (self.bn_a, 0)]

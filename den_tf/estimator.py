@@ -161,21 +161,33 @@ class Estimator(MultiTaskNetwork):
     def full_structure(self, batch_size) -> tf.Tensor:
         return structure_lib.full_structure(batch_size, self.n_blocks, self.levels)
 
-    def call(self, images, task=0, structure=None, training=False, execution="masked"):
+    def call(self, images, task=0, structure=None, training=False, execution="masked",
+             folded=None):
         """Logits of one task's batch under structure z (None: the full model).
 
-        Call as ``estimator(images, task=t, structure=z)``.
+        Call as ``estimator(images, task=t, structure=z)``. ``folded``: weights from
+        ``fold``, run on the sliced path instead of the layers' own.
         """
         return self.call_task(
-            images, task, structure, training=training, execution=execution
+            images, task, structure, training=training, execution=execution, folded=folded
         )
 
-    def _trunk(self, x, structure=None, training=False, execution="masked"):
+    def fold(self) -> FoldedWeights:
+        """The blocks' weights as they are now, cut per level and with batch norm folded in
+        (``NestedBlock.folded_level``) and kept as variables, for fast inference on the sliced
+        path: ``estimator(x, task=t, structure=z, execution="sliced", folded=estimator.fold())``.
+        A snapshot: fold again after the weights change."""
+        return FoldedWeights(self)
+
+
+    def _trunk(self, x, structure=None, training=False, execution="masked", folded=None):
         blocks.check_execution(execution)
         if structure is not None:
             structure = structure_lib.check_structure(structure, self.n_blocks, self.levels)
+        if folded is not None and (execution != "sliced" or structure is None):
+            raise ValueError("folded weights run on the sliced path with a structure")
         if structure is not None and execution == "sliced":
-            x = self._sliced_blocks(x, structure, training)
+            x = self._sliced_blocks(x, structure, training, folded)
         else:
             for i, block in enumerate(self.blocks):
                 levels = None if structure is None else structure[:, i]
@@ -183,23 +195,24 @@ class Estimator(MultiTaskNetwork):
         neck_bn = self.neck_bn if self.backbone.neck == "gap" else None
         return features(x, neck_bn, self.hidden, training)
 
-    def _sliced_blocks(self, x, structure, training):
+    def _sliced_blocks(self, x, structure, training, folded=None):
         """The blocks on the sliced path. A batch whose instances share one structure (always
         a batch of one) runs each block at its level directly (``NestedBlock.at_level``);
         otherwise each block partitions the batch by level."""
         if training:
             raise ValueError("the sliced path is for inference; train with 'masked'")
+        weights = [None] * self.n_blocks if folded is None else folded.check(self)
 
         def shared():
             h = x
             for i, block in enumerate(self.blocks):
-                h = block(h, structure[0, i], execution="sliced")
+                h = block(h, structure[0, i], execution="sliced", folded=weights[i])
             return h
 
         def partitioned():
             h = x
             for i, block in enumerate(self.blocks):
-                h = block(h, structure[:, i], execution="sliced")
+                h = block(h, structure[:, i], execution="sliced", folded=weights[i])
             return h
 
         one = tf.logical_and(
@@ -218,3 +231,24 @@ class Estimator(MultiTaskNetwork):
 
     def output_layers(self, task: int) -> list:
         return [*self.hidden, self.heads[task]]
+
+
+class FoldedWeights(tf.Module):
+    """``Estimator.fold``'s snapshot: per block and level, the level's ``folded_level``
+    weights as non-trainable variables (so that a SavedModel stores them)."""
+
+    def __init__(self, estimator: Estimator):
+        super().__init__(name="folded_weights")
+        self.block_configs = [block.get_config() for block in estimator.blocks]
+        self.levels = [
+            [[tf.Variable(w, trainable=False) for w in block.folded_level(level)]
+             for level in range(block.levels)]
+            for block in estimator.blocks
+        ]
+
+    def check(self, estimator: Estimator) -> list:
+        """The weights per block, after checking that they were folded from blocks of
+        ``estimator``'s configuration."""
+        if [block.get_config() for block in estimator.blocks] != self.block_configs:
+            raise ValueError("folded weights of another network's blocks")
+        return self.levels

@@ -2,8 +2,9 @@
 
 One serving signature per task, named after the task: uint8 images of the task's size in,
 normalised inside as in training; the selector's most probable structure runs on the sliced
-path, so each image pays only for the channel groups its structure keeps. Outputs: the logits,
-the top-k classes with their names and probabilities, the structure and its FLOPs. The
+path, so each image pays only for the channel groups its structure keeps, with each level's
+weights cut and batch norm folded into them once, at export (``Estimator.fold``). Outputs: the
+logits, the top-k classes with their names and probabilities, the structure and its FLOPs. The
 SavedModel loads with ``tf.saved_model.load`` alone: den_tf need not be installed where it is
 served. (Keras also names the first task's signature ``serving_default``.)
 """
@@ -21,7 +22,7 @@ from absl import logging
 
 from den_tf import budget, builders, cost, policy, train
 from den_tf.datasets import pipeline, sources
-from den_tf.estimator import Estimator
+from den_tf.estimator import Estimator, FoldedWeights
 from den_tf.selector import Selector
 from den_tf.tasks import Task
 
@@ -50,9 +51,11 @@ def serving_function(
     selector: Selector,
     task: int,
     class_names: Sequence[str],
+    folded: FoldedWeights,
     budgeted: bool = False,
 ):
-    """The task's serving function: uint8 images (batch, S, S, 3) -> a dict of outputs.
+    """The task's serving function: uint8 images (batch, S, S, 3) -> a dict of outputs; the
+    estimator runs ``folded`` (``estimator.fold()``).
 
     ``budgeted``: it also takes ``max_flops`` (batch,) float64, each image's FLOPs budget,
     and runs the selector's most probable structure within it (``budget``)."""
@@ -80,7 +83,7 @@ def serving_function(
             structure = budget.structure_under_budget(
                 tf.nn.log_softmax(level_logits), level_flops, max_flops, fixed_flops)
         logits = estimator(x, task=task, structure=structure, training=False,
-                           execution="sliced")
+                           execution="sliced", folded=folded)
         top = tf.math.top_k(tf.nn.softmax(logits), k)
         return {
             "logits": logits,
@@ -114,18 +117,21 @@ def export(
     names = [signature_name(task.name) for task in estimator.tasks]
     if len(set(names)) != len(names) or set(names) & {f"{n}_budget" for n in names}:
         raise ValueError(f"task names give clashing signature names: {names}")
+    folded = estimator.fold()
     archive = keras.export.ExportArchive()
     archive.track(estimator)
     archive.track(selector)
+    archive.track(folded)
     for t, (task, name) in enumerate(zip(estimator.tasks, names)):
         size = task.input_size
         images = tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")
         archive.add_endpoint(
-            name, serving_function(estimator, selector, t, class_names[t]),
+            name, serving_function(estimator, selector, t, class_names[t], folded),
             input_signature=[images],
         )
         archive.add_endpoint(
-            f"{name}_budget", serving_function(estimator, selector, t, class_names[t], True),
+            f"{name}_budget",
+            serving_function(estimator, selector, t, class_names[t], folded, budgeted=True),
             input_signature=[images, tf.TensorSpec([None], tf.float64, name="max_flops")],
         )
     archive.write_out(path, verbose=False)

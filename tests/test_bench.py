@@ -61,3 +61,22 @@ def test_strategy_lines_time_both_steps():
     for line in lines.values():
         assert set(line) == {"estimator_step_images_per_s", "selector_step_images_per_s"}
         assert all(v > 0 for v in line.values())
+
+
+def test_inference_rows(tiny_evaluator, monkeypatch):
+    """One row per structure kind and path, with FLOPs fractions from the cost table and the
+    ratio from the (here fixed) timings: the reference takes 2 s a call, every other 1 s."""
+    estimator = tiny_evaluator.estimator
+    reference = bench.plain.PlainNetwork(estimator)
+    seconds = iter([2.0] + [1.0] * 20)
+    monkeypatch.setattr(bench, "mean_seconds", lambda fn, calls: (fn(0), next(seconds))[1])
+    rows = bench.inference(estimator, reference, batch=2, calls=2)
+    assert list(rows) == ["plain_network", "full_masked", "full_sliced", "selector_like_sliced",
+                          "full_folded", "level_1", "random_uniform", "selector_like"]
+    for name, row in rows.items():
+        assert row["speedup"] == pytest.approx(1.0 if name == "plain_network" else 2.0)
+        assert row["ratio"] == pytest.approx(row["speedup"] * row["flops_fraction"])
+    for name in ("full_masked", "full_sliced", "full_folded"):
+        assert rows[name]["flops_fraction"] == pytest.approx(1.0)
+    assert rows["selector_like"]["flops_fraction"] == rows["selector_like_sliced"]["flops_fraction"]
+    assert 0 < rows["level_1"]["flops_fraction"] < 1

@@ -96,6 +96,41 @@ def test_at_level_equals_the_masked_path(kind):
         assert np.array_equal(block.at_level(x, tf.constant(0)), block.shortcut(x))
 
 
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_folded_weights_compute_the_sliced_path(kind):
+    """Each level's weights cut and with batch norm folded in (``folded_level``) give the
+    sliced path's outputs, at one level and in mixed batches, eagerly and in one trace; the
+    convolutions followed by a batch norm have become convolutions with a bias."""
+    block = _block(kind)
+    x = tf.random.normal((8, 8, 8, IN_CHANNELS))
+    _warm_statistics(block, x)
+    rng = np.random.RandomState(0)
+    for bn in block.batch_norms():  # scales and shifts away from 1 and 0 as well
+        bn.gamma.assign(rng.uniform(0.5, 2.0, bn.gamma.shape))
+        bn.beta.assign(rng.normal(size=bn.beta.shape))
+    folded = [block.folded_level(level) for level in range(block.levels)]
+    # Ranks: the input batch norm's scale and shift (1), kernels (4) and biases (1).
+    ranks = {"basic": [1, 1, 4, 1, 4], "bottleneck": [1, 1, 4, 1, 4, 1, 4], "plain1": [4, 1],
+             "plain2": [4, 1, 4, 1]}[kind]
+    for level, weights in enumerate(folded):
+        kept = block.level_channels[level]
+        assert [w.shape.rank for w in weights] == (ranks if kept else [])
+        if kept:  # the first kernel is cut to the level's channels
+            assert weights[ranks.index(4)].shape[-1] == kept
+    graph = tf.function(lambda h, levels: block(h, levels, execution="sliced", folded=folded))
+    for levels in [tf.constant(level) for level in range(block.levels)] + [
+        tf.constant([0, 1, 2, 3, 3, 2, 1, 0]) % block.levels,
+        tf.constant([1, 0, 1, 0, 0, 1, 1, 1]),
+    ]:
+        expected = block(x, levels, execution="sliced")
+        for got in (block(x, levels, execution="sliced", folded=folded), graph(x, levels)):
+            assert got.shape == expected.shape
+            assert float(tf.reduce_max(tf.abs(got - expected))) < 1e-4
+    assert graph.experimental_get_tracing_count() == 2  # a scalar level and a batch of levels
+    with pytest.raises(ValueError, match="folded weights run on the sliced path"):
+        block(x, tf.zeros([8], tf.int32), folded=folded)
+
+
 @pytest.mark.parametrize("kind", ["basic", "bottleneck"])
 @pytest.mark.parametrize("execution", blocks.EXECUTIONS)
 def test_level_zero_returns_shortcut_exactly(kind, execution):

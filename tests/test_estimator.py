@@ -98,10 +98,43 @@ def test_sliced_path_runs_a_shared_structure_without_partitioning(monkeypatch):
     assert sliced.experimental_get_tracing_count() == 1
     partitions = []
     for block in est.blocks:
-        monkeypatch.setattr(block, "_sliced", lambda *a, b=block: partitions.append(b.name))
+        monkeypatch.setattr(block, "partitioned",
+                            lambda *a, b=block, **k: partitions.append(b.name))
     est(images[:1], task=1, structure=mixed[:1], execution="sliced")  # eager: one branch runs
     est(images[:2], task=1, structure=tf.tile(mixed[2:3], [2, 1]), execution="sliced")
     assert partitions == []
+
+
+def test_folded_weights_are_a_snapshot_of_the_sliced_path():
+    """``fold`` gives the sliced path's logits, for shared and mixed structures in one
+    trace; it keeps the weights it was taken from; other networks' blocks are refused."""
+    est = _estimator()
+    rng = np.random.RandomState(0)
+    for bn in est.batch_norms():
+        bn.gamma.assign(rng.uniform(0.5, 2.0, bn.gamma.shape))
+    images = tf.random.normal((4, 32, 32, 3))
+    mixed = tf.constant([[3, 0, 1, 2, 0, 3], [0, 0, 0, 0, 0, 0], [1, 2, 3, 1, 2, 3],
+                         [2, 1, 0, 3, 1, 0]])
+    folded = est.fold()
+    run = tf.function(lambda x, z: est(x, task=1, structure=z, execution="sliced",
+                                       folded=folded))
+    for x, z in ((images, mixed), (images[:1], mixed[2:3]), (images, tf.fill([4, 6], 2))):
+        expected = est(x, task=1, structure=z, execution="sliced")
+        np.testing.assert_allclose(run(x, z), expected, atol=1e-4)
+    assert run.experimental_get_tracing_count() == 2  # batch sizes 4 and 1
+    before = run(images, mixed)
+    kernel = est.blocks[0].conv1
+    kernel.assign(kernel * 2.0)
+    np.testing.assert_array_equal(run(images, mixed), before)
+    assert np.abs(est(images, task=1, structure=mixed, execution="sliced") - before).max() > 1e-3
+    np.testing.assert_allclose(
+        est(images, task=1, structure=mixed, execution="sliced", folded=est.fold()),
+        est(images, task=1, structure=mixed, execution="sliced"), atol=1e-4)
+    other = Estimator(SPEC, TASKS, levels=3, trunk_size=16)
+    with pytest.raises(ValueError, match="folded weights of another network"):
+        other(images, task=1, structure=mixed % 3, execution="sliced", folded=folded)
+    with pytest.raises(ValueError, match="folded weights run on the sliced path"):
+        est(images, task=1, structure=mixed, folded=folded)
 
 
 def test_one_trunk_pass_equals_per_task_calls():

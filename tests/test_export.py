@@ -42,6 +42,11 @@ def exported(tmp_path_factory):
     selector = Selector(tasks, estimator.n_blocks, estimator.levels, widths=(8,), trunk_size=16,
                         stem_channels=8)
     rng = np.random.RandomState(0)
+    # Batch-norm statistics and scales away from their initial values: the export folds them.
+    for bn in estimator.batch_norms():
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
+        bn.moving_mean.assign(rng.normal(0, 0.2, bn.moving_mean.shape))
+        bn.gamma.assign(rng.uniform(0.5, 2.0, bn.gamma.shape))
     # Images of different colours, so that the selector's pooled features point different ways.
     images = {signature: (rng.uniform(0, 1, (16, 1, 1, 3)) * rng.randint(
         0, 256, (16, t.input_size, t.input_size, 3))).astype(np.uint8)
