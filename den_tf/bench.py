@@ -17,6 +17,10 @@ Random images of each task's size (the input pipeline has its own benchmark,
   sliced path with the layers' own weights (what evaluation runs); each with its FLOPs
   fraction (stem, trunk and head), its speed-up over the plain network and ``ratio`` =
   speed-up x FLOPs fraction (1.0: time falls as FLOPs do);
+- folding: the sliced path on folded weights against the same path on the layers' own, at
+  the full structure, level 1 and selector-like structures, per batch size: the two alternate
+  in ``--rounds`` rounds (so that the machine's drift falls on both), and the time ratio gets
+  a 95% interval over the rounds;
 - export: the exported serving signature (``den_tf.export``) against the same
   function in process;
 - strategies: images/s of the estimator and selector steps (global batch ``batch_size`` per
@@ -41,13 +45,13 @@ import tensorflow as tf
 from absl import app, flags
 from ml_collections import config_flags
 
-from den_tf import builders, cost, distribute, export, hardware, metrics, plain
+from den_tf import builders, cost, distribute, export, hardware, metrics, plain, stats
 from den_tf.steps import EstimatorStep, SelectorStep
 
 # Level probabilities of the "selector-like" structures with four levels: mostly levels 1-2,
 # as the demo's trained selectors choose (about 45% of the full structure's FLOPs).
 SELECTOR_LIKE = (0.05, 0.45, 0.40, 0.10)
-PARTS = ("training", "inference", "export", "strategies")
+PARTS = ("training", "inference", "folding", "export", "strategies")
 
 
 def speedup_ratio(reference_seconds: float, seconds: float, flops_fraction: float) -> float:
@@ -99,12 +103,7 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
     run_plain = tf.function(lambda x: reference(x, task=task))
-    weights = {"masked": None, "sliced": None, "folded": estimator.fold()}
-    paths = {
-        path: tf.function(lambda x, z, e="masked" if path == "masked" else "sliced", f=f:
-                          estimator(x, task=task, structure=z, execution=e, folded=f))
-        for path, f in weights.items()
-    }
+    paths = _paths(estimator, task)
     costs = cost.cost_table(estimator)
     reference_seconds = mean_seconds(lambda i: run_plain(images).numpy(), calls)
     result = {"plain_network": {"images_per_s": batch / reference_seconds,
@@ -127,6 +126,40 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
             "speedup": reference_seconds / seconds,
             "ratio": speedup_ratio(reference_seconds, seconds, fraction),
         }
+    return result
+
+
+def _paths(estimator, task: int) -> dict[str, Callable]:
+    """The estimator on task ``task`` as a function of (images, structure), compiled, on the
+    masked path, the sliced path and the sliced path on folded weights."""
+    weights = {"masked": None, "sliced": None, "folded": estimator.fold()}
+    return {
+        path: tf.function(lambda x, z, e="masked" if path == "masked" else "sliced", f=f:
+                          estimator(x, task=task, structure=z, execution=e, folded=f))
+        for path, f in weights.items()
+    }
+
+
+def folding(estimator, batch: int, calls: int, rounds: int) -> dict[str, dict]:
+    """Per structure kind on task 0, ms per call of the sliced path on the layers' weights and
+    on folded ones, timed alternately in ``rounds`` rounds of ``calls`` calls, and the time
+    ratio folded / sliced (mean and 95% interval over the rounds)."""
+    size = estimator.tasks[0].input_size
+    images = tf.random.normal([batch, size, size, 3], seed=0)
+    paths = _paths(estimator, 0)
+    kinds = _structures(estimator, batch, calls)
+    result = {}
+    for kind in [k for k in ("full", "level_1", "selector_like") if k in kinds]:
+        seconds = {"sliced": [], "folded": []}
+        for r in range(rounds):
+            for path in ("sliced", "folded")[::1 if r % 2 == 0 else -1]:
+                seconds[path].append(mean_seconds(
+                    lambda i, z=kinds[kind], run=paths[path]: run(images, z[i]).numpy(), calls))
+        ratio = stats.mean_interval([f / s for f, s in zip(seconds["folded"], seconds["sliced"])])
+        result[kind] = {"sliced_ms": 1e3 * float(np.mean(seconds["sliced"])),
+                        "folded_ms": 1e3 * float(np.mean(seconds["folded"])),
+                        "folded_over_sliced_time": ratio["mean"],
+                        "folded_over_sliced_time_half_width": ratio["half_width"]}
     return result
 
 
@@ -301,6 +334,9 @@ def main(argv):
         plain.copy_weights(estimator, reference)
         result["inference"] = {f"batch_{b}": inference(estimator, reference, b, _calls(b))
                                for b in batches}
+    if "folding" in parts:
+        result["folding"] = {f"batch_{b}": folding(estimator, b, _calls(b), FLAGS.rounds)
+                             for b in batches}
     if "export" in parts:
         result["export"] = exported_speed(estimator, selector, batches, _calls)
     if "strategies" in parts:
@@ -315,6 +351,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("train_steps", 3, "Timed training steps per phase (after one untimed).")
     flags.DEFINE_integer("repeats", 5, "Timed inference calls per structure (after one untimed).")
     flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {PARTS}.")
+    flags.DEFINE_integer("rounds", 6, "Alternating rounds of the folding comparison.")
     flags.DEFINE_integer("cpu_devices", 2, "Logical CPU devices for the mirrored strategy "
                          "line (without a GPU); 1: no mirrored line.")
     FLAGS = flags.FLAGS

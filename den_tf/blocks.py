@@ -392,8 +392,7 @@ class NestedBlock(keras.layers.Layer):
         """Level ``level``'s weights for inference, computed once: cut to its kept channels,
         and each convolution that a batch norm follows multiplied by the norm's scale, with its
         shift as a bias (``_folded_branch`` runs them; empty for a skipped level). The sliced
-        path does both on every call: at batch 1 that costs about as much as the convolutions
-        of the lowest levels."""
+        path does both on every call."""
         channels = self.level_channels[level]
         return self._folded_weights(channels) if channels else []
 

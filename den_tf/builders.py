@@ -109,6 +109,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.selector.lr_decay = 0.1
     config.train.selector.samples = 4  # |Z| of Eq. (7)
     config.train.selector.baseline = "leave_one_out"  # none | leave_one_out | greedy
+    # Weight of the selector's mean per-block entropy subtracted from its loss (not in the
+    # paper; 0: none).
+    config.train.selector.entropy = 0.0
     # epsilon-greedy exploration: epsilon * epsilon_decay^step, restarting every phase.
     config.train.selector.epsilon = 1.0
     config.train.selector.epsilon_decay = 0.99
@@ -215,6 +218,7 @@ def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
         execution=selector_execution(config),
         jit_compile=config.jit_compile,
         draws="portable" if uses_tpu(config) else None,
+        entropy=train.selector.entropy,
     )
     if config.method == "blockdrop":
         settings.update(cost="blockdrop", gamma=config.blockdrop.gamma,

@@ -142,6 +142,13 @@ def baseline(costs: tf.Tensor, kind: str, greedy_costs: tf.Tensor | None = None)
     raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}")
 
 
+def mean_entropy(logits: tf.Tensor) -> tf.Tensor:
+    """The entropy of each block's level distribution, averaged over the blocks, per
+    instance, shape (batch,): log h for uniform columns, 0 for certain ones."""
+    log_c = tf.nn.log_softmax(logits, axis=-1)
+    return -tf.reduce_mean(tf.reduce_sum(tf.exp(log_c) * log_c, axis=-1), axis=1)
+
+
 def reinforce_surrogate(log_p: tf.Tensor, costs: tf.Tensor, baselines: tf.Tensor) -> tf.Tensor:
     """A loss whose gradient is the sampled policy gradient of Eq. (7).
 

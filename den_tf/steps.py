@@ -52,6 +52,9 @@ class StepSettings:
       cost: the selector's per-instance cost R (``cost.COSTS``): DEN's, or BlockDrop's reward.
       gamma: BlockDrop's penalty for a wrong prediction.
       squash: BlockDrop's exploration alpha (``policy.squash``); 1: none.
+      entropy: weight of the selector's mean per-block entropy (``policy.mean_entropy``),
+        subtracted from its loss: a pull toward flatter distributions against an early
+        collapse onto one structure per task (not in the paper; 0: none).
     """
 
     rho: float = 1.0
@@ -67,6 +70,7 @@ class StepSettings:
     cost: str = "den"
     gamma: float = 5.0
     squash: float = 1.0
+    entropy: float = 0.0
 
     def __post_init__(self):
         if self.baseline not in policy.BASELINES:
@@ -91,10 +95,9 @@ class StepSettings:
             raise ValueError(f"squash must lie in (0.5, 1], got {self.squash}")
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau must lie in [0, 1], got {self.tau}")
-        if self.rho < 0 or self.weight_decay < 0:
-            raise ValueError(
-                f"rho and weight_decay must be >= 0, got {self.rho} and {self.weight_decay}"
-            )
+        if self.rho < 0 or self.weight_decay < 0 or self.entropy < 0:
+            raise ValueError(f"rho, weight_decay and entropy must be >= 0, got {self.rho}, "
+                             f"{self.weight_decay} and {self.entropy}")
 
     @property
     def instance_cost(self) -> cost.InstanceCost:
@@ -396,9 +399,13 @@ class SelectorStep(Step):
                 costs = tf.reshape(score["cost"][: samples * batch_size], [samples, -1])
                 greedy_costs = score["cost"][samples * batch_size:][tf.newaxis] if greedy else None
                 b = policy.baseline(costs, baseline, greedy_costs)
-                surrogate.append(self.task_weights[t] * policy.reinforce_surrogate(
+                loss = policy.reinforce_surrogate(
                     policy.log_prob(x, z), tf.reshape(costs, [-1]),
-                    tf.reshape(tf.broadcast_to(b, tf.shape(costs)), [-1])))
+                    tf.reshape(tf.broadcast_to(b, tf.shape(costs)), [-1]))
+                if self.settings.entropy:
+                    loss -= self.settings.entropy * tf.reduce_mean(
+                        policy.mean_entropy(logits[t]))
+                surrogate.append(self.task_weights[t] * loss)
             share = _share(tf.add_n(surrogate))
             scaled = self.optimizer.scale_loss(share)
         grads = tape.gradient(scaled, self.variables)

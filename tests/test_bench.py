@@ -80,3 +80,24 @@ def test_inference_rows(tiny_evaluator, monkeypatch):
         assert rows[name]["flops_fraction"] == pytest.approx(1.0)
     assert rows["selector_like"]["flops_fraction"] == rows["selector_like_sliced"]["flops_fraction"]
     assert 0 < rows["level_1"]["flops_fraction"] < 1
+
+
+def test_folding_alternates_the_paths_and_divides_their_times(tiny_evaluator, monkeypatch):
+    """Rounds alternate which path goes first; the ratio is folded over sliced per round
+    (here 1.5 s against 2.0 s every round: 0.75 with a zero-width interval)."""
+    import tensorflow as tf
+
+    order = []
+    fake = {path: (lambda x, z, path=path: order.append(path) or tf.zeros([1]))
+            for path in ("masked", "sliced", "folded")}
+    monkeypatch.setattr(bench, "_paths", lambda estimator, task: fake)
+    times = {"sliced": 2.0, "folded": 1.5}
+    monkeypatch.setattr(bench, "mean_seconds", lambda fn, calls: (fn(0), times[order[-1]])[1])
+    rows = bench.folding(tiny_evaluator.estimator, batch=2, calls=3, rounds=4)
+    assert list(rows) == ["full", "level_1", "selector_like"]
+    assert order[:4] == ["sliced", "folded", "folded", "sliced"]
+    for row in rows.values():
+        assert row["sliced_ms"] == pytest.approx(2000.0)
+        assert row["folded_ms"] == pytest.approx(1500.0)
+        assert row["folded_over_sliced_time"] == pytest.approx(0.75)
+        assert row["folded_over_sliced_time_half_width"] == pytest.approx(0.0)

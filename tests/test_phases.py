@@ -144,3 +144,37 @@ def test_selector_step_applies_the_gradients_it_reports():
     step(batch, seed, 0.0)
     for old, grad, new in zip(before, grads, sel.trainable_variables):
         assert np.allclose(new.numpy(), old - grad, atol=1e-5)
+
+
+def test_entropy_weight_adds_its_gradient_to_the_selector_step():
+    """With ``entropy`` = w the step's gradient is that of w = 0 (same seed, same samples)
+    minus w times the gradient of each task's mean per-block entropy."""
+    import keras
+
+    from den_tf import backbones, policy
+    from den_tf.estimator import Estimator
+    from den_tf.selector import Selector
+    from den_tf.steps import SelectorStep, StepSettings
+    from den_tf.tasks import Task
+
+    tasks = [Task("a", "a", 16, 3), Task("b", "b", 32, 4)]
+    est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), tasks, levels=3,
+                    trunk_size=16)
+    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
+    batch = tuple({"image": tf.random.normal((4, t.input_size, t.input_size, 3)),
+                   "label": tf.constant([0, 1, 2, 0])} for t in tasks)
+    seed = tf.constant([5, 6], tf.int64)
+    weight = 0.5
+    grads = {}
+    for w in (0.0, weight):
+        step = SelectorStep(est, sel, keras.optimizers.SGD(1.0), StepSettings(samples=3, entropy=w))
+        grads[w] = step.gradients(batch, seed, 0.0)
+    with tf.GradientTape() as tape:
+        logits = sel.call_tasks([b["image"] for b in batch], training=True)
+        entropy = tf.add_n([tf.reduce_mean(policy.mean_entropy(x)) for x in logits])
+    expected = tape.gradient(entropy, sel.trainable_variables)
+    assert max(float(tf.reduce_max(tf.abs(g))) for g in expected) > 1e-4
+    for with_w, without, e in zip(grads[weight], grads[0.0], expected):
+        np.testing.assert_allclose(with_w, without - weight * e, atol=1e-5)
+    with pytest.raises(ValueError, match="entropy must be >= 0"):
+        StepSettings(entropy=-0.1)

@@ -100,3 +100,14 @@ def test_epsilon_greedy():
     # An instance changes unless it was replaced by all zeros (probability 0.5 * 4^-3).
     expected = 0.5 * (1 - 4.0**-3)
     assert abs(changed - expected) < 4 * np.sqrt(expected * (1 - expected) / 20000)
+
+
+def test_mean_entropy_by_hand():
+    uniform = tf.zeros([1, 3, 4])
+    certain_first = tf.constant([[[100.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]])
+    two_levels = tf.math.log(tf.constant([[[0.75, 0.25]], [[0.5, 0.5]]]))
+    np.testing.assert_allclose(policy.mean_entropy(uniform), [np.log(4)], rtol=1e-6)
+    np.testing.assert_allclose(policy.mean_entropy(certain_first), [2 * np.log(4) / 3], rtol=1e-5)
+    np.testing.assert_allclose(policy.mean_entropy(two_levels),
+                               [-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)), np.log(2)],
+                               rtol=1e-6)
