@@ -12,9 +12,10 @@ Random images of each task's size (the input pipeline has its own benchmark,
 - inference on the first task, per batch size: images/s of the plain network (the reference)
   and of the estimator as exported (the sliced path on folded weights, ``Estimator.fold``) at
   the full structure, at every uniform level, at uniformly random structures and at
-  structures drawn like a trained selector's (``SELECTOR_LIKE``), and, for comparison, at the
-  full structure on the masked path and at the full and selector-like structures on the
-  sliced path with the layers' own weights (what evaluation runs); each with its FLOPs
+  structures drawn like a trained selector's (``SELECTOR_LIKE``) (rows ``<kind>_folded``),
+  and, for comparison, at the full structure on the masked path and at the full and
+  selector-like structures on the sliced path with the layers' own weights (``<kind>_sliced``:
+  what evaluation runs); each with its FLOPs
   fraction (stem, trunk and head), its speed-up over the plain network and ``ratio`` =
   speed-up x FLOPs fraction (1.0: time falls as FLOPs do);
 - folding: the sliced path on folded weights against the same path on the layers' own, at
@@ -111,8 +112,7 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
     kinds = _structures(estimator, batch, calls)
     rows = [("full_masked", "masked", kinds["full"]), ("full_sliced", "sliced", kinds["full"]),
             ("selector_like_sliced", "sliced", kinds["selector_like"])]
-    rows += [(name if name != "full" else "full_folded", "folded", structures)
-             for name, structures in kinds.items()]
+    rows += [(f"{name}_folded", "folded", structures) for name, structures in kinds.items()]
     for label, path, structures in rows:
         seconds = mean_seconds(
             lambda i, z=structures, run=paths[path]: run(images, z[i]).numpy(), calls
@@ -301,6 +301,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     parts = set(FLAGS.parts)
+    if FLAGS.rounds < 2:
+        raise app.UsageError(f"--rounds must be >= 2 (an interval needs two), got {FLAGS.rounds}")
     if unknown := parts - set(PARTS):
         raise app.UsageError(f"--parts: unknown {sorted(unknown)}; allowed: {PARTS}")
     # Only the strategy lines split the CPU (before TensorFlow initialises its devices).

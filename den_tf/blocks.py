@@ -113,7 +113,17 @@ def fold_batch_norm(kernel: tf.Tensor, bn: MaskedBatchNorm) -> list[tf.Tensor]:
 
 
 def conv_bias_relu(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, stride: int = 1) -> tf.Tensor:
+    """A convolution with a folded batch norm, then ReLU, in ``x``'s dtype."""
+    kernel, bias = tf.cast(kernel, x.dtype), tf.cast(bias, x.dtype)
     return tf.nn.relu(tf.nn.bias_add(conv(x, kernel, stride), bias))
+
+
+def affine_relu(x: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
+    """ReLU of a batch norm given as scale and shift, computed in float32 as
+    ``MaskedBatchNorm`` does (a layer's call under mixed precision casts them to its compute
+    dtype), returned in ``x``'s dtype."""
+    scale, shift = tf.cast(scale, tf.float32), tf.cast(shift, tf.float32)
+    return tf.cast(tf.nn.relu(tf.cast(x, tf.float32) * scale + shift), x.dtype)
 
 
 def shortcut(x: tf.Tensor, stride: int, out_channels: int) -> tf.Tensor:
@@ -257,8 +267,9 @@ class NestedBlock(keras.layers.Layer):
 
     Subclasses define ``_branch(x, channels, mask, instance_mask, training)``: the block's
     computation keeping the first ``channels`` internal channels (``mask`` zeroes further
-    channels per instance in the masked path), ``conv_shapes(channels, input_shape)`` and, for
-    residual blocks, the shortcut.
+    channels per instance in the masked path), ``conv_shapes(channels, input_shape)``, the
+    same computation at inference on folded weights (``_folded_weights``,
+    ``_folded_branch``) and, for residual blocks, the shortcut.
 
     Args:
       width: internal channels (the nested dimension).
@@ -364,7 +375,7 @@ class NestedBlock(keras.layers.Layer):
             return self._finish(x, None)
         if folded is None:
             return self._finish(x, self._branch(x, channels, None, None, False))
-        return self._finish(x, self._folded_branch(x, [tf.cast(w, x.dtype) for w in folded[level]]))
+        return self._finish(x, self._folded_branch(x, folded[level]))
 
     def partitioned(self, x, levels, folded=None):
         """Inference on a batch of mixed levels ((batch,) int32): partition by level, run each
@@ -480,9 +491,8 @@ class ResidualBasicBlock(NestedBlock):
 
     def _folded_branch(self, x, weights):
         scale, shift, kernel1, bias1, kernel2 = weights
-        h = tf.nn.relu(x * scale + shift)
-        h = conv_bias_relu(h, kernel1, bias1, self.stride)
-        return conv(h, kernel2)
+        h = conv_bias_relu(affine_relu(x, scale, shift), kernel1, bias1, self.stride)
+        return conv(h, tf.cast(kernel2, h.dtype))
 
     def _nested_axes(self):
         return [(self.bn_in, None), (self.conv1, 3), (self.bn_mid, 0), (self.conv2, 2)]
@@ -544,10 +554,9 @@ class ResidualBottleneckBlock(NestedBlock):
 
     def _folded_branch(self, x, weights):
         scale, shift, reduce, reduce_bias, grouped, grouped_bias, expand = weights
-        h = tf.nn.relu(x * scale + shift)
-        h = conv_bias_relu(h, reduce, reduce_bias)
+        h = conv_bias_relu(affine_relu(x, scale, shift), reduce, reduce_bias)
         h = conv_bias_relu(h, grouped, grouped_bias, self.stride)
-        return conv(h, expand)
+        return conv(h, tf.cast(expand, h.dtype))
 
     def _nested_axes(self):
         return [(self.bn_in, None), (self.conv_reduce, 3), (self.bn_reduce, 0),

@@ -6,6 +6,7 @@ classifier head per task (paper Section 3.1, Eq. 1).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import keras
@@ -179,7 +180,6 @@ class Estimator(MultiTaskNetwork):
         A snapshot: fold again after the weights change."""
         return FoldedWeights(self)
 
-
     def _trunk(self, x, structure=None, training=False, execution="masked", folded=None):
         blocks.check_execution(execution)
         if structure is not None:
@@ -235,20 +235,24 @@ class Estimator(MultiTaskNetwork):
 
 class FoldedWeights(tf.Module):
     """``Estimator.fold``'s snapshot: per block and level, the level's ``folded_level``
-    weights as non-trainable variables (so that a SavedModel stores them)."""
+    weights as non-trainable variables (so that a SavedModel stores them). Each level has its
+    own copy, cut to its channels (with four residual levels, 1.75 times the trunk's kernels):
+    cutting on every call is what folding saves."""
 
     def __init__(self, estimator: Estimator):
         super().__init__(name="folded_weights")
-        self.block_configs = [block.get_config() for block in estimator.blocks]
-        self.levels = [
-            [[tf.Variable(w, trainable=False) for w in block.folded_level(level)]
-             for level in range(block.levels)]
-            for block in estimator.blocks
-        ]
+        self._estimator = weakref.ref(estimator)  # not tracked: the weights are a snapshot
+        with self.name_scope:
+            self.levels = [
+                [[tf.Variable(w, trainable=False, name=f"{block.name}_level_{level}_{j}")
+                  for j, w in enumerate(block.folded_level(level))]
+                 for level in range(block.levels)]
+                for block in estimator.blocks
+            ]
 
     def check(self, estimator: Estimator) -> list:
-        """The weights per block, after checking that they were folded from blocks of
-        ``estimator``'s configuration."""
-        if [block.get_config() for block in estimator.blocks] != self.block_configs:
-            raise ValueError("folded weights of another network's blocks")
+        """The weights per block, after checking that they were folded from ``estimator``."""
+        if self._estimator() is not estimator:
+            raise ValueError("folded weights of another estimator: use that estimator's "
+                             "own, estimator.fold()")
         return self.levels

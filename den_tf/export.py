@@ -51,11 +51,11 @@ def serving_function(
     selector: Selector,
     task: int,
     class_names: Sequence[str],
-    folded: FoldedWeights,
+    folded: FoldedWeights | None = None,
     budgeted: bool = False,
 ):
     """The task's serving function: uint8 images (batch, S, S, 3) -> a dict of outputs; the
-    estimator runs ``folded`` (``estimator.fold()``).
+    estimator runs ``folded`` (default: ``estimator.fold()`` now; pass one to share it).
 
     ``budgeted``: it also takes ``max_flops`` (batch,) float64, each image's FLOPs budget,
     and runs the selector's most probable structure within it (``budget``)."""
@@ -69,6 +69,7 @@ def serving_function(
     k = min(TOP_K, spec.num_classes)
     size = spec.input_size
     expected = f"images for task {spec.name!r} must be uint8 of shape (batch, {size}, {size}, 3)"
+    folded = estimator.fold() if folded is None else folded
     level_flops = 2.0 * costs.level_macs
     fixed_flops = 2.0 * costs.fixed_macs[task]
 

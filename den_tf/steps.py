@@ -336,9 +336,10 @@ class SelectorStep(Step):
 
     ``step(batch, seed, epsilon)``: |Z| = ``settings.samples`` structures per instance, drawn
     by tiling the batch and explored epsilon-greedily, are scored in one estimator pass; the
-    selector descends mean((R - b) log P(z)) with R = CE + S(z). Returns batch means of the
-    surrogate loss, cost R, cross-entropy, accuracy, density and FLOPs fraction of the
-    samples, and ``finite``.
+    selector descends mean((R - b) log P(z)) with R = CE + S(z), less ``settings.entropy``
+    times its mean per-block entropy. Returns batch means of the surrogate loss, cost R,
+    cross-entropy, accuracy, density and FLOPs fraction of the samples, the selector's mean
+    per-block entropy, and ``finite``.
     """
 
     def __call__(self, batch, seed, epsilon) -> dict[str, tf.Tensor]:
@@ -422,6 +423,7 @@ class SelectorStep(Step):
             "accuracy": tf.reduce_mean(sampled("correct")),
             "density": tf.reduce_mean(metrics.density(structure, self.costs)),
             "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
+            "entropy": tf.reduce_mean(tf.concat([policy.mean_entropy(x) for x in logits], 0)),
         }
 
     def _explored(self, logits):

@@ -64,22 +64,39 @@ def test_strategy_lines_time_both_steps():
 
 
 def test_inference_rows(tiny_evaluator, monkeypatch):
-    """One row per structure kind and path, with FLOPs fractions from the cost table and the
-    ratio from the (here fixed) timings: the reference takes 2 s a call, every other 1 s."""
+    """One row per structure kind and path, each timed on its own path and structures, with
+    FLOPs fractions from the cost table and the ratio from the (here fixed) timings: the
+    reference takes 2 s a call, every other 1 s."""
+    import tensorflow as tf
+
     estimator = tiny_evaluator.estimator
-    reference = bench.plain.PlainNetwork(estimator)
-    seconds = iter([2.0] + [1.0] * 20)
-    monkeypatch.setattr(bench, "mean_seconds", lambda fn, calls: (fn(0), next(seconds))[1])
-    rows = bench.inference(estimator, reference, batch=2, calls=2)
+    calls = []  # (path, highest level of the structure) of each timed function's call
+    fake = {path: (lambda x, z, path=path: calls.append((path, int(z.numpy().max())))
+                   or tf.zeros([1])) for path in ("masked", "sliced", "folded")}
+    monkeypatch.setattr(bench, "_paths", lambda estimator, task: fake)
+    timed = []
+
+    def mean_seconds(fn, count):
+        calls.clear()
+        fn(0)
+        timed.append(calls[0] if calls else ("plain", None))
+        return 2.0 if len(timed) == 1 else 1.0
+
+    monkeypatch.setattr(bench, "mean_seconds", mean_seconds)
+    rows = bench.inference(estimator, bench.plain.PlainNetwork(estimator), batch=2, calls=2)
     assert list(rows) == ["plain_network", "full_masked", "full_sliced", "selector_like_sliced",
-                          "full_folded", "level_1", "random_uniform", "selector_like"]
+                          "full_folded", "level_1_folded", "random_uniform_folded",
+                          "selector_like_folded"]
+    top = estimator.levels - 1
+    assert [path for path, _ in timed] == ["plain", "masked", "sliced", "sliced", "folded",
+                                           "folded", "folded", "folded"]
+    assert [timed[i][1] for i in (1, 2, 4, 5)] == [top, top, top, 1]
     for name, row in rows.items():
         assert row["speedup"] == pytest.approx(1.0 if name == "plain_network" else 2.0)
         assert row["ratio"] == pytest.approx(row["speedup"] * row["flops_fraction"])
     for name in ("full_masked", "full_sliced", "full_folded"):
         assert rows[name]["flops_fraction"] == pytest.approx(1.0)
-    assert rows["selector_like"]["flops_fraction"] == rows["selector_like_sliced"]["flops_fraction"]
-    assert 0 < rows["level_1"]["flops_fraction"] < 1
+    assert 0 < rows["level_1_folded"]["flops_fraction"] < 1
 
 
 def test_folding_alternates_the_paths_and_divides_their_times(tiny_evaluator, monkeypatch):

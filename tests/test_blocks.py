@@ -131,6 +131,27 @@ def test_folded_weights_compute_the_sliced_path(kind):
         block(x, tf.zeros([8], tf.int32), folded=folded)
 
 
+def test_folded_weights_under_mixed_precision():
+    """Under a mixed-precision policy the folded path computes in float16 (the input batch
+    norm in float32, as the layer does) and matches the sliced path."""
+    from den_tf import builders
+
+    with builders.precision("mixed_float16"):  # as the models are built
+        block = _block("basic")
+    rng = np.random.RandomState(1)
+    for bn in block.batch_norms():
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
+        bn.moving_mean.assign(rng.normal(0, 0.2, bn.moving_mean.shape))
+    folded = [block.folded_level(level) for level in range(block.levels)]
+    x = tf.cast(tf.random.normal((6, 8, 8, IN_CHANNELS)), tf.float16)
+    for levels in (tf.constant(2), tf.constant([0, 1, 2, 3, 3, 1])):
+        expected = block(x, levels, execution="sliced")
+        got = block(x, levels, execution="sliced", folded=folded)
+        assert got.dtype == expected.dtype == tf.float16
+        error = tf.reduce_max(tf.abs(tf.cast(got, tf.float32) - tf.cast(expected, tf.float32)))
+        assert float(error) < 2e-2 * float(tf.reduce_max(tf.abs(tf.cast(expected, tf.float32))))
+
+
 @pytest.mark.parametrize("kind", ["basic", "bottleneck"])
 @pytest.mark.parametrize("execution", blocks.EXECUTIONS)
 def test_level_zero_returns_shortcut_exactly(kind, execution):

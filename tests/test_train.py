@@ -120,7 +120,7 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path):
     tags = set(accumulator.Tags()["tensors"])
     for tag in ("estimator/loss", "estimator/learning_rate", "estimator/density",
                 "estimator/flops_fraction", "selector/cost", "selector/epsilon",
-                "selector/accuracy", "level_probabilities",
+                "selector/accuracy", "selector/entropy", "level_probabilities",
                 "levels/synthetic_shapes/block_00", "structures/synthetic_colors"):
         assert tag in tags, tag
     image = accumulator.Tensors("level_probabilities")[-1].tensor_proto
