@@ -171,8 +171,7 @@ def exported_speed(estimator, selector, batches: Sequence[int],
     class_names = [[str(c) for c in range(t.num_classes)] for t in estimator.tasks]
     spec = tf.TensorSpec([None, task.input_size, task.input_size, 3], tf.uint8)
     in_process = tf.function(
-        export.serving_function(estimator, selector, 0, class_names[0], estimator.fold()),
-        input_signature=[spec],
+        export.serving_function(estimator, selector, 0, class_names[0]), input_signature=[spec]
     )
     result = {}
     with tempfile.TemporaryDirectory() as path:
