@@ -15,7 +15,10 @@ Random images of each task's size (the input pipeline has its own benchmark,
   structures drawn like a trained selector's (``SELECTOR_LIKE``) (rows ``<kind>_folded``),
   and, for comparison, at the full structure on the masked path and at the full and
   selector-like structures on the sliced path with the layers' own weights (``<kind>_sliced``:
-  what evaluation runs); each with its FLOPs
+  what evaluation runs), and, for the kinds whose batches share one structure (all at batch
+  1, the uniform levels at any batch), on folded weights in a graph traced for each structure
+  (``<kind>_fixed``: no control flow, so the difference from ``<kind>_folded`` is what
+  choosing the levels at run time costs); each with its FLOPs
   fraction (stem, trunk and head), its speed-up over the plain network and ``ratio`` =
   speed-up x FLOPs fraction (1.0: time falls as FLOPs do);
 - folding: the sliced path on folded weights against the same path on the layers' own, at
@@ -113,12 +116,21 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
     rows = [("full_masked", "masked", kinds["full"]), ("full_sliced", "sliced", kinds["full"]),
             ("selector_like_sliced", "sliced", kinds["selector_like"])]
     rows += [(f"{name}_folded", "folded", structures) for name, structures in kinds.items()]
+    rows += [(f"{name}_fixed", "fixed", structures) for name, structures in kinds.items()
+             if all(_one_structure(z) for z in structures)]
     for label, path, structures in rows:
+        run = paths[path]
+        if path == "fixed":  # one graph per structure, traced before the timing
+            fixed = [tuple(int(v) for v in z.numpy()[0]) for z in structures]
+            for z in set(fixed):
+                run(images, z)
+            structures = fixed
         seconds = mean_seconds(
-            lambda i, z=structures, run=paths[path]: run(images, z[i]).numpy(), calls
+            lambda i, z=structures, run=run: run(images, z[i]).numpy(), calls
         )
         fraction = float(np.mean([
-            np.mean(costs.macs(z, task).numpy()) for z in structures
+            np.mean(costs.macs(tf.reshape(z, [-1, estimator.n_blocks]), task).numpy())
+            for z in structures
         ])) / costs.full_macs(task)
         result[label] = {
             "images_per_s": batch / seconds,
@@ -129,15 +141,35 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
     return result
 
 
+def _one_structure(structures: tf.Tensor) -> bool:
+    """Whether every instance of a structure batch has the same structure."""
+    values = structures.numpy()
+    return bool((values == values[:1]).all())
+
+
 def _paths(estimator, task: int) -> dict[str, Callable]:
     """The estimator on task ``task`` as a function of (images, structure), compiled, on the
-    masked path, the sliced path and the sliced path on folded weights."""
-    weights = {"masked": None, "sliced": None, "folded": estimator.fold()}
-    return {
+    masked path, the sliced path, the sliced path on folded weights, and (``fixed``) on folded
+    weights under one structure given as a tuple of ints, a graph per structure with no
+    control flow (the floor of the folded path's time: what choosing levels at run time
+    costs)."""
+    folded = estimator.fold()
+    weights = {"masked": None, "sliced": None, "folded": folded}
+    paths = {
         path: tf.function(lambda x, z, e="masked" if path == "masked" else "sliced", f=f:
                           estimator(x, task=task, structure=z, execution=e, folded=f))
         for path, f in weights.items()
     }
+    graphs = {}
+
+    def fixed(x, z: tuple):
+        if z not in graphs:  # a function per structure: no retracing of one function
+            graphs[z] = tf.function(lambda x: estimator(
+                x, task=task, structure=z, execution="sliced", folded=folded))
+        return graphs[z](x)
+
+    paths["fixed"] = fixed
+    return paths
 
 
 def folding(estimator, batch: int, calls: int, rounds: int) -> dict[str, dict]:

@@ -362,9 +362,15 @@ class NestedBlock(keras.layers.Layer):
         return self._finish(x, self._branch(x, self.width, mask, instance_mask, training))
 
     def at_level(self, x, level, folded=None):
-        """The whole batch at one level (a scalar int32 tensor), inference only: only that
-        level's branch runs, at its kept width (``tf.switch_case``), with no partition.
-        ``folded``: each level's ``folded_level`` weights, used instead of the layer's own."""
+        """The whole batch at one level, inference only: only that level's branch runs, at its
+        kept width, with no partition. ``level``: a scalar int32 tensor (``tf.switch_case``
+        chooses the branch when run) or a Python int (the branch alone is traced: no control
+        flow). ``folded``: each level's ``folded_level`` weights, used instead of the layer's
+        own."""
+        if isinstance(level, int):
+            if not 0 <= level < self.levels:
+                raise ValueError(f"{self.name}: level must lie in [0, {self.levels}), got {level}")
+            return self._at_level(x, level, folded)
         return tf.switch_case(
             level, [functools.partial(self._at_level, x, i, folded) for i in range(self.levels)]
         )

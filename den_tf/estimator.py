@@ -167,7 +167,9 @@ class Estimator(MultiTaskNetwork):
         """Logits of one task's batch under structure z (None: the full model).
 
         Call as ``estimator(images, task=t, structure=z)``. ``folded``: weights from
-        ``fold``, run on the sliced path instead of the layers' own.
+        ``fold``, run on the sliced path instead of the layers' own. On the sliced path z may
+        also be a tuple of ints, one structure for the whole batch fixed when traced: each
+        block's level is traced alone, with no control flow (one graph per structure).
         """
         return self.call_task(
             images, task, structure, training=training, execution=execution, folded=folded
@@ -182,11 +184,13 @@ class Estimator(MultiTaskNetwork):
 
     def _trunk(self, x, structure=None, training=False, execution="masked", folded=None):
         blocks.check_execution(execution)
-        if structure is not None:
+        if structure is not None and not isinstance(structure, tuple):
             structure = structure_lib.check_structure(structure, self.n_blocks, self.levels)
         if folded is not None and (execution != "sliced" or structure is None):
             raise ValueError("folded weights run on the sliced path with a structure")
-        if structure is not None and execution == "sliced":
+        if isinstance(structure, tuple):
+            x = self._fixed_blocks(x, structure, training, execution, folded)
+        elif structure is not None and execution == "sliced":
             x = self._sliced_blocks(x, structure, training, folded)
         else:
             for i, block in enumerate(self.blocks):
@@ -194,6 +198,16 @@ class Estimator(MultiTaskNetwork):
                 x = block(x, levels, training=training, execution=execution)
         neck_bn = self.neck_bn if self.backbone.neck == "gap" else None
         return features(x, neck_bn, self.hidden, training)
+
+    def _fixed_blocks(self, x, structure: tuple, training, execution, folded=None):
+        """The blocks on the sliced path under one structure of Python ints (``call``)."""
+        if execution != "sliced" or training:
+            raise ValueError("a fixed structure (a tuple) runs on the sliced path, at inference")
+        levels = structure_lib.check_fixed_structure(structure, self.n_blocks, self.levels)
+        weights = [None] * self.n_blocks if folded is None else folded.check(self)
+        for block, level, weight in zip(self.blocks, levels, weights):
+            x = block.at_level(x, level, weight)
+        return x
 
     def _sliced_blocks(self, x, structure, training, folded=None):
         """The blocks on the sliced path. A batch whose instances share one structure (always

@@ -94,6 +94,19 @@ def full_structure(batch_size: int | tf.Tensor, n_blocks: int, levels: int) -> t
     return tf.fill([batch_size, n_blocks], tf.constant(levels - 1, tf.int32))
 
 
+def check_fixed_structure(structure: Sequence[int], n_blocks: int, levels: int) -> tuple[int, ...]:
+    """Validates one structure given as Python ints (a level per block) and returns it as a
+    tuple: the structure a fixed-structure graph is traced for."""
+    values = tuple(structure)
+    if len(values) != n_blocks or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values
+    ):
+        raise ValueError(f"a fixed structure is {n_blocks} ints (a level per block), got {values}")
+    if not all(0 <= v < levels for v in values):
+        raise ValueError(f"structure levels must lie in [0, {levels}), got {values}")
+    return tuple(int(v) for v in values)
+
+
 def check_structure(structure: tf.Tensor, n_blocks: int, levels: int) -> tf.Tensor:
     """Validates a structure and returns it as int32.
 

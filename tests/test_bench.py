@@ -63,16 +63,21 @@ def test_strategy_lines_time_both_steps():
         assert all(v > 0 for v in line.values())
 
 
-def test_inference_rows(tiny_evaluator, monkeypatch):
+@pytest.mark.parametrize("batch", [2, 1])
+def test_inference_rows(tiny_evaluator, monkeypatch, batch):
     """One row per structure kind and path, each timed on its own path and structures, with
     FLOPs fractions from the cost table and the ratio from the (here fixed) timings: the
-    reference takes 2 s a call, every other 1 s."""
+    reference takes 2 s a call, every other 1 s. Fixed-structure rows (a tuple per call, each
+    traced before the timing) exist for the kinds whose batches share one structure."""
     import tensorflow as tf
 
     estimator = tiny_evaluator.estimator
     calls = []  # (path, highest level of the structure) of each timed function's call
-    fake = {path: (lambda x, z, path=path: calls.append((path, int(z.numpy().max())))
-                   or tf.zeros([1])) for path in ("masked", "sliced", "folded")}
+    untimed = []  # the fixed path's structures, given before the timing
+    fake = {path: (lambda x, z, path=path: calls.append((path, int(np.max(z)))) or tf.zeros([1]))
+            for path in ("masked", "sliced", "folded", "fixed")}
+    fixed = fake["fixed"]
+    fake["fixed"] = lambda x, z: (untimed.append(z), fixed(x, z))[1]
     monkeypatch.setattr(bench, "_paths", lambda estimator, task: fake)
     timed = []
 
@@ -83,20 +88,25 @@ def test_inference_rows(tiny_evaluator, monkeypatch):
         return 2.0 if len(timed) == 1 else 1.0
 
     monkeypatch.setattr(bench, "mean_seconds", mean_seconds)
-    rows = bench.inference(estimator, bench.plain.PlainNetwork(estimator), batch=2, calls=2)
+    rows = bench.inference(estimator, bench.plain.PlainNetwork(estimator), batch=batch, calls=2)
+    fixed_kinds = ["full", "level_1"] + (["random_uniform", "selector_like"] if batch == 1 else [])
     assert list(rows) == ["plain_network", "full_masked", "full_sliced", "selector_like_sliced",
                           "full_folded", "level_1_folded", "random_uniform_folded",
-                          "selector_like_folded"]
+                          "selector_like_folded"] + [f"{k}_fixed" for k in fixed_kinds]
     top = estimator.levels - 1
     assert [path for path, _ in timed] == ["plain", "masked", "sliced", "sliced", "folded",
-                                           "folded", "folded", "folded"]
-    assert [timed[i][1] for i in (1, 2, 4, 5)] == [top, top, top, 1]
+                                           "folded", "folded", "folded"] + ["fixed"] * len(
+                                               fixed_kinds)
+    assert [timed[i][1] for i in (1, 2, 4, 5, 8, 9)] == [top, top, top, 1, top, 1]
+    assert all(isinstance(z, tuple) and len(z) == estimator.n_blocks for z in untimed)
+    assert {(top,) * estimator.n_blocks, (1,) * estimator.n_blocks} <= set(untimed)
     for name, row in rows.items():
         assert row["speedup"] == pytest.approx(1.0 if name == "plain_network" else 2.0)
         assert row["ratio"] == pytest.approx(row["speedup"] * row["flops_fraction"])
-    for name in ("full_masked", "full_sliced", "full_folded"):
+    for name in ("full_masked", "full_sliced", "full_folded", "full_fixed"):
         assert rows[name]["flops_fraction"] == pytest.approx(1.0)
     assert 0 < rows["level_1_folded"]["flops_fraction"] < 1
+    assert rows["level_1_fixed"]["flops_fraction"] == rows["level_1_folded"]["flops_fraction"]
 
 
 def test_folding_alternates_the_paths_and_divides_their_times(tiny_evaluator, monkeypatch):

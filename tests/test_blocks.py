@@ -94,6 +94,13 @@ def test_at_level_equals_the_masked_path(kind):
     assert graph.experimental_get_tracing_count() == 1
     if block.residual:  # level 0 is the shortcut exactly
         assert np.array_equal(block.at_level(x, tf.constant(0)), block.shortcut(x))
+    for level in range(block.levels):  # a Python level: its branch alone, no switch
+        fixed = tf.function(lambda x, level=level: block.at_level(x, level))
+        np.testing.assert_array_equal(fixed(x), graph(x, tf.constant(level)))
+        ops = {op.type for op in fixed.get_concrete_function(x).graph.get_operations()}
+        assert not ops & {"Case", "StatelessCase", "If", "StatelessIf"}
+    with pytest.raises(ValueError, match=r"level must lie in \[0, "):
+        block.at_level(x, block.levels)
 
 
 @pytest.mark.parametrize("kind", sorted(BLOCKS))

@@ -105,6 +105,33 @@ def test_sliced_path_runs_a_shared_structure_without_partitioning(monkeypatch):
     assert partitions == []
 
 
+def test_a_fixed_structure_runs_the_sliced_path_without_control_flow():
+    """A structure given as a tuple of ints gives the sliced path's logits, on the layers'
+    weights and on folded ones, in a graph with no switch or condition; bad ones are refused."""
+    est = _estimator()
+    images = tf.random.normal((3, 32, 32, 3))
+    folded = est.fold()
+    for levels in ((3, 0, 1, 2, 0, 3), (0,) * 6, (3,) * 6):
+        z = tf.constant([levels] * 3)
+        expected = est(images, task=1, structure=z, execution="sliced")
+        for f in (None, folded):
+            run = tf.function(lambda x, f=f, levels=levels: est(
+                x, task=1, structure=levels, execution="sliced", folded=f))
+            np.testing.assert_allclose(run(images), expected, atol=1e-4)
+            ops = {op.type for op in run.get_concrete_function(images).graph.get_operations()}
+            assert not ops & {"Case", "StatelessCase", "If", "StatelessIf"}
+        np.testing.assert_allclose(est.call_tasks(
+            [images[:, :16, :16], images], levels, execution="sliced")[1], expected, atol=1e-5)
+    for bad, match in (((3, 0, 1), "6 ints"), ((3, 0, 1, 2, 0, 4), r"lie in \[0, 4\)"),
+                       ((3, 0, 1, 2, 0, 1.0), "6 ints")):
+        with pytest.raises(ValueError, match=match):
+            est(images, task=1, structure=bad, execution="sliced")
+    with pytest.raises(ValueError, match="runs on the sliced path, at inference"):
+        est(images, task=1, structure=(1,) * 6)
+    with pytest.raises(ValueError, match="runs on the sliced path, at inference"):
+        est(images, task=1, structure=(1,) * 6, execution="sliced", training=True)
+
+
 def test_folded_weights_are_a_snapshot_of_the_sliced_path():
     """``fold`` gives the sliced path's logits, for shared and mixed structures in one
     trace; it keeps the weights it was taken from; other networks' blocks are refused."""
