@@ -6,10 +6,10 @@ Trains on the embedded synthetic dataset (den_tf/datasets/synthetic.py; nothing 
 download): per-task 7x7 stems into a 16x16 trunk, WRN-32 with widths 16/32/64 (15 blocks x
 4 levels), two stages of Algorithm 1, rho = 0.3.
 Expected result (2026-11-30, 2-core AMD EPYC, 5 seeds: ``make demo SEEDS=5``): DEN
-89.6 +- 0.4 % average accuracy at 49 % of the full structure's 35.4 MFLOPs; full structure
-89.4 %; random structures 78.6 % (uniform) and 88.8 % (the selector's level frequencies, same
-FLOPs: DEN 0.8 +- 0.6 points above); the hardest fifth of the images gets 20-41 % more FLOPs
-than the easiest (rank correlations 0.6-0.7); one seed (``make demo``) 10.6-12.6 minutes.
+89.5 +- 0.6 % average accuracy at 46 % of the full structure's 35.4 MFLOPs; full structure
+89.9 %; random structures 80.2 % (uniform) and 88.5 % (the selector's level frequencies, same
+FLOPs: DEN 1.0 +- 0.4 points above); the hardest fifth of the images gets 46-68 % more FLOPs
+than the easiest (rank correlations 0.8); one seed (``make demo``) about 11-12 minutes.
 """
 
 from den_tf.builders import base_config
