@@ -199,12 +199,16 @@ class Estimator(MultiTaskNetwork):
         neck_bn = self.neck_bn if self.backbone.neck == "gap" else None
         return features(x, neck_bn, self.hidden, training)
 
+    def _block_weights(self, folded) -> list:
+        """Each block's folded weights (checked to be this estimator's), or None per block."""
+        return [None] * self.n_blocks if folded is None else folded.check(self)
+
     def _fixed_blocks(self, x, structure: tuple, training, execution, folded=None):
         """The blocks on the sliced path under one structure of Python ints (``call``)."""
         if execution != "sliced" or training:
             raise ValueError("a fixed structure (a tuple) runs on the sliced path, at inference")
         levels = structure_lib.check_fixed_structure(structure, self.n_blocks, self.levels)
-        weights = [None] * self.n_blocks if folded is None else folded.check(self)
+        weights = self._block_weights(folded)
         for block, level, weight in zip(self.blocks, levels, weights):
             x = block.at_level(x, level, weight)
         return x
@@ -215,7 +219,7 @@ class Estimator(MultiTaskNetwork):
         otherwise each block partitions the batch by level."""
         if training:
             raise ValueError("the sliced path is for inference; train with 'masked'")
-        weights = [None] * self.n_blocks if folded is None else folded.check(self)
+        weights = self._block_weights(folded)
 
         def shared():
             h = x
