@@ -40,8 +40,7 @@ demo: $(STAMP)
 ifdef SEEDS
 	$(PY) -m den_tf.sweep --config=experiments/demo.py --workdir=$(WORKDIR)/demo_seeds --seeds=$(SEEDS) $(ARGS)
 else
-	$(PY) -m den_tf.main --config=experiments/demo.py --workdir=$(WORKDIR)/demo $(ARGS)
-	$(PY) -m den_tf.analyze --config=experiments/demo.py --workdir=$(WORKDIR)/demo $(ARGS)
+	$(PY) -m den_tf.main --config=experiments/demo.py --workdir=$(WORKDIR)/demo --analyze $(ARGS)
 endif
 
 # Any config over seeds: make sweep CONFIG=experiments/m3.py SEEDS=3 [ARGS=--config.rho=0.5]

@@ -126,10 +126,10 @@ class Evaluator:
         marginals: Sequence[np.ndarray] | None = None,
     ) -> dict[str, dict]:
         """Per task: accuracy (%), mean cross-entropy, objective (the mean cost R: CE + S(z) for
-        DEN), mean FLOPs and
-        density of the structures used, the selector's mean level probabilities (n_blocks, h),
-        and per instance (``instances``): label, prediction, correct, structure, FLOPs, the
-        selector's level probabilities and the data's extra features (``difficulty``).
+        DEN), mean FLOPs and density of the structures used, and per instance
+        (``instances``): label, prediction, correct, structure, FLOPs and the data's extra
+        features (``difficulty``); in mode 'selector' also the selector's level probabilities,
+        per instance and their mean (``level_probabilities``, (n_blocks, h)).
 
         ``marginals[t]`` (n_blocks, h) gives the level frequencies of mode 'marginal'.
         """
@@ -145,20 +145,23 @@ class Evaluator:
                 return policy.argmax_structure(logits)
             return _structures(mode, self.estimator, images, batch_seed, frequencies[t])
 
-        return self.evaluate_structures(datasets, choose, seed)
+        return self.evaluate_structures(datasets, choose, seed,
+                                        uses_selector=mode == "selector")
 
     def evaluate_structures(
         self, datasets: Sequence[tf.data.Dataset], choose: Chooser, seed: int = 0,
-        tasks: Sequence[int] | None = None,
+        tasks: Sequence[int] | None = None, uses_selector: bool = True,
     ) -> dict[str, dict]:
         """``evaluate`` with the structures of each batch given by ``choose(task, selector
-        logits, images, seed)`` (a seed per batch, derived from ``seed``; logits None without
-        a selector), on the tasks ``tasks`` (ids; None: all)."""
+        logits, images, seed)`` (a seed per batch, derived from ``seed``), on the tasks
+        ``tasks`` (ids; None: all). The selector runs only where ``uses_selector`` and there is
+        one: otherwise the logits are None and the report has no selector probabilities (the
+        controls do not pay for a network they do not use)."""
         report = {}
         for t in range(len(self.estimator.tasks)) if tasks is None else tasks:
             task, dataset = self.estimator.tasks[t], datasets[t]
             score = self._score(t)
-            select = self._select(t) if self.selector is not None else None
+            select = self._select(t) if uses_selector and self.selector is not None else None
             outputs, extras = collections.defaultdict(list), collections.defaultdict(list)
             for b, batch in enumerate(dataset):
                 logits = None if select is None else select(batch["image"])
@@ -212,7 +215,8 @@ def evaluate_levels(
         chosen = [t for t in ids if level in task_levels[t]]
         part = evaluator.evaluate_structures(
             datasets, lambda t, logits, images, s, level=level: tf.fill(
-                [tf.shape(images)[0], evaluator.estimator.n_blocks], level), seed, chosen)
+                [tf.shape(images)[0], evaluator.estimator.n_blocks], level), seed, chosen,
+            uses_selector=False)
         for t, (name, entry) in zip(chosen, part.items()):
             report[name if len(task_levels[t]) == 1 else f"{name}@level_{level}"] = entry
     return report

@@ -1,15 +1,17 @@
 """Command line of den_tf.
 
     python -m den_tf.main --config=experiments/<name>.py --workdir=DIR \\
-        [--config.key=value ...] [--mode=train|evaluate|export|budget|summary]
+        [--config.key=value ...] [--mode=train|evaluate|export|budget|summary] [--analyze]
 
 ``train`` runs Algorithm 1 (resuming from DIR/checkpoints if a run stopped) and evaluates
 on the test split once; ``evaluate`` re-evaluates the latest checkpoint; ``export`` writes it
 as a SavedModel with one serving signature per task to DIR/export; ``budget`` measures the
 test accuracy of the latest checkpoint at 10 FLOPs budgets for three choosers of structures
 (DIR/budget.json and budget.png); ``summary`` prints
-the model figures as one JSON object on stdout (logs go to stderr). An unknown config key or
-a value of the wrong type stops the program before any work starts.
+the model figures as one JSON object on stdout (logs go to stderr). ``--analyze`` ends a
+``train`` or ``evaluate`` run by writing its analysis page (``den_tf.analyze``) in the same
+process, with the test images it already made. An unknown config key or a value of the wrong
+type stops the program before any work starts.
 """
 
 from __future__ import annotations
@@ -18,17 +20,38 @@ import json
 import os
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from den_tf import analyze, budget, builders, cost, evaluation, export, progress, train
 
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard and results.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export", "budget", "summary"],
-                  "What to do.")
-flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard and results.")
+    flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export", "budget", "summary"],
+                      "What to do.")
+    flags.DEFINE_bool("analyze", False, "After --mode=train or evaluate, write the run's "
+                      "analysis page (as python -m den_tf.analyze) in the same process.")
+    flags.mark_flags_as_required(["config"])
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str, analysis: bool = False) -> dict:
+    """``--mode=train`` or ``evaluate``: the results, after writing them; with ``analysis``
+    the run's analysis page too (``analyze.analyze``)."""
+    if mode == "train":
+        results = train.train_and_evaluate(config, workdir)
+    elif mode == "evaluate":
+        results = train.evaluate_run(config, workdir)
+    else:
+        raise ValueError(f"mode must be 'train' or 'evaluate', got {mode!r}")
+    logging.info("results written to %s/results.json", workdir)
+    if analysis:
+        logging.info("analysis written to %s", analyze.analyze(workdir, config))
+    return results
 
 
 def main(argv):
@@ -43,6 +66,8 @@ def main(argv):
         return
     if not FLAGS.workdir:
         raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
+    if FLAGS.analyze and FLAGS.mode not in ("train", "evaluate"):
+        raise app.UsageError(f"--analyze goes with --mode=train or evaluate, not {FLAGS.mode}")
     if FLAGS.mode == "export":
         path, names = export.export_run(config, FLAGS.workdir)
         logging.info("SavedModel written to %s; signatures: %s", path, ", ".join(names))
@@ -52,13 +77,10 @@ def main(argv):
         analyze.plot_budget_curve(curve, os.path.join(FLAGS.workdir, "budget.png"))
         print(budget.curve_markdown(curve))
         return
-    if FLAGS.mode == "train":
-        results = train.train_and_evaluate(config, FLAGS.workdir)
-    else:
-        results = train.evaluate_run(config, FLAGS.workdir)
-    logging.info("results written to %s/results.json", FLAGS.workdir)
+    results = run(config, FLAGS.workdir, FLAGS.mode, FLAGS.analyze)
     print(evaluation.results_markdown(results))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -272,7 +272,7 @@ class Trainer:
         report = phase.validate(self.evaluator, self.validation_data, self.config.seed, stage)
         objective = float(np.mean([r["objective"] for r in report.values()]))
         self.writer.evaluation(phase.name, report, global_step)
-        if self.selector is not None:
+        if all("level_probabilities" in entry for entry in report.values()):  # the selector ran
             self.writer.level_probabilities(evaluation.mean_level_probabilities(report),
                                             global_step)
         converged = phase.plateau.update(objective)

@@ -127,17 +127,17 @@ def test_mode_names():
             evaluation.check_mode(bad, 4)
 
 
+def _data(size, counts):
+    return tf.data.Dataset.from_tensor_slices(
+        {"image": tf.random.normal((sum(counts), size, size, 3)),
+         "label": tf.zeros(sum(counts), tf.int32),
+         "difficulty": tf.linspace(0.0, 1.0, sum(counts))}
+    ).batch(counts[0])
+
+
 def test_each_task_is_traced_once_for_every_mode(tiny_evaluator):
     evaluator = tiny_evaluator
-
-    def data(size, counts):
-        return tf.data.Dataset.from_tensor_slices(
-            {"image": tf.random.normal((sum(counts), size, size, 3)),
-             "label": tf.zeros(sum(counts), tf.int32),
-             "difficulty": tf.linspace(0.0, 1.0, sum(counts))}
-        ).batch(counts[0])
-
-    datasets = [data(16, [4, 4, 3]), data(32, [5, 2])]  # partial last batches
+    datasets = [_data(16, [4, 4, 3]), _data(32, [5, 2])]  # partial last batches
     for _ in range(2):
         for mode in ("selector", "level_1", "marginal"):
             report = evaluator.evaluate(datasets, mode)
@@ -150,3 +150,21 @@ def test_each_task_is_traced_once_for_every_mode(tiny_evaluator):
     assert np.allclose(report["small"]["instances"]["difficulty"], np.linspace(0, 1, 11))
     level_1 = evaluator.evaluate(datasets, "level_1")["large"]["instances"]["structures"]
     assert (level_1 == 1).all()
+
+
+def test_only_the_selector_mode_runs_the_selector(tiny_evaluator, monkeypatch):
+    evaluator = tiny_evaluator
+    datasets = [_data(16, [3]), _data(32, [2])]
+    selected = []
+    select = evaluator._select
+    monkeypatch.setattr(evaluator, "_select", lambda t: selected.append(t) or select(t))
+    for mode in ("full", "level_0", "uniform", "marginal"):
+        report = evaluator.evaluate(datasets, mode)
+        assert not any("level_probabilities" in e or "probabilities" in e["instances"]
+                       for e in report.values()), mode
+    assert selected == []
+    report = evaluator.evaluate(datasets, "selector")
+    assert selected == [0, 1]
+    for entry in report.values():
+        assert entry["level_probabilities"].shape == (evaluator.estimator.n_blocks, 3)
+        np.testing.assert_allclose(entry["level_probabilities"].sum(-1), 1.0, rtol=1e-5)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from den_tf import analyze, builders, export, policy, sweep, train
+from den_tf import main as cli
 from den_tf.builders import base_config
 from den_tf.datasets import synthetic
 
@@ -147,6 +148,16 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path):
     assert json.loads((tmp_path / "budget.json").read_text()) == json.loads(json.dumps(curve))
     assert np.isclose(curve["choosers"]["selector"][-1]["average"]["accuracy"],
                       saved["average"]["accuracy"])
+
+    # --mode=evaluate --analyze: the same results again, and the analysis page beside them.
+    assert not (tmp_path / "analysis").exists()
+    again = cli.run(tiny_config(), str(tmp_path), "evaluate", analysis=True)
+    assert again["average"] == saved["average"]
+    figures = json.loads((tmp_path / "analysis" / "figures.json").read_text())
+    assert {"fig6a_structures.png", "fig7_structures.png", "budget.png"} <= set(figures)
+    assert all((tmp_path / "analysis" / name).stat().st_size > 0 for name in figures)
+    with pytest.raises(ValueError, match="'train' or 'evaluate'"):
+        cli.run(tiny_config(), str(tmp_path), "export")
 
 
 class Interrupted(Exception):
