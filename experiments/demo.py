@@ -9,7 +9,7 @@ Expected result (2026-11-30, 2-core AMD EPYC, 5 seeds: ``make demo SEEDS=5``): D
 89.5 +- 0.6 % average accuracy at 46 % of the full structure's 35.4 MFLOPs; full structure
 89.9 %; random structures 80.2 % (uniform) and 88.5 % (the selector's level frequencies, same
 FLOPs: DEN 1.0 +- 0.4 points above); the hardest fifth of the images gets 46-68 % more FLOPs
-than the easiest (rank correlations 0.8); one seed (``make demo``) about 11-12 minutes.
+than the easiest (rank correlations 0.8); one seed (``make demo``) 10.5-12 minutes.
 """
 
 from den_tf.builders import base_config
