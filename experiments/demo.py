@@ -1,6 +1,6 @@
 """Offline demo in the shape of M1: three synthetic tasks (32, 64, 96 px), narrow WRN-32.
 
-    make demo   # = python -m den_tf.main --config=experiments/demo.py --workdir=runs/demo
+    make demo   # = python -m den_tf.main --config=experiments/demo.py --workdir=runs/demo --analyze
 
 Trains on the embedded synthetic dataset (den_tf/datasets/synthetic.py; nothing to
 download): per-task 7x7 stems into a 16x16 trunk, WRN-32 with widths 16/32/64 (15 blocks x
