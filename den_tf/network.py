@@ -130,7 +130,15 @@ class MultiTaskNetwork(keras.Model):
         """
         if len(images) != len(self.tasks):
             raise ValueError(f"call_tasks needs {len(self.tasks)} image batches, got {len(images)}")
-        features = [self.stem(x, t) for t, x in enumerate(images)]
+        return self.call_features([self.stem(x, t) for t, x in enumerate(images)], *args,
+                                  **kwargs)
+
+    def call_features(self, features: Sequence[tf.Tensor], *args, **kwargs) -> list[tf.Tensor]:
+        """``call_tasks`` from the stems' outputs, one batch per task: the selector's scoring
+        runs each image's stem once and repeats its features for every sampled structure."""
+        if len(features) != len(self.tasks):
+            raise ValueError(f"call_features needs {len(self.tasks)} feature batches, got "
+                             f"{len(features)}")
         sizes = [tf.shape(f)[0] for f in features]
         shared = self._trunk(tf.concat(features, axis=0), *args, **kwargs)
         parts = tf.split(shared, sizes, axis=0)

@@ -433,18 +433,19 @@ class SelectorStep(Step):
         return logits if squash == 1.0 else policy.squash(logits, squash)
 
     def _score(self, images, labels, structures, greedy_structures):
-        """Cost R = CE + S(z) of each structure (its task's images tiled to match), from one
-        estimator pass in inference mode over every task; greedy structures come last."""
-        tiled_images, tiled_labels, all_structures = [], [], []
+        """Cost R = CE + S(z) of each structure, from one estimator pass in inference mode
+        over every task; greedy structures come last. Each image's stem runs once and its
+        features are tiled to match the structures (the stem does not depend on them)."""
+        tiled_features, tiled_labels, all_structures = [], [], []
         for t, (x, y, z) in enumerate(zip(images, labels, structures)):
             if greedy_structures is not None:
                 z = tf.concat([z, greedy_structures[t]], axis=0)
             copies = tf.shape(z)[0] // tf.shape(x)[0]
-            tiled_images.append(tf.tile(x, [copies, 1, 1, 1]))
+            tiled_features.append(tf.tile(self.estimator.stem(x, t), [copies, 1, 1, 1]))
             tiled_labels.append(tf.tile(y, [copies]))
             all_structures.append(z)
-        logits = self.estimator.call_tasks(
-            tiled_images, tf.concat(all_structures, axis=0), training=False,
+        logits = self.estimator.call_features(
+            tiled_features, tf.concat(all_structures, axis=0), training=False,
             execution=self.settings.execution,
         )
         scores = []

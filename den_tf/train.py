@@ -27,6 +27,7 @@ global step: no batch order is replayed, but the order differs from an uninterru
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -219,7 +220,10 @@ class Trainer:
         phase.start(stage)
         max_steps = phase.max_steps(stage)
         images_per_step = self.loop.batch_size * phase.tasks_trained(len(self.tasks))
-        means: dict[str, keras.metrics.Mean] = {}
+        # Sums of the step metrics since the last log line, in Python: eager Keras metrics
+        # cost about 8 ms a step on 2 cores, a tenth of a demo step.
+        sums: dict[str, float] = collections.defaultdict(float)
+        logged_steps = 0
         last_time, last_step = time.time(), int(self.state["step"])
         while int(self.state["step"]) < max_steps:
             # The state after the previous step, every checkpoint_every global steps.
@@ -236,7 +240,8 @@ class Trainer:
                 )
             for name, value in metrics.items():
                 if name != "finite":
-                    means.setdefault(name, keras.metrics.Mean(name=name)).update_state(value)
+                    sums[name] += float(value)
+            logged_steps += 1
             self.state["step"].assign_add(1)
             self.state["global_step"].assign_add(1)
             step += 1
@@ -245,9 +250,9 @@ class Trainer:
                 now = time.time()
                 seconds_per_step = (now - last_time) / max(step - last_step, 1)
                 last_time, last_step = now, step
-                scalars = {name: float(mean.result()) for name, mean in means.items()}
-                for mean in means.values():
-                    mean.reset_state()
+                scalars = {name: total / logged_steps for name, total in sums.items()}
+                sums.clear()
+                logged_steps = 0
                 logging.info(
                     "stage %d/%d %s step %d/%d | %.0f img/s | loss %.4f | ETA %s",
                     stage + 1, self.stages, phase.name, step, max_steps,

@@ -146,6 +146,42 @@ def test_selector_step_applies_the_gradients_it_reports():
         assert np.allclose(new.numpy(), old - grad, atol=1e-5)
 
 
+def test_selector_step_scores_tiled_stem_features_as_tiled_images():
+    """The scoring pass runs each image's stem once and tiles its features: the costs equal
+    those of the images tiled before the stem, for |Z| samples and the greedy structures."""
+    import keras
+
+    from den_tf import backbones
+    from den_tf.estimator import Estimator
+    from den_tf.selector import Selector
+    from den_tf.steps import SelectorStep, StepSettings
+    from den_tf.tasks import Task
+
+    tasks = [Task("a", "a", 16, 3), Task("b", "b", 32, 4)]
+    est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), tasks, levels=3,
+                    trunk_size=16)
+    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
+    step = SelectorStep(est, sel, keras.optimizers.SGD(1.0), StepSettings(samples=3))
+    images = [tf.random.normal((4, t.input_size, t.input_size, 3), seed=t.input_size)
+              for t in tasks]
+    labels = [tf.constant([0, 1, 2, 0]), tf.constant([3, 1, 2, 0])]
+    rng = np.random.default_rng(0)
+    structures = [tf.constant(rng.integers(0, 3, (12, est.n_blocks)), tf.int32) for _ in tasks]
+    greedy = [tf.constant(rng.integers(0, 3, (4, est.n_blocks)), tf.int32) for _ in tasks]
+    scores = step._score(images, labels, structures, greedy)
+    everything = [tf.concat([z, g], 0) for z, g in zip(structures, greedy)]
+    logits = est.call_tasks([tf.tile(x, [4, 1, 1, 1]) for x in images],
+                            tf.concat(everything, 0), training=False, execution="sliced")
+    for t, (score, out, z) in enumerate(zip(scores, logits, everything)):
+        y = tf.tile(labels[t], [4])
+        expected = step.settings.instance_cost(metrics.cross_entropy(y, out),
+                                               metrics.correct(y, out), z, step.costs.density)
+        assert score["cost"].shape == (16,)
+        np.testing.assert_allclose(score["cost"], expected, atol=1e-6)
+        # Differently drawn structures score differently: the comparison is not vacuous.
+        assert len(np.unique(np.round(score["cost"].numpy(), 5))) > 4
+
+
 def test_entropy_weight_adds_its_gradient_to_the_selector_step():
     """With ``entropy`` = w the step's gradient is that of w = 0 (same seed, same samples)
     minus w times the gradient of each task's mean per-block entropy."""
