@@ -1,11 +1,16 @@
 """The plateau that ends a phase, phase schedules, and the shared metrics, by hand."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from den_tf import cost, metrics
+from den_tf import backbones, cost, metrics, policy
+from den_tf.estimator import Estimator
 from den_tf.phases import PhaseSchedule, Plateau
+from den_tf.selector import Selector
+from den_tf.steps import EstimatorStep, SelectorStep, StepSettings
+from den_tf.tasks import Task
 
 
 def test_plateau_tracks_the_best_objective_and_weights():
@@ -88,14 +93,6 @@ def test_initial_distributions_draw_from_their_probabilities(initial):
     """The first stage's structures: the untrained selector's distribution (paper A.2, the
     'Random' of Fig. 5b) gives each block's levels at that selector's probabilities; 'uniform'
     gives every level 1/h."""
-    import keras
-
-    from den_tf import backbones
-    from den_tf.estimator import Estimator
-    from den_tf.selector import Selector
-    from den_tf.steps import EstimatorStep, StepSettings
-    from den_tf.tasks import Task
-
     tasks = [Task("t", "t", 16, 3)]
     est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), tasks, levels=3)
     sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
@@ -118,19 +115,17 @@ def test_initial_distributions_draw_from_their_probabilities(initial):
         StepSettings(initial_distribution="random")
 
 
-def test_selector_step_applies_the_gradients_it_reports():
-    import keras
-
-    from den_tf import backbones
-    from den_tf.estimator import Estimator
-    from den_tf.selector import Selector
-    from den_tf.steps import SelectorStep, StepSettings
-    from den_tf.tasks import Task
-
+def _tiny_models():
+    """Two tasks (16 and 32 px), a tiny WRN estimator with 3 levels and its selector."""
     tasks = [Task("a", "a", 16, 3), Task("b", "b", 32, 4)]
     est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), tasks, levels=3,
                     trunk_size=16)
     sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
+    return tasks, est, sel
+
+
+def test_selector_step_applies_the_gradients_it_reports():
+    tasks, est, sel = _tiny_models()
     step = SelectorStep(est, sel, keras.optimizers.SGD(1.0), StepSettings(samples=3))
     step.optimizer.build(sel.trainable_variables)
     batch = tuple({"image": tf.random.normal((4, t.input_size, t.input_size, 3)),
@@ -149,18 +144,7 @@ def test_selector_step_applies_the_gradients_it_reports():
 def test_selector_step_scores_tiled_stem_features_as_tiled_images():
     """The scoring pass runs each image's stem once and tiles its features: the costs equal
     those of the images tiled before the stem, for |Z| samples and the greedy structures."""
-    import keras
-
-    from den_tf import backbones
-    from den_tf.estimator import Estimator
-    from den_tf.selector import Selector
-    from den_tf.steps import SelectorStep, StepSettings
-    from den_tf.tasks import Task
-
-    tasks = [Task("a", "a", 16, 3), Task("b", "b", 32, 4)]
-    est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), tasks, levels=3,
-                    trunk_size=16)
-    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
+    tasks, est, sel = _tiny_models()
     step = SelectorStep(est, sel, keras.optimizers.SGD(1.0), StepSettings(samples=3))
     images = [tf.random.normal((4, t.input_size, t.input_size, 3), seed=t.input_size)
               for t in tasks]
@@ -185,18 +169,7 @@ def test_selector_step_scores_tiled_stem_features_as_tiled_images():
 def test_entropy_weight_adds_its_gradient_to_the_selector_step():
     """With ``entropy`` = w the step's gradient is that of w = 0 (same seed, same samples)
     minus w times the gradient of each task's mean per-block entropy."""
-    import keras
-
-    from den_tf import backbones, policy
-    from den_tf.estimator import Estimator
-    from den_tf.selector import Selector
-    from den_tf.steps import SelectorStep, StepSettings
-    from den_tf.tasks import Task
-
-    tasks = [Task("a", "a", 16, 3), Task("b", "b", 32, 4)]
-    est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), tasks, levels=3,
-                    trunk_size=16)
-    sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
+    tasks, est, sel = _tiny_models()
     batch = tuple({"image": tf.random.normal((4, t.input_size, t.input_size, 3)),
                    "label": tf.constant([0, 1, 2, 0])} for t in tasks)
     seed = tf.constant([5, 6], tf.int64)
