@@ -25,6 +25,10 @@ Random images of each task's size (the input pipeline has its own benchmark,
   the full structure, level 1 and selector-like structures, per batch size: the two alternate
   in ``--rounds`` rounds (so that the machine's drift falls on both), and the time ratio gets
   a 95% interval over the rounds;
+- choice (batch 1): the plain network, the folded path as exported and the folded path in a
+  graph traced for each structure, alternated in ``--rounds`` rounds per structure kind; each
+  path's ratio is taken against the same round's plain network, with a 95% interval over the
+  rounds (what choosing the levels at run time costs, without the drift between rows);
 - export: the exported serving signature (``den_tf.export``) against the same
   function in process;
 - strategies: images/s of the estimator and selector steps (global batch ``batch_size`` per
@@ -55,7 +59,7 @@ from den_tf.steps import EstimatorStep, SelectorStep
 # Level probabilities of the "selector-like" structures with four levels: mostly levels 1-2,
 # as the demo's trained selectors choose (about 45% of the full structure's FLOPs).
 SELECTOR_LIKE = (0.05, 0.45, 0.40, 0.10)
-PARTS = ("training", "inference", "folding", "export", "strategies")
+PARTS = ("training", "inference", "folding", "choice", "export", "strategies")
 
 
 def speedup_ratio(reference_seconds: float, seconds: float, flops_fraction: float) -> float:
@@ -106,7 +110,7 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
     task = 0
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
-    run_plain = tf.function(lambda x: reference(x, task=task))
+    run_plain = _plain_path(reference, task)
     paths = _paths(estimator, task)
     costs = cost.cost_table(estimator)
     reference_seconds = mean_seconds(lambda i: run_plain(images).numpy(), calls)
@@ -147,6 +151,11 @@ def _one_structure(structures: tf.Tensor) -> bool:
     return bool((values == values[:1]).all())
 
 
+def _plain_path(reference: plain.PlainNetwork, task: int) -> Callable:
+    """The plain network on task ``task`` as a compiled function of the images."""
+    return tf.function(lambda x: reference(x, task=task))
+
+
 def _paths(estimator, task: int) -> dict[str, Callable]:
     """The estimator on task ``task`` as a function of (images, structure), compiled, on the
     masked path, the sliced path, the sliced path on folded weights, and (``fixed``) on folded
@@ -172,6 +181,17 @@ def _paths(estimator, task: int) -> dict[str, Callable]:
     return paths
 
 
+def alternating(runs: dict[str, Callable[[int], object]], calls: int,
+                rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each run in each of ``rounds`` rounds of ``calls`` calls; the order
+    of the runs reverses every round, so that the machine's drift falls on all of them."""
+    seconds = {name: [] for name in runs}
+    for r in range(rounds):
+        for name in list(runs)[::1 if r % 2 == 0 else -1]:
+            seconds[name].append(mean_seconds(runs[name], calls))
+    return seconds
+
+
 def folding(estimator, batch: int, calls: int, rounds: int) -> dict[str, dict]:
     """Per structure kind on task 0, ms per call of the sliced path on the layers' weights and
     on folded ones, timed alternately in ``rounds`` rounds of ``calls`` calls, and the time
@@ -182,16 +202,55 @@ def folding(estimator, batch: int, calls: int, rounds: int) -> dict[str, dict]:
     kinds = _structures(estimator, batch, calls)
     result = {}
     for kind in [k for k in ("full", "level_1", "selector_like") if k in kinds]:
-        seconds = {"sliced": [], "folded": []}
-        for r in range(rounds):
-            for path in ("sliced", "folded")[::1 if r % 2 == 0 else -1]:
-                seconds[path].append(mean_seconds(
-                    lambda i, z=kinds[kind], run=paths[path]: run(images, z[i]).numpy(), calls))
+        seconds = alternating(
+            {path: lambda i, z=kinds[kind], run=paths[path]: run(images, z[i]).numpy()
+             for path in ("sliced", "folded")}, calls, rounds)
         ratio = stats.mean_interval([f / s for f, s in zip(seconds["folded"], seconds["sliced"])])
         result[kind] = {"sliced_ms": 1e3 * float(np.mean(seconds["sliced"])),
                         "folded_ms": 1e3 * float(np.mean(seconds["folded"])),
                         "folded_over_sliced_time": ratio["mean"],
                         "folded_over_sliced_time_half_width": ratio["half_width"]}
+    return result
+
+
+def choice(estimator, reference: plain.PlainNetwork, calls: int,
+           rounds: int) -> dict[str, dict]:
+    """What choosing the levels at run time costs at batch 1, with the machine's drift taken
+    out: per structure kind on task 0, the plain network, the folded path as exported (levels
+    chosen by ``tf.switch_case`` per block) and the folded path in a graph traced for each
+    structure (``fixed``) alternate in ``rounds`` rounds of ``calls`` calls (one structure
+    per call); each path's ratio (speed-up over the plain network x FLOPs fraction) is taken
+    per round, against the same round's plain network, with its 95% interval over the
+    rounds."""
+    task = 0
+    size = estimator.tasks[task].input_size
+    images = tf.random.normal([1, size, size, 3], seed=0)
+    paths = _paths(estimator, task)
+    run_plain = _plain_path(reference, task)
+    costs = cost.cost_table(estimator)
+    kinds = _structures(estimator, 1, calls)
+    result = {}
+    for kind in [k for k in ("full", "level_1", "selector_like") if k in kinds]:
+        structures = kinds[kind]
+        fixed = [tuple(int(v) for v in z.numpy()[0]) for z in structures]
+        for z in set(fixed):  # one graph per structure, traced before the timing
+            paths["fixed"](images, z)
+        seconds = alternating({
+            "plain": lambda i: run_plain(images).numpy(),
+            "folded": lambda i, z=structures: paths["folded"](images, z[i]).numpy(),
+            "fixed": lambda i, z=fixed: paths["fixed"](images, z[i]).numpy(),
+        }, calls, rounds)
+        fraction = float(np.mean([costs.macs(tf.constant([z]), task).numpy()[0]
+                                  for z in fixed])) / costs.full_macs(task)
+        row = {"flops_fraction": fraction}
+        for path in ("folded", "fixed"):
+            ratio = stats.mean_interval([
+                speedup_ratio(p, s, fraction) for p, s in zip(seconds["plain"], seconds[path])])
+            row[f"{path}_ms"] = 1e3 * float(np.mean(seconds[path]))
+            row[f"{path}_ratio"] = ratio["mean"]
+            row[f"{path}_ratio_half_width"] = ratio["half_width"]
+        row["plain_ms"] = 1e3 * float(np.mean(seconds["plain"]))
+        result[kind] = row
     return result
 
 
@@ -361,15 +420,18 @@ def main(argv):
         result["training"] = training(
             config, estimator, selector, FLAGS.batch_size, FLAGS.train_steps
         )
-    if "inference" in parts:
+    if parts & {"inference", "choice"}:
         result["inference_task"] = estimator.tasks[0].name
         reference = plain.PlainNetwork(estimator)
         plain.copy_weights(estimator, reference)
+    if "inference" in parts:
         result["inference"] = {f"batch_{b}": inference(estimator, reference, b, _calls(b))
                                for b in batches}
     if "folding" in parts:
         result["folding"] = {f"batch_{b}": folding(estimator, b, _calls(b), FLAGS.rounds)
                              for b in batches}
+    if "choice" in parts:
+        result["choice_batch_1"] = choice(estimator, reference, _calls(1), FLAGS.rounds)
     if "export" in parts:
         result["export"] = exported_speed(estimator, selector, batches, _calls)
     if "strategies" in parts:
@@ -384,7 +446,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("train_steps", 3, "Timed training steps per phase (after one untimed).")
     flags.DEFINE_integer("repeats", 5, "Timed inference calls per structure (after one untimed).")
     flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {PARTS}.")
-    flags.DEFINE_integer("rounds", 6, "Alternating rounds of the folding comparison.")
+    flags.DEFINE_integer("rounds", 6, "Alternating rounds of the folding and choice "
+                         "comparisons.")
     flags.DEFINE_integer("cpu_devices", 2, "Logical CPU devices for the mirrored strategy "
                          "line (without a GPU); 1: no mirrored line.")
     FLAGS = flags.FLAGS

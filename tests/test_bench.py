@@ -128,3 +128,52 @@ def test_folding_alternates_the_paths_and_divides_their_times(tiny_evaluator, mo
         assert row["folded_ms"] == pytest.approx(1500.0)
         assert row["folded_over_sliced_time"] == pytest.approx(0.75)
         assert row["folded_over_sliced_time_half_width"] == pytest.approx(0.0)
+
+
+def test_choice_alternates_three_paths_and_takes_ratios_per_round(tiny_evaluator, monkeypatch):
+    """At batch 1 the plain network, the folded path and the fixed graphs alternate (the order
+    reversed every other round); each ratio is plain time / path time x FLOPs fraction per
+    round (here 3.0 s, 2.0 s and 1.5 s every round), and every fixed structure is traced
+    before the timing."""
+    import tensorflow as tf
+
+    estimator = tiny_evaluator.estimator
+    order, traced = [], []
+
+    def record(path):
+        def run(x, z=None):
+            order.append(path)
+            if path == "fixed":
+                assert isinstance(z, tuple) and len(z) == estimator.n_blocks
+                traced.append(z)
+            return tf.zeros([1])
+        return run
+
+    monkeypatch.setattr(bench, "_paths", lambda estimator, task: {
+        "folded": record("folded"), "fixed": record("fixed")})
+    monkeypatch.setattr(bench, "_plain_path", lambda reference, task: record("plain"))
+    times = {"plain": 3.0, "folded": 2.0, "fixed": 1.5}
+
+    timed_paths = []
+
+    def timed(fn, calls):
+        before = len(traced)
+        fn(0)
+        if order[-1] == "fixed":  # the structure was traced before the timing
+            assert traced[-1] in traced[:before]
+        timed_paths.append(order[-1])
+        return times[order[-1]]
+
+    monkeypatch.setattr(bench, "mean_seconds", timed)
+    rows = bench.choice(estimator, reference=None, calls=3, rounds=4)
+    assert list(rows) == ["full", "level_1", "selector_like"]
+    assert timed_paths[:12] == ["plain", "folded", "fixed", "fixed", "folded", "plain"] * 2
+    assert len(timed_paths) == 3 * 12
+    assert rows["full"]["flops_fraction"] == pytest.approx(1.0)
+    assert 0 < rows["level_1"]["flops_fraction"] < 1
+    for row in rows.values():
+        assert row["plain_ms"] == pytest.approx(3000.0)
+        assert row["folded_ratio"] == pytest.approx(1.5 * row["flops_fraction"])
+        assert row["fixed_ratio"] == pytest.approx(2.0 * row["flops_fraction"])
+        assert row["folded_ratio_half_width"] == pytest.approx(0.0)
+        assert row["fixed_ratio_half_width"] == pytest.approx(0.0)
