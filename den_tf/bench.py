@@ -124,18 +124,12 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
              if all(_one_structure(z) for z in structures)]
     for label, path, structures in rows:
         run = paths[path]
-        if path == "fixed":  # one graph per structure, traced before the timing
-            fixed = [tuple(int(v) for v in z.numpy()[0]) for z in structures]
-            for z in set(fixed):
-                run(images, z)
-            structures = fixed
+        if path == "fixed":
+            structures = _traced_fixed(run, images, structures)
         seconds = mean_seconds(
             lambda i, z=structures, run=run: run(images, z[i]).numpy(), calls
         )
-        fraction = float(np.mean([
-            np.mean(costs.macs(tf.reshape(z, [-1, estimator.n_blocks]), task).numpy())
-            for z in structures
-        ])) / costs.full_macs(task)
+        fraction = _flops_fraction(estimator, costs, structures, task)
         result[label] = {
             "images_per_s": batch / seconds,
             "flops_fraction": fraction,
@@ -143,6 +137,24 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
             "ratio": speedup_ratio(reference_seconds, seconds, fraction),
         }
     return result
+
+
+def _traced_fixed(run_fixed: Callable, images: tf.Tensor,
+                  structures: Sequence[tf.Tensor]) -> list[tuple[int, ...]]:
+    """Batches that share one structure, as the tuples the ``fixed`` path takes, each
+    structure's graph traced by one untimed call (so that no timing includes a trace)."""
+    fixed = [tuple(int(v) for v in z.numpy()[0]) for z in structures]
+    for z in set(fixed):
+        run_fixed(images, z)
+    return fixed
+
+
+def _flops_fraction(estimator, costs, structures: Sequence, task: int) -> float:
+    """Mean FLOPs of the structure batches (tensors or tuples) over the full structure's."""
+    return float(np.mean([
+        np.mean(costs.macs(tf.reshape(z, [-1, estimator.n_blocks]), task).numpy())
+        for z in structures
+    ])) / costs.full_macs(task)
 
 
 def _one_structure(structures: tf.Tensor) -> bool:
@@ -232,16 +244,13 @@ def choice(estimator, reference: plain.PlainNetwork, calls: int,
     result = {}
     for kind in [k for k in ("full", "level_1", "selector_like") if k in kinds]:
         structures = kinds[kind]
-        fixed = [tuple(int(v) for v in z.numpy()[0]) for z in structures]
-        for z in set(fixed):  # one graph per structure, traced before the timing
-            paths["fixed"](images, z)
+        fixed = _traced_fixed(paths["fixed"], images, structures)
         seconds = alternating({
             "plain": lambda i: run_plain(images).numpy(),
             "folded": lambda i, z=structures: paths["folded"](images, z[i]).numpy(),
             "fixed": lambda i, z=fixed: paths["fixed"](images, z[i]).numpy(),
         }, calls, rounds)
-        fraction = float(np.mean([costs.macs(tf.constant([z]), task).numpy()[0]
-                                  for z in fixed])) / costs.full_macs(task)
+        fraction = _flops_fraction(estimator, costs, structures, task)
         row = {"flops_fraction": fraction}
         for path in ("folded", "fixed"):
             ratio = stats.mean_interval([
