@@ -2,8 +2,10 @@
 
 At test time an instance runs the selector's most probable structure on the sliced path.
 The controls run the same estimator with every instance at the full structure, with
-uniformly random structures (the paper's "rand sel") and with random structures drawn from
-the per-block level frequencies of the learned selector (the same expected FLOPs).
+uniformly random structures (the paper's "rand sel"), with random structures drawn from
+the per-block level frequencies of the learned selector (the same expected FLOPs), and with
+the selector's own structures shuffled among the task's instances (the same structures and
+FLOPs exactly; only which instance runs which is random).
 """
 
 from __future__ import annotations
@@ -148,6 +150,28 @@ class Evaluator:
         return self.evaluate_structures(datasets, choose, seed,
                                         uses_selector=mode == "selector")
 
+    def evaluate_assigned(
+        self, datasets: Sequence[tf.data.Dataset], structures: Sequence[np.ndarray]
+    ) -> dict[str, dict]:
+        """``evaluate`` with every instance's structure given: ``structures[t]`` (instances of
+        task t in the dataset's order, n_blocks). The counts must match the datasets'."""
+        used = [0] * len(structures)
+
+        def choose(t, logits, images, seed):
+            start = used[t]
+            used[t] += int(images.shape[0])
+            if used[t] > len(structures[t]):
+                raise ValueError(f"task {t}'s dataset has more instances than the "
+                                 f"{len(structures[t])} structures given")
+            return tf.constant(structures[t][start:used[t]], tf.int32)
+
+        report = self.evaluate_structures(datasets, choose, uses_selector=False)
+        for t, (name, entry) in enumerate(report.items()):
+            if entry["num"] != len(structures[t]):
+                raise ValueError(f"task {name!r} has {entry['num']} instances but "
+                                 f"{len(structures[t])} structures were given")
+        return report
+
     def evaluate_structures(
         self, datasets: Sequence[tf.data.Dataset], choose: Chooser, seed: int = 0,
         tasks: Sequence[int] | None = None, uses_selector: bool = True,
@@ -220,6 +244,12 @@ def evaluate_levels(
         for t, (name, entry) in zip(chosen, part.items()):
             report[name if len(task_levels[t]) == 1 else f"{name}@level_{level}"] = entry
     return report
+
+
+def shuffled_structures(structures: np.ndarray, seed: Sequence[int]) -> np.ndarray:
+    """The rows of ``structures`` (one per instance) in a random order drawn from ``seed``:
+    the same structures, each given to a random instance."""
+    return np.random.default_rng(list(seed)).permutation(structures)
 
 
 def level_frequencies(structures: np.ndarray, levels: int) -> np.ndarray:
@@ -423,6 +453,9 @@ def results(
                               estimator)
         for mode in ("uniform", "marginal")
     }
+    controls["shuffled"] = operating_point(evaluator.evaluate_assigned(test_data, [
+        shuffled_structures(e["structures"], (config.seed, t)) for t, e in enumerate(den.values())
+    ]), estimator)
     top = estimator.levels - 1
     level_reports = {
         level: evaluator.evaluate(test_data, "full" if level == top else f"level_{level}",
@@ -634,6 +667,8 @@ def results_markdown(results: dict) -> str:
         ("Full structure", results["full_structure"]),
         ("Random (uniform)", results["random_selector"]["uniform"]),
         ("Random (marginal)", results["random_selector"]["marginal"]),
+        *([("Random (shuffled)", results["random_selector"]["shuffled"])]
+          if "shuffled" in results["random_selector"] else []),
         (results["method"], den),
     ]
     lines = [

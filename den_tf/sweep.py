@@ -58,6 +58,8 @@ def methods(results: dict) -> dict[str, dict]:
         "random (uniform)": results["random_selector"]["uniform"],
         "random (selector's level frequencies)": results["random_selector"]["marginal"],
     }
+    if "shuffled" in results["random_selector"]:  # runs before 2026-12-01 lack it
+        points["random (selector's structures, shuffled)"] = results["random_selector"]["shuffled"]
     for level, point in results["uniform_levels"].items():
         points[f"uniform level {level}"] = point
     points["oracle over uniform levels"] = results["oracle"]

@@ -119,6 +119,36 @@ def test_predictions_file_holds_every_instance(tmp_path):
     assert np.isnan(saved["difficulty"][3:]).all()
 
 
+def test_shuffled_structures_give_the_same_rows_to_other_instances():
+    structures = np.arange(40).reshape(20, 2)
+    shuffled = evaluation.shuffled_structures(structures, (3, 1))
+    # Every row kept whole, each once, in another order; the same seed gives the same order.
+    assert sorted(map(tuple, shuffled)) == sorted(map(tuple, structures))
+    assert (shuffled[:, 1] - shuffled[:, 0] == 1).all()
+    assert not (shuffled == structures).all()
+    np.testing.assert_array_equal(shuffled, evaluation.shuffled_structures(structures, (3, 1)))
+    assert not (shuffled == evaluation.shuffled_structures(structures, (3, 2))).all()
+
+
+def test_given_structures_run_in_the_datasets_order(tiny_evaluator):
+    evaluator = tiny_evaluator
+    datasets = [_data(16, [4, 4, 3]), _data(32, [5, 2])]
+    rng = np.random.default_rng(0)
+    given = [rng.integers(0, 3, (n, evaluator.estimator.n_blocks)).astype(np.int32)
+             for n in (11, 7)]
+    report = evaluator.evaluate_assigned(datasets, given)
+    for entry, structures in zip(report.values(), given):
+        np.testing.assert_array_equal(entry["instances"]["structures"], structures)
+        assert "probabilities" not in entry["instances"]
+    costs = evaluator.costs
+    expected = float(costs.flops(given[1], 1).numpy().mean())
+    assert report["large"]["flops"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="has 11 instances but 12 structures"):
+        evaluator.evaluate_assigned(datasets, [np.concatenate([given[0], given[0][:1]]), given[1]])
+    with pytest.raises(ValueError, match="more instances than the 10 structures"):
+        evaluator.evaluate_assigned(datasets, [given[0][:10], given[1]])
+
+
 def test_mode_names():
     evaluation.check_mode("level_2", 4)
     evaluation.check_mode("marginal", 4)

@@ -77,6 +77,12 @@ def test_allocation_by_difficulty_joins_the_methods():
     assert points["same level shares at random"]["tasks"]["b"] == {"accuracy": 88.0,
                                                                    "flops": 48.0}
     assert "uniform levels by known difficulty" not in sweep.methods(RUNS[0])
+    # The shuffled control joins where the run has it (runs before it was added do not).
+    shuffled = {**RUNS[0], "random_selector": {**RUNS[0]["random_selector"],
+                                               "shuffled": _point(84.0, 86.0, 50.0)}}
+    name = "random (selector's structures, shuffled)"
+    assert sweep.methods(shuffled)[name]["average"] == {"accuracy": 85.0, "flops": 50.0}
+    assert name not in sweep.methods(RUNS[0])
     # Only some runs have it: named and left out, not averaged over fewer runs.
     report = sweep.aggregate([run, *RUNS[1:]])
     assert "uniform levels by known difficulty" not in report["methods"]

@@ -96,6 +96,9 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path):
         assert all("accuracy" in e and "flops" in e for e in control["tasks"].values())
     full = saved["full_structure"]["tasks"]
     assert all(np.isclose(full[n]["flops"], e["flops_full"]) for n, e in saved["tasks"].items())
+    # The selector's own structures, shuffled among the images: the same FLOPs exactly.
+    shuffled = saved["random_selector"]["shuffled"]["tasks"]
+    assert all(np.isclose(shuffled[n]["flops"], e["flops"]) for n, e in saved["tasks"].items())
     assert set(saved["uniform_levels"]) == {"1", "2", "3"}  # level 0 skips every block
     assert saved["uniform_levels"]["3"] == saved["full_structure"]
     assert saved["oracle"]["average"]["accuracy"] >= max(
@@ -106,6 +109,7 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path):
         assert aware["quintile_difficulty"] == sorted(aware["quintile_difficulty"])
     table = (tmp_path / "results.md").read_text()
     assert "| Average |" in table and "Random (marginal)" in table
+    assert "Random (shuffled)" in table
     assert "Oracle over uniform levels" in table and "rank correlation" in table
     predictions = np.load(tmp_path / "predictions.npz")
     assert len(predictions["label"]) == 3 * 60
