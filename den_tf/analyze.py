@@ -23,9 +23,9 @@ The same figures go to the run's TensorBoard as images (``analysis/<figure>``).
 Across runs (``--runs=DIR,DIR,... --vary=rho``): ``runs_<vary>.png``, average accuracy
 against FLOPs fraction of DEN in each run, labelled by the config value that varies (rho for
 the trade-off curve; ``model.levels`` or ``train.estimator.initial_distribution`` for the
-paper's Fig. 5 ablations), with each run's full structure and matched-frequency random
-control as points. ``make demo-rho``, ``make ablation-levels`` and ``make ablation-initial``
-train such runs and draw them.
+paper's Fig. 5 ablations), with each run's full structure and random controls (matched
+frequencies; the selector's structures shuffled) as points. ``make demo-rho``, ``make
+ablation-levels`` and ``make ablation-initial`` train such runs and draw them.
 """
 
 from __future__ import annotations
@@ -275,9 +275,12 @@ def plot_runs(runs: list[tuple[str, dict]], path: str, title: str) -> None:
     for label, results in runs:
         full = results["average"]["flops_full"]
         den.append((results["average"]["flops"] / full, results["average"]["accuracy"], label))
-        for key, marker, name in (("full_structure", "s", "full structure"),
-                                  ("marginal", "x", "random, selector's level frequencies")):
-            point = results[key] if key == "full_structure" else results["random_selector"][key]
+        controls = results["random_selector"]  # "shuffled": runs made after 2026-11-30
+        for point, marker, name in (
+            (results["full_structure"], "s", "full structure"),
+            (controls["marginal"], "x", "random (marginal)"),
+            *([(controls["shuffled"], "+", "random (shuffled)")] if "shuffled" in controls else []),
+        ):
             ax.scatter(point["average"]["flops"] / full, point["average"]["accuracy"],
                        marker=marker, color="gray", label=name if label == runs[0][0] else None)
     den.sort()

@@ -23,6 +23,12 @@ from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
 MODES = ("selector", "full", "uniform", "marginal", "level_<l>")
+# The controls of results.json's "random_selector", by key, with their names in tables.
+CONTROLS = {
+    "uniform": "random (uniform)",
+    "marginal": "random (selector's level frequencies)",
+    "shuffled": "random (selector's structures, shuffled)",
+}
 # (task, selector logits, images, seed) -> structures (batch, n_blocks)
 Chooser = Callable[[int, tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 TOP_STRUCTURES = 20
@@ -154,22 +160,28 @@ class Evaluator:
         self, datasets: Sequence[tf.data.Dataset], structures: Sequence[np.ndarray]
     ) -> dict[str, dict]:
         """``evaluate`` with every instance's structure given: ``structures[t]`` (instances of
-        task t in the dataset's order, n_blocks). The counts must match the datasets'."""
+        task t in the dataset's order, n_blocks), one array per task, as many rows as the
+        task's dataset has instances."""
+        if len(structures) != len(self.estimator.tasks):
+            raise ValueError(f"structures for {len(structures)} tasks given, the estimator has "
+                             f"{len(self.estimator.tasks)}")
         used = [0] * len(structures)
+
+        def mismatch(t: int, instances: str) -> ValueError:
+            return ValueError(f"task {self.estimator.tasks[t].name!r}: {len(structures[t])} "
+                              f"structures given for {instances} instances")
 
         def choose(t, logits, images, seed):
             start = used[t]
             used[t] += int(images.shape[0])
             if used[t] > len(structures[t]):
-                raise ValueError(f"task {t}'s dataset has more instances than the "
-                                 f"{len(structures[t])} structures given")
+                raise mismatch(t, "more")
             return tf.constant(structures[t][start:used[t]], tf.int32)
 
         report = self.evaluate_structures(datasets, choose, uses_selector=False)
-        for t, (name, entry) in enumerate(report.items()):
-            if entry["num"] != len(structures[t]):
-                raise ValueError(f"task {name!r} has {entry['num']} instances but "
-                                 f"{len(structures[t])} structures were given")
+        for t, count in enumerate(used):
+            if count != len(structures[t]):
+                raise mismatch(t, str(count))
         return report
 
     def evaluate_structures(
@@ -665,10 +677,7 @@ def results_markdown(results: dict) -> str:
     den = {"tasks": results["tasks"], "average": results["average"]}
     columns = [
         ("Full structure", results["full_structure"]),
-        ("Random (uniform)", results["random_selector"]["uniform"]),
-        ("Random (marginal)", results["random_selector"]["marginal"]),
-        *([("Random (shuffled)", results["random_selector"]["shuffled"])]
-          if "shuffled" in results["random_selector"] else []),
+        *((f"Random ({key})", point) for key, point in results["random_selector"].items()),
         (results["method"], den),
     ]
     lines = [

@@ -55,11 +55,9 @@ def methods(results: dict) -> dict[str, dict]:
     points = {
         DEN: {"tasks": results["tasks"], "average": results["average"]},
         "full structure": results["full_structure"],
-        "random (uniform)": results["random_selector"]["uniform"],
-        "random (selector's level frequencies)": results["random_selector"]["marginal"],
+        # Runs made before the shuffled control have only the other two.
+        **{evaluation.CONTROLS[key]: point for key, point in results["random_selector"].items()},
     }
-    if "shuffled" in results["random_selector"]:  # runs before 2026-12-01 lack it
-        points["random (selector's structures, shuffled)"] = results["random_selector"]["shuffled"]
     for level, point in results["uniform_levels"].items():
         points[f"uniform level {level}"] = point
     points["oracle over uniform levels"] = results["oracle"]

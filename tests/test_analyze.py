@@ -137,6 +137,8 @@ def test_runs_across_a_config_value(tmp_path):
         results = {"average": {"accuracy": accuracy, "flops": flops, "flops_full": 100.0},
                    "full_structure": point(86.0, 100.0),
                    "random_selector": {"marginal": point(accuracy - 1, flops)}}
+        if rho > 0.1:  # runs made before the shuffled control lack it
+            results["random_selector"]["shuffled"] = point(accuracy - 1.2, flops)
         (run / "results.json").write_text(json.dumps(results))
         (run / "config.json").write_text(json.dumps({"rho": rho, "model": {"levels": 4}}))
         runs.append(str(run))

@@ -133,20 +133,27 @@ def test_shuffled_structures_give_the_same_rows_to_other_instances():
 def test_given_structures_run_in_the_datasets_order(tiny_evaluator):
     evaluator = tiny_evaluator
     datasets = [_data(16, [4, 4, 3]), _data(32, [5, 2])]
-    rng = np.random.default_rng(0)
-    given = [rng.integers(0, 3, (n, evaluator.estimator.n_blocks)).astype(np.int32)
-             for n in (11, 7)]
+    n_blocks = evaluator.estimator.n_blocks
+    # Each instance at a uniform level (0-2, mixed within batches): its scores must be those
+    # of the same instance in that level's own evaluation.
+    levels = [np.array([0, 2, 1, 1, 2, 0, 0, 1, 2, 2, 1]), np.array([2, 1, 0, 0, 1, 2, 1])]
+    given = [np.repeat(level[:, None], n_blocks, axis=1).astype(np.int32) for level in levels]
     report = evaluator.evaluate_assigned(datasets, given)
-    for entry, structures in zip(report.values(), given):
-        np.testing.assert_array_equal(entry["instances"]["structures"], structures)
-        assert "probabilities" not in entry["instances"]
-    costs = evaluator.costs
-    expected = float(costs.flops(given[1], 1).numpy().mean())
-    assert report["large"]["flops"] == pytest.approx(expected)
-    with pytest.raises(ValueError, match="has 11 instances but 12 structures"):
+    by_level = [evaluator.evaluate(datasets, f"level_{level}") for level in range(3)]
+    for name, level, structures in zip(report, levels, given):
+        instances = report[name]["instances"]
+        np.testing.assert_array_equal(instances["structures"], structures)
+        assert "probabilities" not in instances
+        for key in ("cross_entropy", "flops"):
+            expected = [by_level[lv][name]["instances"][key][i] for i, lv in enumerate(level)]
+            np.testing.assert_allclose(instances[key], expected, rtol=1e-5, atol=1e-6)
+    assert len(set(report["small"]["instances"]["flops"])) == 3
+    with pytest.raises(ValueError, match="'small': 12 structures given for 11 instances"):
         evaluator.evaluate_assigned(datasets, [np.concatenate([given[0], given[0][:1]]), given[1]])
-    with pytest.raises(ValueError, match="more instances than the 10 structures"):
+    with pytest.raises(ValueError, match="'small': 10 structures given for more instances"):
         evaluator.evaluate_assigned(datasets, [given[0][:10], given[1]])
+    with pytest.raises(ValueError, match="structures for 1 tasks given, the estimator has 2"):
+        evaluator.evaluate_assigned(datasets, given[:1])
 
 
 def test_mode_names():
