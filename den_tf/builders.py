@@ -112,6 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Weight of the selector's mean per-block entropy subtracted from its loss (not in the
     # paper; 0: none).
     config.train.selector.entropy = 0.0
+    # The per-instance cost R: 'den' (cross-entropy + S(z), the paper) or 'den_error' (the 0/1
+    # error + S(z); den_tf/cost.py).
+    config.train.selector.cost = "den"
     # epsilon-greedy exploration: epsilon * epsilon_decay^step, restarting every phase.
     config.train.selector.epsilon = 1.0
     config.train.selector.epsilon_decay = 0.99
@@ -201,12 +204,19 @@ def require_selector(config: ml_collections.ConfigDict, what: str) -> None:
                          f"{config.method!r} has none")
 
 
+# DEN's per-instance costs R (den_tf/cost.py); BlockDrop's reward comes with its method.
+SELECTOR_COSTS = ("den", "den_error")
+
+
 def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
     """What the training steps need, from ``config.rho`` and ``config.train``. BlockDrop's
     definition replaces the selector's settings: its reward and exploration
     (``config.blockdrop``), one sample per instance, the self-critical (greedy) baseline, no
     epsilon-greedy, and a first estimator phase on the full network (tau = 1)."""
     train = config.train
+    if train.selector.cost not in SELECTOR_COSTS:
+        raise ValueError(f"train.selector.cost must be one of {SELECTOR_COSTS}, got "
+                         f"{train.selector.cost!r} (BlockDrop's is set by method 'blockdrop')")
     settings = dict(
         rho=config.rho,
         task_weights=tuple(train.task_weights),
@@ -219,6 +229,7 @@ def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
         jit_compile=config.jit_compile,
         draws="portable" if uses_tpu(config) else None,
         entropy=train.selector.entropy,
+        cost=train.selector.cost,
     )
     if config.method == "blockdrop":
         settings.update(cost="blockdrop", gamma=config.blockdrop.gamma,

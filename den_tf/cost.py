@@ -163,14 +163,17 @@ def sparsity_cost(structure: tf.Tensor, density: np.ndarray, rho: float) -> tf.T
     return rho * tf.square(mean_density(structure, density))
 
 
-COSTS = ("den", "blockdrop")
+COSTS = ("den", "den_error", "blockdrop")
 
 
 @dataclasses.dataclass(frozen=True)
 class InstanceCost:
     """R, the per-instance cost the selector minimises (and validation averages).
 
-    'den': cross-entropy + S(z) (Eqs. 5-6). 'blockdrop': BlockDrop's reward negated: a correct
+    'den': cross-entropy + S(z) (Eqs. 5-6). 'den_error': the 0/1 error + S(z) (not in the paper:
+    the cost then counts only the FLOPs that change whether the instance is classified
+    correctly, not those that raise the confidence of a right answer). 'blockdrop': BlockDrop's
+    reward negated: a correct
     prediction costs kept^2 - 1 and a wrong one ``gamma``, where kept is the fraction of the
     network the structure runs (mean d_i(l_i), the fraction of blocks kept when each block is
     skipped or whole).
@@ -189,6 +192,9 @@ class InstanceCost:
     def __call__(self, cross_entropy, correct, structure, density: np.ndarray) -> tf.Tensor:
         if self.kind == "den":
             return cross_entropy + sparsity_cost(structure, density, self.rho)
+        if self.kind == "den_error":
+            error = 1.0 - tf.cast(correct, tf.float32)
+            return error + sparsity_cost(structure, density, self.rho)
         kept = mean_density(structure, density)
         return tf.where(tf.cast(correct, tf.bool), tf.square(kept) - 1.0, self.gamma)
 

@@ -305,6 +305,9 @@ def test_blockdrop_cost_and_squash_against_hand_values():
     den = cost.InstanceCost("den", rho=0.5)
     np.testing.assert_allclose(den(ce, correct, structure, density),
                                [0.5 + 0.5 / 9, 0.2 + 0.5, 2.0 + 0.5], atol=1e-6)
+    error = cost.InstanceCost("den_error", rho=0.5)  # the 0/1 error in place of the CE
+    np.testing.assert_allclose(error(ce, correct, structure, density),
+                               [0.5 / 9, 0.5, 1.0 + 0.5], atol=1e-6)
     with pytest.raises(ValueError, match="cost must be one of"):
         cost.InstanceCost("reward")
     logits = tf.math.log(tf.constant([[[0.9, 0.1], [0.5, 0.5]]]))

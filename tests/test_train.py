@@ -285,6 +285,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     ({"train.selector.baseline": "leave_one_out", "train.selector.samples": 1},
      "'leave_one_out' needs samples >= 2"),
     ({"train.selector.execution": "fast"}, "execution must be one of"),
+    ({"train.selector.cost": "blockdrop"}, r"train.selector.cost must be one of \('den'"),
     ({"train.estimator.structures": "best"}, "later_structures must be one of"),
     ({"train.estimator.tau": 1.5}, r"tau must lie in \[0, 1\]"),
     ({"train.task_weights": (1.0,)}, r"one weight per task \(3\)"),
