@@ -25,10 +25,12 @@ Random images of each task's size (the input pipeline has its own benchmark,
   the full structure, level 1 and selector-like structures, per batch size: the two alternate
   in ``--rounds`` rounds (so that the machine's drift falls on both), and the time ratio gets
   a 95% interval over the rounds;
-- choice (batch 1): the plain network, the folded path as exported and the folded path in a
-  graph traced for each structure, alternated in ``--rounds`` rounds per structure kind; each
-  path's ratio is taken against the same round's plain network, with a 95% interval over the
-  rounds (what choosing the levels at run time costs, without the drift between rows);
+- choice, per batch size: the plain network, the folded path as exported and (where a batch
+  shares one structure: every kind at batch 1, the uniform levels at any batch) the folded
+  path in a graph traced for each structure, alternated in ``--rounds`` rounds per structure
+  kind; each path's ratio is taken against the same round's plain network, with a 95%
+  interval over the rounds (the ratios without the drift between rows, and what choosing the
+  levels at run time costs);
 - export: the exported serving signature (``den_tf.export``) against the same
   function in process;
 - strategies: images/s of the estimator and selector steps (global batch ``batch_size`` per
@@ -225,40 +227,40 @@ def folding(estimator, batch: int, calls: int, rounds: int) -> dict[str, dict]:
     return result
 
 
-def choice(estimator, reference: plain.PlainNetwork, calls: int,
+def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
            rounds: int) -> dict[str, dict]:
-    """What choosing the levels at run time costs at batch 1, with the machine's drift taken
-    out: per structure kind on task 0, the plain network, the folded path as exported (levels
-    chosen by ``tf.switch_case`` per block) and the folded path in a graph traced for each
-    structure (``fixed``) alternate in ``rounds`` rounds of ``calls`` calls (one structure
-    per call); each path's ratio (speed-up over the plain network x FLOPs fraction) is taken
-    per round, against the same round's plain network, with its 95% interval over the
-    rounds."""
+    """The ratios at one batch size with the machine's drift taken out: per structure kind on
+    task 0, the plain network, the folded path as exported (levels chosen by
+    ``tf.switch_case`` per block, a mixed batch partitioned) and, where each batch shares one
+    structure (every kind at batch 1, the uniform levels at any batch), the folded path in a
+    graph traced for that structure (``fixed``: what choosing the levels at run time costs)
+    alternate in ``rounds`` rounds of ``calls`` calls (a structure batch per call); each
+    path's ratio (speed-up over the plain network x FLOPs fraction) is taken per round,
+    against the same round's plain network, with its 95% interval over the rounds."""
     task = 0
     size = estimator.tasks[task].input_size
-    images = tf.random.normal([1, size, size, 3], seed=0)
+    images = tf.random.normal([batch, size, size, 3], seed=0)
     paths = _paths(estimator, task)
     run_plain = _plain_path(reference, task)
     costs = cost.cost_table(estimator)
-    kinds = _structures(estimator, 1, calls)
+    kinds = _structures(estimator, batch, calls)
     result = {}
     for kind in [k for k in ("full", "level_1", "selector_like") if k in kinds]:
         structures = kinds[kind]
-        fixed = _traced_fixed(paths["fixed"], images, structures)
-        seconds = alternating({
-            "plain": lambda i: run_plain(images).numpy(),
-            "folded": lambda i, z=structures: paths["folded"](images, z[i]).numpy(),
-            "fixed": lambda i, z=fixed: paths["fixed"](images, z[i]).numpy(),
-        }, calls, rounds)
+        runs = {"plain": lambda i: run_plain(images).numpy(),
+                "folded": lambda i, z=structures: paths["folded"](images, z[i]).numpy()}
+        if all(_one_structure(z) for z in structures):
+            fixed = _traced_fixed(paths["fixed"], images, structures)
+            runs["fixed"] = lambda i, z=fixed: paths["fixed"](images, z[i]).numpy()
+        seconds = alternating(runs, calls, rounds)
         fraction = _flops_fraction(estimator, costs, structures, task)
-        row = {"flops_fraction": fraction}
-        for path in ("folded", "fixed"):
+        row = {"flops_fraction": fraction, "plain_ms": 1e3 * float(np.mean(seconds["plain"]))}
+        for path in list(runs)[1:]:
             ratio = stats.mean_interval([
                 speedup_ratio(p, s, fraction) for p, s in zip(seconds["plain"], seconds[path])])
             row[f"{path}_ms"] = 1e3 * float(np.mean(seconds[path]))
             row[f"{path}_ratio"] = ratio["mean"]
             row[f"{path}_ratio_half_width"] = ratio["half_width"]
-        row["plain_ms"] = 1e3 * float(np.mean(seconds["plain"]))
         result[kind] = row
     return result
 
@@ -440,7 +442,8 @@ def main(argv):
         result["folding"] = {f"batch_{b}": folding(estimator, b, _calls(b), FLAGS.rounds)
                              for b in batches}
     if "choice" in parts:
-        result["choice_batch_1"] = choice(estimator, reference, _calls(1), FLAGS.rounds)
+        result["choice"] = {f"batch_{b}": choice(estimator, reference, b, _calls(b), FLAGS.rounds)
+                            for b in batches}
     if "export" in parts:
         result["export"] = exported_speed(estimator, selector, batches, _calls)
     if "strategies" in parts:

@@ -165,7 +165,7 @@ def test_choice_alternates_three_paths_and_takes_ratios_per_round(tiny_evaluator
         return times[order[-1]]
 
     monkeypatch.setattr(bench, "mean_seconds", timed)
-    rows = bench.choice(estimator, reference=None, calls=3, rounds=4)
+    rows = bench.choice(estimator, reference=None, batch=1, calls=3, rounds=4)
     assert list(rows) == ["full", "level_1", "selector_like"]
     assert timed_paths[:12] == ["plain", "folded", "fixed", "fixed", "folded", "plain"] * 2
     assert len(timed_paths) == 3 * 12
@@ -177,3 +177,11 @@ def test_choice_alternates_three_paths_and_takes_ratios_per_round(tiny_evaluator
         assert row["fixed_ratio"] == pytest.approx(2.0 * row["flops_fraction"])
         assert row["folded_ratio_half_width"] == pytest.approx(0.0)
         assert row["fixed_ratio_half_width"] == pytest.approx(0.0)
+    # A batch of mixed structures has no graph of its own: plain and folded alternate.
+    timed_paths.clear()
+    rows = bench.choice(estimator, reference=None, batch=4, calls=3, rounds=4)
+    assert timed_paths == (["plain", "folded", "fixed", "fixed", "folded", "plain"] * 2 * 2
+                           + ["plain", "folded", "folded", "plain"] * 2)
+    assert "fixed_ratio" not in rows["selector_like"]
+    row = rows["selector_like"]
+    assert row["folded_ratio"] == pytest.approx(1.5 * row["flops_fraction"])
