@@ -11,8 +11,9 @@ Expected result (2026-11-30, 2-core AMD EPYC, oneDNN off, 5 seeds: ``make demo S
 FLOPs: DEN 1.0 +- 0.4 points above); the hardest fifth of the images gets 46-68 % more FLOPs
 than the easiest (rank correlations 0.8); one seed (``make demo``) 10.5-12 minutes. On a
 2-core AMD EPYC with AVX-512 (oneDNN on by default): DEN 89.6 +- 0.5 % at 46 %, full structure
-90.1 %, 1.0 +- 1.2 points above the matched random control (10 seeds: 1.1 +- 0.5), spreads
-49-74 %; 6-6.5 minutes a seed (three ``make demo`` runs).
+90.1 %, 1.0 +- 1.2 points above the matched random control (10 seeds: 1.1 +- 0.5; 1.4 +- 0.6
+above the selector's own structures shuffled among the images), spreads 49-74 %; 6-6.5
+minutes a seed (three ``make demo`` runs).
 Single seeds differ between CPUs (README, Demo).
 """
 
