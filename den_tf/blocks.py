@@ -7,7 +7,8 @@ the same weights:
   are multiplied by zero. Batch norm moments count only the entries that are active, so the
   moving statistics describe each channel as it is when it runs. Used for training.
 - ``sliced``: the batch is partitioned by level, each part runs with kernels sliced to its
-  kept channels, and the parts are stitched back in order. Fewer FLOPs take less time.
+  kept channels, and the parts are stitched back (in a network, straight into the grouping
+  of the next block: ``Estimator``). Fewer FLOPs take less time.
   Inference only (batch norm uses its moving statistics). Deployment can also pass each
   level's weights cut and with batch norm folded into the convolutions once
   (``folded_level``), instead of on every call.
@@ -385,25 +386,26 @@ class NestedBlock(keras.layers.Layer):
 
     def partitioned(self, x, levels, folded=None):
         """Inference on a batch of mixed levels ((batch,) int32): partition by level, run each
-        non-empty part at its kept width, stitch back in order (``folded`` as in ``at_level``).
+        part at its kept width (``run_parts``), stitch back in order (``folded`` as in
+        ``at_level``)."""
+        positions = tf.dynamic_partition(tf.range(tf.shape(x)[0]), levels, self.levels)
+        outputs = self.run_parts([tf.gather(x, indices) for indices in positions], folded)
+        return tf.dynamic_stitch(positions, outputs)
 
-        TensorFlow's convolution returns a wrongly shaped result for an empty batch, so a level
-        no instance chose is not run: its part is an empty tensor of the output shape.
-        """
-        _, height, width, channels = self.compute_output_shape(x.shape)
+    def run_parts(self, parts: Sequence[tf.Tensor], folded=None) -> list[tf.Tensor]:
+        """Each level's part of a batch (the instances at that level, possibly none) run at
+        its level. TensorFlow's convolution returns a wrongly shaped result for an empty
+        batch, so a level no instance chose is not run: its output is an empty tensor of the
+        output shape."""
+        _, height, width, channels = self.compute_output_shape(parts[0].shape)
         if height is None or width is None:
             raise ValueError(f"{self.name}: the sliced path needs static spatial dimensions")
-        empty = tf.zeros([0, height, width, channels], x.dtype)
-        positions = tf.dynamic_partition(tf.range(tf.shape(x)[0]), levels, self.levels)
-        outputs = []
-        for level, indices in enumerate(positions):
-            part = tf.gather(x, indices)
-            outputs.append(tf.cond(
-                tf.size(indices) > 0,
-                functools.partial(self._at_level, part, level, folded),
-                lambda: empty,
-            ))
-        return tf.dynamic_stitch(positions, outputs)
+        empty = tf.zeros([0, height, width, channels], parts[0].dtype)
+        return [
+            tf.cond(tf.shape(part)[0] > 0,
+                    functools.partial(self._at_level, part, level, folded), lambda: empty)
+            for level, part in enumerate(parts)
+        ]
 
     def folded_level(self, level: int) -> list[tf.Tensor]:
         """Level ``level``'s weights for inference, computed once: cut to its kept channels,

@@ -216,7 +216,7 @@ class Estimator(MultiTaskNetwork):
     def _sliced_blocks(self, x, structure, training, folded=None):
         """The blocks on the sliced path. A batch whose instances share one structure (always
         a batch of one) runs each block at its level directly (``NestedBlock.at_level``);
-        otherwise each block partitions the batch by level."""
+        otherwise each block runs the batch's parts by level (``NestedBlock.run_parts``)."""
         if training:
             raise ValueError("the sliced path is for inference; train with 'masked'")
         weights = self._block_weights(folded)
@@ -228,9 +228,19 @@ class Estimator(MultiTaskNetwork):
             return h
 
         def partitioned():
-            h = x
+            # Each block's input comes grouped by its levels (instances in their order within
+            # a level), so that its parts are slices of it, and its outputs are stitched
+            # straight into the next block's grouping (the last: the batch's order): one copy
+            # of the activations per block instead of a gather and a stitch.
+            batch, levels = tf.shape(x)[0], self.levels
+            orders = [tf.argsort(structure[:, i], stable=True) for i in range(self.n_blocks)]
+            orders.append(tf.range(batch))
+            h = tf.gather(x, orders[0])
             for i, block in enumerate(self.blocks):
-                h = block(h, structure[:, i], execution="sliced", folded=weights[i])
+                counts = tf.math.bincount(structure[:, i], minlength=levels, maxlength=levels)
+                outputs = block.run_parts(tf.split(h, counts, num=levels), weights[i])
+                destination = tf.gather(tf.math.invert_permutation(orders[i + 1]), orders[i])
+                h = tf.dynamic_stitch(tf.split(destination, counts, num=levels), outputs)
             return h
 
         one = tf.logical_and(

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from den_tf import backbones, builders, policy
-from den_tf.estimator import Estimator
+from den_tf.estimator import Estimator, features
 from den_tf.selector import Selector
 from den_tf.tasks import Task
 
@@ -96,13 +96,23 @@ def test_sliced_path_runs_a_shared_structure_without_partitioning(monkeypatch):
         assert np.abs(sliced(images[b:b + 1], mixed[b:b + 1]) - expected).max() < 1e-5
     assert np.abs(sliced(images, mixed) - est(images, task=1, structure=mixed)).max() < 1e-5
     assert sliced.experimental_get_tracing_count() == 1
+    # The mixed batch, block by block: the same as each block partitioning and stitching its
+    # own input (the estimator stitches each block's parts into the next block's grouping).
+    h = est.stem(images, 1)
+    for i, block in enumerate(est.blocks):
+        h = block.partitioned(h, mixed[:, i])
+    np.testing.assert_array_equal(est._trunk(est.stem(images, 1), mixed, execution="sliced"),
+                                  features(h, est.neck_bn, est.hidden, False))
     partitions = []
     for block in est.blocks:
-        monkeypatch.setattr(block, "partitioned",
-                            lambda *a, b=block, **k: partitions.append(b.name))
+        run_parts = block.run_parts
+        monkeypatch.setattr(block, "run_parts", lambda *a, b=block, run=run_parts, **k:
+                            partitions.append(b.name) or run(*a, **k))
     est(images[:1], task=1, structure=mixed[:1], execution="sliced")  # eager: one branch runs
     est(images[:2], task=1, structure=tf.tile(mixed[2:3], [2, 1]), execution="sliced")
     assert partitions == []
+    est(images[:2], task=1, structure=mixed[:2], execution="sliced")
+    assert partitions == [block.name for block in est.blocks]
 
 
 def test_a_fixed_structure_runs_the_sliced_path_without_control_flow():
