@@ -340,11 +340,17 @@ class NestedBlock(keras.layers.Layer):
         initializer = keras.initializers.get(self.kernel_initializer)
         return self.add_weight(shape=shape, initializer=initializer, name=name)
 
-    def call(self, x, levels=None, training=False, execution="masked", folded=None):
+    def call(self, x, levels=None, training=False, execution="masked", folded=None,
+             grouping=None):
         """Runs the block; ``levels`` (batch,) int32 or None for the full block; on the sliced
-        path a scalar level runs the whole batch at that level (``at_level``), and
+        path a scalar level runs the whole batch at that level (``at_level``), ``grouping``
+        (counts, destination) runs a batch that comes grouped by level (``regrouped``), and
         ``folded`` (each level's ``folded_level`` weights) replaces the layer's own."""
         check_execution(execution)
+        if grouping is not None:
+            if execution != "sliced" or training:
+                raise ValueError("a grouped batch runs on the sliced path, at inference")
+            return self.regrouped(x, *grouping, folded)
         if folded is not None and (execution != "sliced" or levels is None):
             raise ValueError("folded weights run on the sliced path with levels")
         if levels is None:
@@ -391,6 +397,13 @@ class NestedBlock(keras.layers.Layer):
         positions = tf.dynamic_partition(tf.range(tf.shape(x)[0]), levels, self.levels)
         outputs = self.run_parts([tf.gather(x, indices) for indices in positions], folded)
         return tf.dynamic_stitch(positions, outputs)
+
+    def regrouped(self, x, counts, destination, folded=None):
+        """Inference on a batch that comes grouped by level: ``counts[l]`` instances at level l,
+        in level order. Each level's part is a slice of ``x`` (no copy), and output row r is
+        stitched to row ``destination[r]`` (in a network: the next block's grouping)."""
+        parts = self.run_parts(tf.split(x, counts, num=self.levels), folded)
+        return tf.dynamic_stitch(tf.split(destination, counts, num=self.levels), parts)
 
     def run_parts(self, parts: Sequence[tf.Tensor], folded=None) -> list[tf.Tensor]:
         """Each level's part of a batch (the instances at that level, possibly none) run at

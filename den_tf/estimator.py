@@ -216,7 +216,7 @@ class Estimator(MultiTaskNetwork):
     def _sliced_blocks(self, x, structure, training, folded=None):
         """The blocks on the sliced path. A batch whose instances share one structure (always
         a batch of one) runs each block at its level directly (``NestedBlock.at_level``);
-        otherwise each block runs the batch's parts by level (``NestedBlock.run_parts``)."""
+        otherwise each block runs the batch grouped by its levels (``NestedBlock.regrouped``)."""
         if training:
             raise ValueError("the sliced path is for inference; train with 'masked'")
         weights = self._block_weights(folded)
@@ -238,9 +238,9 @@ class Estimator(MultiTaskNetwork):
             h = tf.gather(x, orders[0])
             for i, block in enumerate(self.blocks):
                 counts = tf.math.bincount(structure[:, i], minlength=levels, maxlength=levels)
-                outputs = block.run_parts(tf.split(h, counts, num=levels), weights[i])
                 destination = tf.gather(tf.math.invert_permutation(orders[i + 1]), orders[i])
-                h = tf.dynamic_stitch(tf.split(destination, counts, num=levels), outputs)
+                h = block(h, execution="sliced", folded=weights[i],
+                          grouping=(counts, destination))
             return h
 
         one = tf.logical_and(

@@ -136,6 +136,17 @@ def test_folded_weights_compute_the_sliced_path(kind):
     assert graph.experimental_get_tracing_count() == 2  # a scalar level and a batch of levels
     with pytest.raises(ValueError, match="folded weights run on the sliced path"):
         block(x, tf.zeros([8], tf.int32), folded=folded)
+    # A batch grouped by level (2, 0, 3, 3 instances of levels 0-3), its output rows sent to
+    # a given order: row r of the grouped batch's output is row destination[r].
+    levels = tf.constant([3, 0, 2, 2, 0, 3, 2, 3]) % block.levels
+    order = tf.argsort(levels, stable=True)
+    counts = tf.math.bincount(levels, minlength=block.levels, maxlength=block.levels)
+    destination = tf.constant([6, 0, 3, 1, 7, 2, 5, 4])
+    got = block(tf.gather(x, order), execution="sliced", grouping=(counts, destination))
+    expected = tf.gather(block(x, levels, execution="sliced"), order)
+    np.testing.assert_array_equal(tf.gather(got, destination), expected)
+    with pytest.raises(ValueError, match="a grouped batch runs on the sliced path"):
+        block(x, grouping=(counts, destination))
 
 
 def test_folded_weights_under_mixed_precision():

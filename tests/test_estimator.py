@@ -105,8 +105,8 @@ def test_sliced_path_runs_a_shared_structure_without_partitioning(monkeypatch):
                                   features(h, est.neck_bn, est.hidden, False))
     partitions = []
     for block in est.blocks:
-        run_parts = block.run_parts
-        monkeypatch.setattr(block, "run_parts", lambda *a, b=block, run=run_parts, **k:
+        regrouped = block.regrouped
+        monkeypatch.setattr(block, "regrouped", lambda *a, b=block, run=regrouped, **k:
                             partitions.append(b.name) or run(*a, **k))
     est(images[:1], task=1, structure=mixed[:1], execution="sliced")  # eager: one branch runs
     est(images[:2], task=1, structure=tf.tile(mixed[2:3], [2, 1]), execution="sliced")
