@@ -141,6 +141,13 @@ def shortcut(x: tf.Tensor, stride: int, out_channels: int) -> tf.Tensor:
 Initializer = str | dict | keras.initializers.Initializer
 
 
+def level_grouping(levels: tf.Tensor, n_levels: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The instances grouped by level ((batch,) int32 levels): their indices in level order,
+    each level's in the batch's order, and the number at each level (``regrouped``)."""
+    order = tf.argsort(levels, stable=True)
+    return order, tf.math.bincount(levels, minlength=n_levels, maxlength=n_levels)
+
+
 def initializer_identifier(initializer: Initializer) -> str | dict:
     """A Keras initializer as a name or a config: what ``get_config`` stores, and what each
     kernel instantiates afresh (one unseeded instance called twice repeats its values)."""
@@ -391,12 +398,10 @@ class NestedBlock(keras.layers.Layer):
         return self._finish(x, self._folded_branch(x, folded[level]))
 
     def partitioned(self, x, levels, folded=None):
-        """Inference on a batch of mixed levels ((batch,) int32): partition by level, run each
-        part at its kept width (``run_parts``), stitch back in order (``folded`` as in
-        ``at_level``)."""
-        positions = tf.dynamic_partition(tf.range(tf.shape(x)[0]), levels, self.levels)
-        outputs = self.run_parts([tf.gather(x, indices) for indices in positions], folded)
-        return tf.dynamic_stitch(positions, outputs)
+        """Inference on a batch of mixed levels ((batch,) int32): grouped by level, each part
+        run at its kept width, stitched back in order (``folded`` as in ``at_level``)."""
+        order, counts = level_grouping(levels, self.levels)
+        return self.regrouped(tf.gather(x, order), counts, order, folded)
 
     def regrouped(self, x, counts, destination, folded=None):
         """Inference on a batch that comes grouped by level: ``counts[l]`` instances at level l,

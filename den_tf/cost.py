@@ -173,10 +173,9 @@ class InstanceCost:
     'den': cross-entropy + S(z) (Eqs. 5-6). 'den_error': the 0/1 error + S(z) (not in the paper:
     the cost then counts only the FLOPs that change whether the instance is classified
     correctly, not those that raise the confidence of a right answer). 'blockdrop': BlockDrop's
-    reward negated: a correct
-    prediction costs kept^2 - 1 and a wrong one ``gamma``, where kept is the fraction of the
-    network the structure runs (mean d_i(l_i), the fraction of blocks kept when each block is
-    skipped or whole).
+    reward negated: a correct prediction costs kept^2 - 1 and a wrong one ``gamma``, where kept
+    is the fraction of the network the structure runs (mean d_i(l_i), the fraction of blocks
+    kept when each block is skipped or whole).
     """
 
     kind: str = "den"

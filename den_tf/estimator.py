@@ -232,15 +232,14 @@ class Estimator(MultiTaskNetwork):
             # a level), so that its parts are slices of it, and its outputs are stitched
             # straight into the next block's grouping (the last: the batch's order): one copy
             # of the activations per block instead of a gather and a stitch.
-            batch, levels = tf.shape(x)[0], self.levels
-            orders = [tf.argsort(structure[:, i], stable=True) for i in range(self.n_blocks)]
-            orders.append(tf.range(batch))
+            orders, counts = zip(*(blocks.level_grouping(structure[:, i], self.levels)
+                                   for i in range(self.n_blocks)))
+            orders += (tf.range(tf.shape(x)[0]),)
             h = tf.gather(x, orders[0])
             for i, block in enumerate(self.blocks):
-                counts = tf.math.bincount(structure[:, i], minlength=levels, maxlength=levels)
                 destination = tf.gather(tf.math.invert_permutation(orders[i + 1]), orders[i])
                 h = block(h, execution="sliced", folded=weights[i],
-                          grouping=(counts, destination))
+                          grouping=(counts[i], destination))
             return h
 
         one = tf.logical_and(

@@ -23,7 +23,7 @@ from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
 MODES = ("selector", "full", "uniform", "marginal", "level_<l>")
-# The controls of results.json's "random_selector", by key, with their names in tables.
+# The controls of results.json's "random_selector", by key, with their names in sweep.md.
 CONTROLS = {
     "uniform": "random (uniform)",
     "marginal": "random (selector's level frequencies)",
