@@ -348,12 +348,19 @@ class NestedBlock(keras.layers.Layer):
         return self.add_weight(shape=shape, initializer=initializer, name=name)
 
     def call(self, x, levels=None, training=False, execution="masked", folded=None,
-             grouping=None):
+             grouping=None, level_weights=None):
         """Runs the block; ``levels`` (batch,) int32 or None for the full block; on the sliced
         path a scalar level runs the whole batch at that level (``at_level``), ``grouping``
         (counts, destination) runs a batch that comes grouped by level (``regrouped``), and
-        ``folded`` (each level's ``folded_level`` weights) replaces the layer's own."""
+        ``folded`` (each level's ``folded_level`` weights) replaces the layer's own. On the
+        masked path ``level_weights`` (batch, h) may replace ``levels``: each channel's mask is
+        the weight of the levels that keep it (``relaxed_masks``)."""
         check_execution(execution)
+        if level_weights is not None:
+            if levels is not None or execution != "masked":
+                raise ValueError("level_weights replace levels, on the masked path")
+            masks = self.relaxed_masks(tf.cast(level_weights, x.dtype))
+            return self._finish(x, self._branch(x, self.width, *masks, training))
         if grouping is not None:
             if execution != "sliced" or training:
                 raise ValueError("a grouped batch runs on the sliced path, at inference")
@@ -374,6 +381,22 @@ class NestedBlock(keras.layers.Layer):
         mask = mask[:, tf.newaxis, tf.newaxis, :]
         instance_mask = tf.cast(kept > 0, x.dtype)[:, tf.newaxis, tf.newaxis, tf.newaxis]
         return self._finish(x, self._branch(x, self.width, mask, instance_mask, training))
+
+    def relaxed_masks(self, level_weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The masked path's channel and instance masks for level weights (batch, h): channel
+        c's mask is the total weight of the levels that keep it, an instance's the weight of
+        the levels that run the branch. One-hot weights give the masks of those levels
+        exactly. In a basic residual block the mask meets only the last convolution's input,
+        so the output is linear in the weights and the gradient with respect to level l's
+        weight is the first-order change of the loss from running level l (the
+        straight-through selector gradient, ``policy.straight_through``)."""
+        dtype = level_weights.dtype
+        kept = tf.constant(self.level_channels)[:, tf.newaxis]
+        keeps = tf.cast(tf.range(self.width)[tf.newaxis, :] < kept, dtype)  # (h, width)
+        mask = tf.matmul(level_weights, keeps)[:, tf.newaxis, tf.newaxis, :]
+        runs = tf.cast(tf.constant(self.level_channels) > 0, dtype)
+        instance_mask = tf.reduce_sum(level_weights * runs, axis=1)
+        return mask, instance_mask[:, tf.newaxis, tf.newaxis, tf.newaxis]
 
     def at_level(self, x, level, folded=None):
         """The whole batch at one level, inference only: only that level's branch runs, at its

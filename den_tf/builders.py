@@ -109,6 +109,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.selector.lr_decay = 0.1
     config.train.selector.samples = 4  # |Z| of Eq. (7)
     config.train.selector.baseline = "leave_one_out"  # none | leave_one_out | greedy
+    # The selector's gradient: 'reinforce' (Eq. 7, the paper) or 'straight_through' (not in
+    # the paper: the cost differentiated through the estimator's masked path; no baseline).
+    config.train.selector.gradient = "reinforce"
     # Weight of the selector's mean per-block entropy subtracted from its loss (not in the
     # paper; 0: none).
     config.train.selector.entropy = 0.0
@@ -225,6 +228,7 @@ def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
         initial_distribution=train.estimator.initial_distribution,
         samples=train.selector.samples,
         baseline=train.selector.baseline,
+        gradient=train.selector.gradient,
         execution=selector_execution(config),
         jit_compile=config.jit_compile,
         draws="portable" if uses_tpu(config) else None,

@@ -1,14 +1,17 @@
-"""How noisy is the selector's policy gradient? Its signal-to-noise ratio on a trained run.
+"""How noisy is the selector's gradient? Its signal-to-noise ratio on a trained run.
 
     python -m den_tf.diagnose --config=experiments/demo.py --workdir=DIR [--draws=32] \\
-        [--samples=2,4,8] [--baselines=none,leave_one_out,greedy] [--epsilon=0]
+        [--samples=2,4,8] [--baselines=none,leave_one_out,greedy] [--epsilon=0] \\
+        [--gradients=reinforce,straight_through]
 
-Restores the latest checkpoint of DIR, takes one training batch, and for every baseline and
-number of samples |Z| draws the gradient estimate of one selector step ``draws`` times with
+Restores the latest checkpoint of DIR, takes one training batch, and for every gradient
+estimator (``policy.GRADIENTS``; the policy gradient with every baseline) and number of
+samples |Z| draws the gradient estimate of one selector step ``draws`` times with
 independent structures. Prints one JSON line each: the squared norm of the expected gradient
 (signal), the expected squared deviation of one draw from it (noise), both unbiased, their
 ratio, and the mean cosine between one draw and the mean of the draws. A step whose ratio is
-far below 1 mostly follows noise.
+far below 1 mostly follows noise. (The straight-through gradient is biased: its signal is
+that of its own expectation, not of the expected cost's gradient.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import tensorflow as tf
 from absl import app, flags
 from ml_collections import config_flags
 
-from den_tf import builders, progress, train
+from den_tf import builders, policy, progress, train
 from den_tf.datasets import multitask_dataset
 from den_tf.steps import SelectorStep
 
@@ -38,6 +41,7 @@ def define_flags() -> None:
     flags.DEFINE_list("samples", ["2", "4", "8"], "Numbers of samples |Z| per instance.")
     flags.DEFINE_list("baselines", ["none", "leave_one_out", "greedy"], "Baselines to compare.")
     flags.DEFINE_float("epsilon", 0.0, "Exploration of the sampled structures.")
+    flags.DEFINE_list("gradients", ["reinforce"], "Gradient estimators (policy.GRADIENTS).")
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -73,19 +77,24 @@ def main(argv):
         **builders.data_kwargs(config),
     )))
     weights = [w.numpy() for w in selector.weights]
-    for baseline in FLAGS.baselines:
-        for samples in (int(s) for s in FLAGS.samples):
-            settings = dataclasses.replace(
-                builders.step_settings(config), baseline=baseline, samples=samples
-            )
-            step = SelectorStep(estimator, selector, keras.optimizers.Adam(), settings)
-            draws = []
-            for draw in range(FLAGS.draws):
-                grads = step.gradients(batch, tf.constant([draw, 17], tf.int64), FLAGS.epsilon)
-                draws.append([g.numpy() for g in grads])
-                selector.set_weights(weights)  # undo the batch-norm updates of the draw
-            print(json.dumps({"baseline": baseline, "samples": samples, "draws": FLAGS.draws,
-                              **gradient_snr(draws)}))
+    unknown = set(FLAGS.gradients) - set(policy.GRADIENTS)
+    if unknown:
+        raise app.UsageError(f"--gradients must be among {policy.GRADIENTS}, got {unknown}")
+    settings = [(gradient, baseline, samples)
+                for gradient in FLAGS.gradients
+                for baseline in (FLAGS.baselines if gradient == "reinforce" else ["none"])
+                for samples in (int(s) for s in FLAGS.samples)]
+    for gradient, baseline, samples in settings:
+        step_settings = dataclasses.replace(builders.step_settings(config), gradient=gradient,
+                                            baseline=baseline, samples=samples)
+        step = SelectorStep(estimator, selector, keras.optimizers.Adam(), step_settings)
+        draws = []
+        for draw in range(FLAGS.draws):
+            grads = step.gradients(batch, tf.constant([draw, 17], tf.int64), FLAGS.epsilon)
+            draws.append([g.numpy() for g in grads])
+            selector.set_weights(weights)  # undo the batch-norm updates of the draw
+        print(json.dumps({"gradient": gradient, "baseline": baseline, "samples": samples,
+                          "draws": FLAGS.draws, **gradient_snr(draws)}))
 
 
 if __name__ == "__main__":

@@ -163,16 +163,18 @@ class Estimator(MultiTaskNetwork):
         return structure_lib.full_structure(batch_size, self.n_blocks, self.levels)
 
     def call(self, images, task=0, structure=None, training=False, execution="masked",
-             folded=None):
+             folded=None, level_weights=None):
         """Logits of one task's batch under structure z (None: the full model).
 
         Call as ``estimator(images, task=t, structure=z)``. ``folded``: weights from
         ``fold``, run on the sliced path instead of the layers' own. On the sliced path z may
         also be a tuple of ints, one structure for the whole batch fixed when traced: each
-        block's level is traced alone, with no control flow (one graph per structure).
+        block's level is traced alone, with no control flow (one graph per structure). On
+        the masked path ``level_weights`` (batch, n_blocks, h) may replace z (``_trunk``).
         """
         return self.call_task(
-            images, task, structure, training=training, execution=execution, folded=folded
+            images, task, structure, training=training, execution=execution, folded=folded,
+            level_weights=level_weights,
         )
 
     def fold(self) -> FoldedWeights:
@@ -182,8 +184,17 @@ class Estimator(MultiTaskNetwork):
         A snapshot: fold again after the weights change."""
         return FoldedWeights(self)
 
-    def _trunk(self, x, structure=None, training=False, execution="masked", folded=None):
+    def _trunk(self, x, structure=None, training=False, execution="masked", folded=None,
+               level_weights=None):
+        """The blocks and the neck. ``level_weights`` (batch, n_blocks, h), on the masked path
+        instead of a structure: each block's masks weigh its levels
+        (``NestedBlock.relaxed_masks``; one-hot rows run those levels)."""
         blocks.check_execution(execution)
+        if level_weights is not None:
+            if structure is not None or execution != "masked":
+                raise ValueError("level_weights replace the structure, on the masked path")
+            level_weights = structure_lib.check_level_weights(level_weights, self.n_blocks,
+                                                              self.levels)
         if structure is not None and not isinstance(structure, tuple):
             structure = structure_lib.check_structure(structure, self.n_blocks, self.levels)
         if folded is not None and (execution != "sliced" or structure is None):
@@ -195,7 +206,9 @@ class Estimator(MultiTaskNetwork):
         else:
             for i, block in enumerate(self.blocks):
                 levels = None if structure is None else structure[:, i]
-                x = block(x, levels, training=training, execution=execution)
+                weights = None if level_weights is None else level_weights[:, i]
+                x = block(x, levels, training=training, execution=execution,
+                          level_weights=weights)
         neck_bn = self.neck_bn if self.backbone.neck == "gap" else None
         return features(x, neck_bn, self.hidden, training)
 
@@ -220,11 +233,12 @@ class Estimator(MultiTaskNetwork):
         if training:
             raise ValueError("the sliced path is for inference; train with 'masked'")
         weights = self._block_weights(folded)
+        lowest, highest = tf.reduce_min(structure, 0), tf.reduce_max(structure, 0)
 
-        def shared():
+        def shared():  # (from the per-block maxima: a static batch of 0 traces this too)
             h = x
             for i, block in enumerate(self.blocks):
-                h = block(h, structure[0, i], execution="sliced", folded=weights[i])
+                h = block(h, highest[i], execution="sliced", folded=weights[i])
             return h
 
         def partitioned():
@@ -242,10 +256,7 @@ class Estimator(MultiTaskNetwork):
                           grouping=(counts[i], destination))
             return h
 
-        one = tf.logical_and(
-            tf.shape(structure)[0] > 0,
-            tf.reduce_all(tf.reduce_min(structure, 0) == tf.reduce_max(structure, 0)),
-        )
+        one = tf.logical_and(tf.shape(structure)[0] > 0, tf.reduce_all(lowest == highest))
         return tf.cond(one, shared, partitioned)
 
     def batch_norms(self) -> list[blocks.MaskedBatchNorm]:

@@ -12,6 +12,9 @@ import tensorflow as tf
 
 # The baselines b of the policy gradient (see ``baseline``).
 BASELINES = ("none", "leave_one_out", "greedy")
+# How the selector's gradient is estimated: the policy gradient of Eq. (7), or
+# ``straight_through`` level weights differentiated through the estimator's masked path.
+GRADIENTS = ("reinforce", "straight_through")
 
 
 def log_prob(logits: tf.Tensor, structure: tf.Tensor) -> tf.Tensor:
@@ -61,6 +64,18 @@ def sample_structure(logits: tf.Tensor, seed: tf.Tensor, draws: str = "tensorflo
         tf.reshape(logits, [-1, levels]), 1, seed=seed, dtype=tf.int32
     )
     return tf.reshape(draws, [batch, n_blocks])
+
+
+def straight_through(logits: tf.Tensor, structure: tf.Tensor) -> tf.Tensor:
+    """Level weights (batch, n_blocks, h) equal to one_hot(z) in value, whose gradient flows
+    to the logits through C = softmax(logits) (the straight-through estimator, Bengio et al.
+    2013): with g_l the loss's gradient with respect to a block's weight of level l, the
+    logit of level k gets C_k (g_k - sum_l C_l g_l), so a block's levels whose first-order
+    cost is below the distribution's mean gain probability. Biased, but per block and per
+    instance, where the policy gradient spreads one cost over all the blocks."""
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    hard = tf.one_hot(structure, logits.shape[-1], dtype=probabilities.dtype)
+    return hard + (probabilities - tf.stop_gradient(probabilities))
 
 
 def argmax_structure(logits: tf.Tensor) -> tf.Tensor:

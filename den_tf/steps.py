@@ -43,7 +43,12 @@ class StepSettings:
       initial_distribution: the first stage's distribution (``INITIAL_DISTRIBUTIONS``).
       samples: structures |Z| sampled per instance in the selector step (Eq. 7).
       baseline: the policy gradient's baseline (``policy.BASELINES``).
-      execution: how the frozen estimator scores the samples (``blocks.EXECUTIONS``).
+      gradient: how the selector's gradient is estimated (``policy.GRADIENTS``): the policy
+        gradient of Eq. (7), or 'straight_through' (not in the paper): the samples run on
+        the masked path as level weights (``policy.straight_through``) and the cost R is
+        differentiated through the frozen estimator (needs cost 'den'; no baseline).
+      execution: how the frozen estimator scores the policy gradient's samples
+        (``blocks.EXECUTIONS``; the straight-through gradient runs the masked path).
       jit_compile: compile each step with XLA. XLA needs static shapes, so the samples are
         then scored on the masked path (the sliced path's partitions have data-dependent
         sizes), and the random draws are XLA-portable.
@@ -64,6 +69,7 @@ class StepSettings:
     initial_distribution: str = "eq8"
     samples: int = 4
     baseline: str = "leave_one_out"
+    gradient: str = "reinforce"
     execution: str = "sliced"
     jit_compile: bool = False
     draws: str | None = None
@@ -89,7 +95,12 @@ class StepSettings:
                              f"got {self.initial_distribution!r}")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
-        if self.baseline == "leave_one_out" and self.samples < 2:
+        if self.gradient not in policy.GRADIENTS:
+            raise ValueError(f"gradient must be one of {policy.GRADIENTS}, got {self.gradient!r}")
+        if self.gradient == "straight_through" and self.cost != "den":
+            raise ValueError(f"the straight-through gradient differentiates cost 'den' (the "
+                             f"cross-entropy); cost {self.cost!r} has no gradient")
+        if self.gradient == "reinforce" and self.baseline == "leave_one_out" and self.samples < 2:
             raise ValueError("baseline 'leave_one_out' needs samples >= 2")
         if not 0.5 < self.squash <= 1.0:
             raise ValueError(f"squash must lie in (0.5, 1], got {self.squash}")
@@ -331,15 +342,17 @@ class FixedStructureStep(EstimatorStep):
 
 
 class SelectorStep(Step):
-    """The policy gradient of Eq. (7) with the estimator frozen (BN in inference mode).
+    """The selector's step with the estimator frozen (BN in inference mode): the policy
+    gradient of Eq. (7), or the straight-through gradient (``settings.gradient``).
     (BlockDrop: ``settings.cost`` 'blockdrop' and ``settings.squash``.)
 
     ``step(batch, seed, epsilon)``: |Z| = ``settings.samples`` structures per instance, drawn
-    by tiling the batch and explored epsilon-greedily, are scored in one estimator pass; the
-    selector descends mean((R - b) log P(z)) with R = CE + S(z), less ``settings.entropy``
-    times its mean per-block entropy. Returns batch means of the surrogate loss, cost R,
-    cross-entropy, accuracy, density and FLOPs fraction of the samples, the selector's mean
-    per-block entropy, and ``finite``.
+    by tiling the batch and explored epsilon-greedily, are scored in one estimator pass. The
+    policy gradient descends mean((R - b) log P(z)) with R = CE + S(z); the straight-through
+    gradient descends mean(R) of the samples as level weights. Either loss less
+    ``settings.entropy`` times the selector's mean per-block entropy. Returns batch means of
+    the loss, cost R, cross-entropy, accuracy, density and FLOPs fraction of the samples, the
+    selector's mean per-block entropy, and ``finite``.
     """
 
     def __call__(self, batch, seed, epsilon) -> dict[str, tf.Tensor]:
@@ -355,7 +368,7 @@ class SelectorStep(Step):
         return self.selector.trainable_variables
 
     def gradients(self, batch, seed, epsilon) -> list[tf.Tensor]:
-        """The policy-gradient estimate of one step, not applied (to measure its variance).
+        """The gradient estimate of one step, not applied (to measure its variance).
         It runs the selector in training mode, so its batch-norm statistics move."""
         return self._gradients_only(batch, seed, tf.convert_to_tensor(epsilon, tf.float32))
 
@@ -368,8 +381,8 @@ class SelectorStep(Step):
         return [g / scale for g in self.strategy.experimental_local_results(grads)[0]]
 
     def _replica_step(self, batch, seed, epsilon):
-        samples, baseline = self.settings.samples, self.settings.baseline
-        greedy = baseline == "greedy"
+        samples = self.settings.samples
+        straight_through = self.settings.gradient == "straight_through"
         images, labels = _images_and_labels(batch)
         seeds = tf.unstack(policy.split_seed(seed, 2 * len(images)))
         with tf.GradientTape() as tape:
@@ -390,19 +403,16 @@ class SelectorStep(Step):
                     ), copies=samples)
                     for t, x in enumerate(drawn_from)
                 ]
-                greedy_structures = (
-                    [policy.argmax_structure(x) for x in logits] if greedy else None
-                )
-                scores = self._score(images, labels, structures, greedy_structures)
+                if not straight_through:
+                    greedy_structures = [policy.argmax_structure(x) for x in logits] if (
+                        self.settings.baseline == "greedy") else None
+                    scores = self._score(images, labels, structures, greedy_structures)
+            if straight_through:
+                losses, scores = self._straight_through(images, labels, tiled, structures)
+            else:
+                losses = self._policy_gradient(logits, tiled, structures, scores)
             surrogate = []
-            for t, (x, z, score) in enumerate(zip(tiled, structures, scores)):
-                batch_size = tf.shape(logits[t])[0]
-                costs = tf.reshape(score["cost"][: samples * batch_size], [samples, -1])
-                greedy_costs = score["cost"][samples * batch_size:][tf.newaxis] if greedy else None
-                b = policy.baseline(costs, baseline, greedy_costs)
-                loss = policy.reinforce_surrogate(
-                    policy.log_prob(x, z), tf.reshape(costs, [-1]),
-                    tf.reshape(tf.broadcast_to(b, tf.shape(costs)), [-1]))
+            for t, loss in enumerate(losses):
                 if self.settings.entropy:
                     loss -= self.settings.entropy * tf.reduce_mean(
                         policy.mean_entropy(logits[t]))
@@ -425,6 +435,42 @@ class SelectorStep(Step):
             "flops_fraction": tf.reduce_mean(metrics.flops_fraction(structure, self.costs)),
             "entropy": tf.reduce_mean(tf.concat([policy.mean_entropy(x) for x in logits], 0)),
         }
+
+    def _policy_gradient(self, logits, tiled, structures, scores):
+        """Each task's surrogate loss of Eq. (7) (``policy.reinforce_surrogate``) from the
+        scores of its samples (``_score``; the greedy baseline's argmax structures after
+        them)."""
+        samples, baseline = self.settings.samples, self.settings.baseline
+        greedy = baseline == "greedy"
+        losses = []
+        for t, (x, z, score) in enumerate(zip(tiled, structures, scores)):
+            batch_size = tf.shape(logits[t])[0]
+            costs = tf.reshape(score["cost"][: samples * batch_size], [samples, -1])
+            greedy_costs = score["cost"][samples * batch_size:][tf.newaxis] if greedy else None
+            b = policy.baseline(costs, baseline, greedy_costs)
+            losses.append(policy.reinforce_surrogate(
+                policy.log_prob(x, z), tf.reshape(costs, [-1]),
+                tf.reshape(tf.broadcast_to(b, tf.shape(costs)), [-1])))
+        return losses
+
+    def _straight_through(self, images, labels, tiled, structures):
+        """Each task's mean cost R of its samples run as straight-through level weights on
+        the masked path (the gradient reaches the selector through the estimator), and the
+        samples' scores."""
+        weights = [policy.straight_through(x, z) for x, z in zip(tiled, structures)]
+        features = [tf.tile(self.estimator.stem(x, t), [self.settings.samples, 1, 1, 1])
+                    for t, x in enumerate(images)]
+        outputs = self.estimator.call_features(
+            features, training=False, execution="masked", level_weights=tf.concat(weights, 0))
+        losses, scores = [], []
+        for w, out, y in zip(weights, outputs, labels):
+            y = tf.tile(y, [self.settings.samples])
+            ce, correct = metrics.cross_entropy(y, out), metrics.correct(y, out)
+            costs = self.settings.instance_cost(ce, correct, w, self.costs.density)
+            losses.append(tf.reduce_mean(costs))
+            scores.append({"cost": tf.stop_gradient(costs), "cross_entropy": tf.stop_gradient(ce),
+                           "correct": correct})
+        return losses, scores
 
     def _explored(self, logits):
         """The policy the samples are drawn from and scored under: BlockDrop's squashed one

@@ -134,3 +134,15 @@ def check_structure(structure: tf.Tensor, n_blocks: int, levels: int) -> tf.Tens
         ]
     ):
         return tf.identity(structure)
+
+
+def check_level_weights(level_weights: tf.Tensor, n_blocks: int, levels: int) -> tf.Tensor:
+    """Validates per-instance level weights, shape (batch, n_blocks, levels), floating (the
+    masked path's relaxation of a structure); shape and dtype are checked when traced."""
+    level_weights = tf.convert_to_tensor(level_weights)
+    if not level_weights.dtype.is_floating:
+        raise ValueError(f"level_weights must be floating, got dtype {level_weights.dtype.name}")
+    if level_weights.shape.rank != 3 or tuple(level_weights.shape[1:]) != (n_blocks, levels):
+        raise ValueError(f"level_weights must have shape (batch, {n_blocks}, {levels}), got "
+                         f"{level_weights.shape.as_list()}")
+    return level_weights

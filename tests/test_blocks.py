@@ -79,6 +79,53 @@ def test_sliced_path_computes_only_the_chosen_levels(kind, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_one_hot_level_weights_run_those_levels(kind):
+    """Level weights that are one-hot rows give the integer levels' masked path bit for bit,
+    in training (masked batch-norm moments) and at inference, eagerly and traced."""
+    block = _block(kind)
+    x = tf.random.normal((8, 8, 8, IN_CHANNELS))
+    _warm_statistics(block, x)
+    levels = tf.constant([0, 1, 2, 3, 3, 2, 1, 0]) % block.levels
+    weights = tf.one_hot(levels, block.levels)
+    graph = tf.function(lambda x, w: block(x, training=False, level_weights=w))
+    expected = block(x, levels, training=False)
+    np.testing.assert_array_equal(block(x, training=False, level_weights=weights), expected)
+    np.testing.assert_array_equal(graph(x, weights), expected)
+    trained = [block(x, *args, training=True, **kwargs) for args, kwargs in (
+        ((levels,), {}), ((), {"level_weights": weights}))]
+    np.testing.assert_allclose(trained[0], trained[1], atol=1e-6)
+    with pytest.raises(ValueError, match="level_weights replace levels, on the masked path"):
+        block(x, levels, level_weights=weights)
+    with pytest.raises(ValueError, match="level_weights replace levels, on the masked path"):
+        block(x, execution="sliced", level_weights=weights)
+
+
+def test_basic_block_output_is_linear_in_level_weights():
+    """In a basic residual block the mask meets only the last convolution's input: with
+    level weights w the output is shortcut + sum_l w_l branch_l, so the gradient with respect
+    to w_l is the first-order effect of running level l (the straight-through gradient)."""
+    block = _block("basic")
+    x = tf.random.normal((3, 8, 8, IN_CHANNELS))
+    _warm_statistics(block, x)
+    weights = tf.constant([[0.1, 0.2, 0.3, 0.4], [0.0, 1.0, 0.0, 0.0], [0.5, -0.25, 0.0, 2.0]])
+    shortcut = block.shortcut(x)
+    branches = [block(x, tf.fill([3], level), training=False) - shortcut
+                for level in range(block.levels)]
+    expected = shortcut + tf.add_n([weights[:, level, None, None, None] * branches[level]
+                                    for level in range(block.levels)])
+    got = block(x, training=False, level_weights=weights)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    probe = tf.random.normal(got.shape, seed=3)
+    with tf.GradientTape() as tape:
+        tape.watch(weights)
+        value = tf.reduce_sum(probe * block(x, training=False, level_weights=weights))
+    expected_grad = tf.stack([tf.reduce_sum(probe * b, axis=[1, 2, 3]) for b in branches], 1)
+    np.testing.assert_allclose(tape.gradient(value, weights), expected_grad, rtol=1e-4,
+                               atol=1e-4)
+    assert float(tf.reduce_max(tf.abs(expected_grad[:, 1:]))) > 1e-2  # not vacuous
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
 def test_at_level_equals_the_masked_path(kind):
     """A whole batch at one level, the level a tensor: one trace serves every level."""
     block = _block(kind)

@@ -34,6 +34,13 @@ def test_sparsity_cost_by_hand():
     expected = 0.1 * np.array([0.625, 0.0, 0.5]) ** 2
     assert np.allclose(cost.sparsity_cost(z, density, 0.1).numpy(), expected)
     assert np.allclose(cost.mean_density(z, density).numpy(), [0.625, 0.0, 0.5])
+    # Level weights: one-hot rows give the same values exactly; others weigh d_i(l).
+    one_hot = tf.one_hot(z, 4)
+    np.testing.assert_array_equal(cost.mean_density(one_hot, density),
+                                  cost.mean_density(z, density))
+    weights = tf.constant([[[0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.0, 1.0]]])
+    # ((0.125 + 0.25) + 1) / 2 = 0.6875.
+    np.testing.assert_allclose(cost.mean_density(weights, density), [0.6875], atol=1e-7)
 
 
 def test_tiny_estimator_costs_by_hand():

@@ -96,6 +96,8 @@ def test_sliced_path_runs_a_shared_structure_without_partitioning(monkeypatch):
         assert np.abs(sliced(images[b:b + 1], mixed[b:b + 1]) - expected).max() < 1e-5
     assert np.abs(sliced(images, mixed) - est(images, task=1, structure=mixed)).max() < 1e-5
     assert sliced.experimental_get_tracing_count() == 1
+    empty = tf.function(lambda x, z: est(x, task=1, structure=z, execution="sliced"))
+    assert empty(images[:0], mixed[:0]).shape == (0, 7)  # a static batch of 0 traces both ways
     # The mixed batch, block by block: the same as each block partitioning and stitching its
     # own input (the estimator stitches each block's parts into the next block's grouping).
     h = est.stem(images, 1)
@@ -183,6 +185,24 @@ def test_one_trunk_pass_equals_per_task_calls():
     assert [o.shape for o in joint] == [(3, 5), (2, 7)]
     assert np.allclose(joint[0], est(images[0], task=0, structure=z[:3]), atol=1e-5)
     assert np.allclose(joint[1], est(images[1], task=1, structure=z[3:]), atol=1e-5)
+
+
+def test_one_hot_level_weights_equal_the_structure():
+    """Level weights (the straight-through selector's relaxation) that are one-hot rows run
+    the structure's masked path bit for bit; bad weights fail with their expected shape."""
+    est = _estimator()
+    images = [tf.random.normal((3, 16, 16, 3)), tf.random.normal((2, 32, 32, 3))]
+    z = policy.uniform_structure(5, est.n_blocks, est.levels, tf.constant([3, 4]))
+    expected = est.call_tasks(images, z)
+    got = est.call_tasks(images, level_weights=tf.one_hot(z, est.levels))
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g, e)
+    with pytest.raises(ValueError, match=r"level_weights must have shape \(batch, 6, 4\), got"):
+        est(images[0], task=0, level_weights=tf.ones((3, 6, 3)))
+    with pytest.raises(ValueError, match="level_weights must be floating"):
+        est(images[0], task=0, level_weights=tf.ones((3, 6, 4), tf.int32))
+    with pytest.raises(ValueError, match="level_weights replace the structure, on the masked"):
+        est(images[0], task=0, execution="sliced", level_weights=tf.ones((3, 6, 4)))
 
 
 def test_full_structure_is_default():

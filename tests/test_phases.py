@@ -187,3 +187,50 @@ def test_entropy_weight_adds_its_gradient_to_the_selector_step():
         np.testing.assert_allclose(with_w, without - weight * e, atol=1e-5)
     with pytest.raises(ValueError, match="entropy must be >= 0"):
         StepSettings(entropy=-0.1)
+
+
+def test_straight_through_step_gradient_by_hand():
+    """The straight-through step's gradient from independent pieces: g = dR/dw, the cost's
+    gradient with respect to one-hot level weights of the step's own samples (the estimator
+    on the masked path), then C_k (g_k - sum_l C_l g_l) for each block's logits, pulled back
+    through the selector."""
+    tasks, est, sel = _tiny_models()
+    settings = StepSettings(samples=2, gradient="straight_through", rho=0.5, baseline="none")
+    step = SelectorStep(est, sel, keras.optimizers.SGD(1.0), settings)
+    batch = tuple({"image": tf.random.normal((4, t.input_size, t.input_size, 3), seed=t.input_size),
+                   "label": tf.constant([0, 1, 2, 0])} for t in tasks)
+    seed = tf.constant([5, 6], tf.int64)
+    grads = step.gradients(batch, seed, 0.0)
+    images = [b["image"] for b in batch]
+    seeds = tf.unstack(policy.split_seed(seed, 2 * len(tasks)))
+    with tf.GradientTape() as tape:
+        tiled = [tf.tile(x, [2, 1, 1]) for x in sel.call_tasks(images, training=True)]
+        structures = [policy.sample_structure(x, seeds[2 * t]) for t, x in enumerate(tiled)]
+        weights = [tf.one_hot(z, est.levels) for z in structures]
+        with tf.GradientTape() as inner:
+            inner.watch(weights)
+            outputs = est.call_tasks([tf.tile(x, [2, 1, 1, 1]) for x in images],
+                                     level_weights=tf.concat(weights, 0))
+            total = tf.add_n([
+                tf.reduce_mean(metrics.cross_entropy(tf.tile(b["label"], [2]), out)
+                               + 0.5 * tf.square(cost.mean_density(w, step.costs.density)))
+                for b, out, w in zip(batch, outputs, weights)])
+        pulls = []
+        for g, x in zip(inner.gradient(total, weights), tiled):
+            c = tf.nn.softmax(x)
+            pulls.append(tf.reduce_sum(
+                tf.stop_gradient(c * (g - tf.reduce_sum(c * g, -1, keepdims=True))) * x))
+        surrogate = tf.add_n(pulls)
+    expected = tape.gradient(surrogate, sel.trainable_variables)
+    assert max(float(tf.reduce_max(tf.abs(e))) for e in expected) > 1e-4
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    from den_tf import builders
+
+    config = builders.base_config()
+    config.train.selector.update(gradient="straight_through", samples=1)
+    assert builders.step_settings(config).gradient == "straight_through"  # from the config
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        StepSettings(gradient="gumbel")
+    with pytest.raises(ValueError, match="cost 'den_error' has no gradient"):
+        StepSettings(gradient="straight_through", cost="den_error")

@@ -111,3 +111,18 @@ def test_mean_entropy_by_hand():
     np.testing.assert_allclose(policy.mean_entropy(two_levels),
                                [-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)), np.log(2)],
                                rtol=1e-6)
+
+
+def test_straight_through_by_hand():
+    """Value one_hot(z); gradient with respect to the logits C_k (g_k - sum_l C_l g_l), where
+    g is the loss's gradient with respect to the level weights."""
+    logits = tf.constant([[[0.0, np.log(2.0), np.log(5.0)]]])  # C = (1/8, 2/8, 5/8)
+    g = tf.constant([1.0, 2.0, 3.0])
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        weights = policy.straight_through(logits, tf.constant([[1]]))
+        loss = tf.reduce_sum(weights * g)
+    assert weights.numpy().tolist() == [[[0.0, 1.0, 0.0]]]
+    mean_g = (1 * 1 + 2 * 2 + 5 * 3) / 8  # 2.5
+    expected = [1 / 8 * (1 - mean_g), 2 / 8 * (2 - mean_g), 5 / 8 * (3 - mean_g)]
+    np.testing.assert_allclose(tape.gradient(loss, logits)[0, 0], expected, atol=1e-6)
