@@ -386,10 +386,10 @@ class NestedBlock(keras.layers.Layer):
         """The masked path's channel and instance masks for level weights (batch, h): channel
         c's mask is the total weight of the levels that keep it, an instance's the weight of
         the levels that run the branch. One-hot weights give the masks of those levels
-        exactly. In a basic residual block the mask meets only the last convolution's input,
-        so the output is linear in the weights and the gradient with respect to level l's
-        weight is the first-order change of the loss from running level l (the
-        straight-through selector gradient, ``policy.straight_through``)."""
+        exactly. In a basic residual block at inference the mask meets only the last
+        convolution's input, so the output is linear in the weights and the gradient with
+        respect to level l's weight is the first-order change of the loss from running level
+        l (the straight-through selector gradient, ``policy.straight_through``)."""
         dtype = level_weights.dtype
         kept = tf.constant(self.level_channels)[:, tf.newaxis]
         keeps = tf.cast(tf.range(self.width)[tf.newaxis, :] < kept, dtype)  # (h, width)

@@ -157,10 +157,11 @@ def mean_density(structure: tf.Tensor, density: np.ndarray) -> tf.Tensor:
     """(1/n) sum_i d_i(l_i) per instance: the fraction of the trunk's weights it uses.
     ``structure`` may also be level weights w (batch, n_blocks, h), floating: then d_i is
     sum_l w_il d_i(l) (one-hot rows give the levels' own values, differentiably)."""
-    density, structure = tf.constant(density, tf.float32), tf.convert_to_tensor(structure)
-    if structure.dtype.is_floating:
+    structure = tf.convert_to_tensor(structure)
+    if structure.shape.rank == 3:
+        density = tf.constant(density, structure.dtype)
         return tf.reduce_mean(tf.reduce_sum(structure * density, axis=2), axis=1)
-    return tf.reduce_mean(lookup_per_block(density, structure), axis=1)
+    return tf.reduce_mean(lookup_per_block(tf.constant(density, tf.float32), structure), axis=1)
 
 
 def sparsity_cost(structure: tf.Tensor, density: np.ndarray, rho: float) -> tf.Tensor:

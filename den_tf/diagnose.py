@@ -93,7 +93,9 @@ def main(argv):
             grads = step.gradients(batch, tf.constant([draw, 17], tf.int64), FLAGS.epsilon)
             draws.append([g.numpy() for g in grads])
             selector.set_weights(weights)  # undo the batch-norm updates of the draw
-        print(json.dumps({"gradient": gradient, "baseline": baseline, "samples": samples,
+        print(json.dumps({"gradient": gradient,
+                          "baseline": baseline if gradient == "reinforce" else None,
+                          "samples": samples,
                           "draws": FLAGS.draws, **gradient_snr(draws)}))
 
 

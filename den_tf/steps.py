@@ -42,11 +42,13 @@ class StepSettings:
       tau: probability of the full model in the initial distribution (Eq. 8).
       initial_distribution: the first stage's distribution (``INITIAL_DISTRIBUTIONS``).
       samples: structures |Z| sampled per instance in the selector step (Eq. 7).
-      baseline: the policy gradient's baseline (``policy.BASELINES``).
+      baseline: the policy gradient's baseline (``policy.BASELINES``; the straight-through
+        gradient has none).
       gradient: how the selector's gradient is estimated (``policy.GRADIENTS``): the policy
         gradient of Eq. (7), or 'straight_through' (not in the paper): the samples run on
         the masked path as level weights (``policy.straight_through``) and the cost R is
-        differentiated through the frozen estimator (needs cost 'den'; no baseline).
+        differentiated through the frozen estimator (needs cost 'den'). Its tape holds the
+        full-width masked pass over |Z| x batch instances.
       execution: how the frozen estimator scores the policy gradient's samples
         (``blocks.EXECUTIONS``; the straight-through gradient runs the masked path).
       jit_compile: compile each step with XLA. XLA needs static shapes, so the samples are
@@ -98,8 +100,9 @@ class StepSettings:
         if self.gradient not in policy.GRADIENTS:
             raise ValueError(f"gradient must be one of {policy.GRADIENTS}, got {self.gradient!r}")
         if self.gradient == "straight_through" and self.cost != "den":
-            raise ValueError(f"the straight-through gradient differentiates cost 'den' (the "
-                             f"cross-entropy); cost {self.cost!r} has no gradient")
+            raise ValueError(f"the straight-through gradient needs cost 'den' (it differentiates "
+                             f"the cross-entropy); cost {self.cost!r} has no gradient in the "
+                             f"instance's prediction")
         if self.gradient == "reinforce" and self.baseline == "leave_one_out" and self.samples < 2:
             raise ValueError("baseline 'leave_one_out' needs samples >= 2")
         if not 0.5 < self.squash <= 1.0:
@@ -458,19 +461,9 @@ class SelectorStep(Step):
         the masked path (the gradient reaches the selector through the estimator), and the
         samples' scores."""
         weights = [policy.straight_through(x, z) for x, z in zip(tiled, structures)]
-        features = [tf.tile(self.estimator.stem(x, t), [self.settings.samples, 1, 1, 1])
-                    for t, x in enumerate(images)]
-        outputs = self.estimator.call_features(
-            features, training=False, execution="masked", level_weights=tf.concat(weights, 0))
-        losses, scores = [], []
-        for w, out, y in zip(weights, outputs, labels):
-            y = tf.tile(y, [self.settings.samples])
-            ce, correct = metrics.cross_entropy(y, out), metrics.correct(y, out)
-            costs = self.settings.instance_cost(ce, correct, w, self.costs.density)
-            losses.append(tf.reduce_mean(costs))
-            scores.append({"cost": tf.stop_gradient(costs), "cross_entropy": tf.stop_gradient(ce),
-                           "correct": correct})
-        return losses, scores
+        scores = self._score(images, labels, weights, level_weights=True)
+        losses = [tf.reduce_mean(score["cost"]) for score in scores]
+        return losses, [{k: tf.stop_gradient(v) for k, v in score.items()} for score in scores]
 
     def _explored(self, logits):
         """The policy the samples are drawn from and scored under: BlockDrop's squashed one
@@ -478,10 +471,11 @@ class SelectorStep(Step):
         squash = self.settings.squash
         return logits if squash == 1.0 else policy.squash(logits, squash)
 
-    def _score(self, images, labels, structures, greedy_structures):
+    def _score(self, images, labels, structures, greedy_structures=None, level_weights=False):
         """Cost R = CE + S(z) of each structure, from one estimator pass in inference mode
         over every task; greedy structures come last. Each image's stem runs once and its
-        features are tiled to match the structures (the stem does not depend on them)."""
+        features are tiled to match the structures (the stem does not depend on them).
+        ``level_weights``: the structures are level weights, run on the masked path."""
         tiled_features, tiled_labels, all_structures = [], [], []
         for t, (x, y, z) in enumerate(zip(images, labels, structures)):
             if greedy_structures is not None:
@@ -490,10 +484,13 @@ class SelectorStep(Step):
             tiled_features.append(tf.tile(self.estimator.stem(x, t), [copies, 1, 1, 1]))
             tiled_labels.append(tf.tile(y, [copies]))
             all_structures.append(z)
-        logits = self.estimator.call_features(
-            tiled_features, tf.concat(all_structures, axis=0), training=False,
-            execution=self.settings.execution,
-        )
+        everything = tf.concat(all_structures, axis=0)
+        if level_weights:
+            logits = self.estimator.call_features(tiled_features, training=False,
+                                                  execution="masked", level_weights=everything)
+        else:
+            logits = self.estimator.call_features(tiled_features, everything, training=False,
+                                                  execution=self.settings.execution)
         scores = []
         for z, out, y in zip(all_structures, logits, tiled_labels):
             ce, correct = metrics.cross_entropy(y, out), metrics.correct(y, out)

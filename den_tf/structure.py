@@ -142,7 +142,8 @@ def check_level_weights(level_weights: tf.Tensor, n_blocks: int, levels: int) ->
     level_weights = tf.convert_to_tensor(level_weights)
     if not level_weights.dtype.is_floating:
         raise ValueError(f"level_weights must be floating, got dtype {level_weights.dtype.name}")
-    if level_weights.shape.rank != 3 or tuple(level_weights.shape[1:]) != (n_blocks, levels):
+    shape = level_weights.shape
+    if shape.rank != 3 or shape[1] not in (None, n_blocks) or shape[2] not in (None, levels):
         raise ValueError(f"level_weights must have shape (batch, {n_blocks}, {levels}), got "
-                         f"{level_weights.shape.as_list()}")
+                         f"{shape}")
     return level_weights

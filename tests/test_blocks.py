@@ -80,8 +80,8 @@ def test_sliced_path_computes_only_the_chosen_levels(kind, monkeypatch):
 
 @pytest.mark.parametrize("kind", sorted(BLOCKS))
 def test_one_hot_level_weights_run_those_levels(kind):
-    """Level weights that are one-hot rows give the integer levels' masked path bit for bit,
-    in training (masked batch-norm moments) and at inference, eagerly and traced."""
+    """Level weights that are one-hot rows give the integer levels' masked path: bit for bit
+    at inference, eagerly and traced, and in training (masked batch-norm moments)."""
     block = _block(kind)
     x = tf.random.normal((8, 8, 8, IN_CHANNELS))
     _warm_statistics(block, x)

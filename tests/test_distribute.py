@@ -65,12 +65,14 @@ def _train(strategy, weights, settings):
     return losses, before, est.get_weights() + sel.get_weights(), est.weights + sel.weights
 
 
-@pytest.mark.parametrize("execution", ["sliced", "masked"])
-def test_two_replicas_train_as_one_device_with_the_same_global_batch(mirrored, execution):
+@pytest.mark.parametrize("execution,gradient", [("sliced", "reinforce"), ("masked", "reinforce"),
+                                                ("masked", "straight_through")])
+def test_two_replicas_train_as_one_device_with_the_same_global_batch(mirrored, execution,
+                                                                     gradient):
     """Losses, weights and batch-norm statistics after four steps agree to 1e-5 (float32):
     the loss is split over the replicas, batch norm takes the global batch's moments and the
     random structures are drawn for the global batch."""
-    settings = StepSettings(rho=0.3, samples=3, execution=execution)
+    settings = StepSettings(rho=0.3, samples=3, execution=execution, gradient=gradient)
     one_losses, initial, one_after, _ = _train(tf.distribute.get_strategy(), None, settings)
     two_losses, _, two_after, variables = _train(mirrored, initial, settings)
     np.testing.assert_allclose(two_losses, one_losses, rtol=1e-5, atol=1e-5)

@@ -202,6 +202,17 @@ def test_straight_through_step_gradient_by_hand():
     seed = tf.constant([5, 6], tf.int64)
     grads = step.gradients(batch, seed, 0.0)
     images = [b["image"] for b in batch]
+    labels = [b["label"] for b in batch]
+    # Scored as level weights, structures cost what they cost as integers (masked path).
+    rng = np.random.default_rng(1)
+    structures = [tf.constant(rng.integers(0, 3, (8, est.n_blocks)), tf.int32) for _ in tasks]
+    relaxed = step._score(images, labels, [tf.one_hot(z, 3) for z in structures],
+                          level_weights=True)
+    masked = SelectorStep(est, sel, keras.optimizers.SGD(1.0), StepSettings(
+        samples=2, rho=0.5, execution="masked"))._score(images, labels, structures)
+    for r, m in zip(relaxed, masked):
+        np.testing.assert_array_equal(r["cost"], m["cost"])
+        assert len(np.unique(r["cost"].numpy())) > 4
     seeds = tf.unstack(policy.split_seed(seed, 2 * len(tasks)))
     with tf.GradientTape() as tape:
         tiled = [tf.tile(x, [2, 1, 1]) for x in sel.call_tasks(images, training=True)]
@@ -232,5 +243,5 @@ def test_straight_through_step_gradient_by_hand():
     assert builders.step_settings(config).gradient == "straight_through"  # from the config
     with pytest.raises(ValueError, match="gradient must be one of"):
         StepSettings(gradient="gumbel")
-    with pytest.raises(ValueError, match="cost 'den_error' has no gradient"):
+    with pytest.raises(ValueError, match="cost 'den_error' has no gradient in the"):
         StepSettings(gradient="straight_through", cost="den_error")
