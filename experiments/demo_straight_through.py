@@ -1,6 +1,6 @@
 """The demo with the straight-through selector gradient and a selector twice as wide.
 
-    python -m den_tf.sweep --config=experiments/demo_straight_through.py \
+    python -m den_tf.sweep --config=experiments/demo_straight_through.py \\
         --workdir=runs/demo_straight_through --seeds=10
 
 Everything as ``experiments/demo.py`` except the selector: widths 16/32/64 and a 16-channel
