@@ -35,7 +35,8 @@ summary: $(STAMP)
 	$(PY) -m den_tf.main --config=experiments/m1_wrn.py --mode=summary
 
 # The offline demo: embedded synthetic data, no download. `make demo SEEDS=5` runs seeds
-# 0..4 into runs/demo_seeds and reports means with 95% intervals (den_tf/sweep.py).
+# 0..4 into runs/demo_seeds and reports means with 95% intervals (den_tf/sweep.py). The demo
+# with the paper's policy gradient: `make sweep CONFIG=experiments/demo_policy_gradient.py`.
 demo: $(STAMP)
 ifdef SEEDS
 	$(PY) -m den_tf.sweep --config=experiments/demo.py --workdir=$(WORKDIR)/demo_seeds --seeds=$(SEEDS) $(ARGS)
@@ -48,8 +49,8 @@ CONFIG ?= experiments/demo.py
 sweep: $(STAMP)
 	$(PY) -m den_tf.sweep --config=$(CONFIG) --workdir=$(WORKDIR)/sweep_$(basename $(notdir $(CONFIG))) --seeds=$(or $(SEEDS),5) $(ARGS)
 
-# The demo's accuracy-FLOPs trade-off across rho, and the paper's Fig. 5 ablations (the number
-# of levels; the first stage's initial distribution) on CONFIG (default: the demo; the paper
+# The accuracy-FLOPs trade-off across rho, and the paper's Fig. 5 ablations (the number of
+# levels; the first stage's initial distribution) on CONFIG (default: the demo; the paper
 # used WRN-32-4 on CIFAR-100). Each trains its runs (an interrupted one resumes, a finished one
 # is only evaluated again), then draws them with den_tf.analyze.
 comma := ,
@@ -59,7 +60,7 @@ RHOS ?= 0.1 0.3 0.5
 LEVELS ?= 2 3 4 5
 INITIALS ?= eq8 uniform selector
 demo-rho: $(STAMP)
-	for v in $(RHOS); do $(PY) -m den_tf.main --config=experiments/demo.py --workdir=$(WORKDIR)/demo_rho/$$v --config.rho=$$v $(ARGS) || exit 1; done
+	for v in $(RHOS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(WORKDIR)/demo_rho/$$v --config.rho=$$v $(ARGS) || exit 1; done
 	$(PY) -m den_tf.analyze --workdir=$(WORKDIR)/demo_rho --vary=rho --runs=$(subst $(space),$(comma),$(addprefix $(WORKDIR)/demo_rho/,$(RHOS)))
 
 ablation-levels: $(STAMP)
@@ -125,11 +126,11 @@ table5: $(STAMP)
 	$(PY) -m den_tf.report $(C1_RUNS)
 
 # Table 2's layout on the demo's synthetic tasks (no download): every applicable method with
-# the demo's model and schedule, DEN at rho 0.3 and 0.1 (its random selector is the rand sel
-# column), into runs/demo_table.
+# the model and schedule of CONFIG (default: the demo), DEN at rho 0.3 and 0.1 (its random
+# selector is the rand sel column), into runs/demo_table.
 demo-table: $(STAMP)
-	for m in baseline nestednet packnet; do $(call train_once,experiments/demo.py,$(WORKDIR)/demo_table/$$m,$$m) || exit 1; done
-	for r in 0.3 0.1; do $(call train_once,experiments/demo.py,$(WORKDIR)/demo_table/den_rho$$r,den,$$r) || exit 1; done
+	for m in baseline nestednet packnet; do $(call train_once,$(CONFIG),$(WORKDIR)/demo_table/$$m,$$m) || exit 1; done
+	for r in 0.3 0.1; do $(call train_once,$(CONFIG),$(WORKDIR)/demo_table/den_rho$$r,den,$$r) || exit 1; done
 	$(PY) -m den_tf.report $(WORKDIR)/demo_table
 
 data: $(STAMP)

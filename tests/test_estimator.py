@@ -309,7 +309,7 @@ def test_all_experiment_configs_build():
 
     for path, arg in [("m1_wrn", None), ("m1_resnet", None), ("m2", "84"), ("m2", "224"),
                       ("m3", None), ("m1_wrn_32px", None), ("c1_vgg", None), ("c1_resnext", "4"),
-                      ("demo_straight_through", None)]:
+                      ("demo_policy_gradient", None)]:
         file = pathlib.Path(__file__).parent.parent / "experiments" / f"{path}.py"
         spec = importlib.util.spec_from_file_location(path, file)
         module = importlib.util.module_from_spec(spec)

@@ -350,13 +350,41 @@ def test_policy_gradient_matches_exact_gradient(baseline):
     assert np.abs(exact).max() > 0.01  # a real gradient, not a vacuous comparison
 
 
-def test_demo_config_is_valid():
+def _experiment_config(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("demo", ROOT / "experiments" / "demo.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    return module.get_config()
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_demo_policy_gradient_differs_from_the_demo_only_in_its_selector():
+    """The README compares the two demos as "the same run but the selector's gradient"."""
+    demo = _flat(json.loads(_experiment_config("demo").to_json()))
+    paper = _flat(json.loads(_experiment_config("demo_policy_gradient").to_json()))
+    differing = {key: (demo[key], paper[key]) for key in demo if demo[key] != paper[key]}
+    assert set(demo) == set(paper)
+    assert differing == {
+        "selector.widths": ([16, 32, 64], [8, 16, 32]),
+        "selector.stem_channels": (16, 8),
+        "train.selector.gradient": ("straight_through", "reinforce"),
+        "train.selector.samples": (1, 8),
+    }
+
+
+def test_demo_config_is_valid():
+    config = _experiment_config("demo")
     estimator, selector = builders.build_models(config)
     phases = builders.build_phases(config, estimator, selector)
     assert [p.name for p in phases] == ["estimator", "selector"]
