@@ -11,8 +11,9 @@ SEEDS=10``): DEN 89.8 +- 0.4 % average accuracy at 54 % of the full structure's 
 equal to the full structure (0.0 +- 0.2 points); random structures 81.1 % (uniform) and 88.8 %
 (the selector's level frequencies, same FLOPs: DEN 1.04 +- 0.13 points above); the hardest
 fifth of the images gets 47-85 % more FLOPs than the easiest (rank correlations 0.7-0.8); one
-seed (``make demo``) 4 minutes 52 s. With oneDNN off on the same machine, 5 seeds: DEN 89.8 +- 0.7 % at 52 %, full structure 89.7 %,
-1.5 +- 0.6 points above the matched random control; one seed 6 minutes 19 s.
+seed (``make demo``) 4 minutes 52 s. With oneDNN off on the same machine, 10 seeds: DEN
+89.8 +- 0.3 % at 53 %, full structure 89.9 %, 1.2 +- 0.4 points above the matched random
+control; one seed 6 minutes 19 s.
 Single seeds differ between CPUs (README, Demo).
 """
 
