@@ -3,7 +3,7 @@
     python -m den_tf.sweep --config=experiments/demo_policy_gradient.py \\
         --workdir=runs/demo_policy_gradient --seeds=5
 
-Everything as ``experiments/demo.py`` except the selector: Eq. 4's policy gradient over
+Everything as ``experiments/demo.py`` except the selector: Eq. 7's policy gradient over
 |Z| = 8 structures sampled per image, with the leave-one-out baseline (a step's gradient is
 about 18% signal against 2% at |Z| = 4), and a selector half as wide (widths 8/16/32, an
 8-channel stem).
