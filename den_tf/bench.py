@@ -27,8 +27,9 @@ Random images of each task's size (the input pipeline has its own benchmark,
   a 95% interval over the rounds;
 - choice, per batch size: the plain network, the folded path as exported and (where a batch
   shares one structure: every kind at batch 1, the uniform levels at any batch) the folded
-  path in a graph traced for each structure, alternated in ``--rounds`` rounds per structure
-  kind; each path's ratio is taken against the same round's plain network, with a 95%
+  path in a graph traced for each structure and the structure's compact network built from
+  Keras layers (``den_tf.plain``), alternated in ``--rounds`` rounds per structure kind; each
+  path's ratio is taken against the same round's plain network, with a 95%
   interval over the rounds (the ratios without the drift between rows, and what choosing the
   levels at run time costs);
 - export: the exported serving signature (``den_tf.export``) against the same
@@ -36,8 +37,8 @@ Random images of each task's size (the input pipeline has its own benchmark,
 - strategies: images/s of the estimator and selector steps (global batch ``batch_size`` per
   task) under each strategy this machine offers: one device, and ``MirroredStrategy`` over
   ``--cpu_devices`` logical CPU devices when there is no GPU (else over the GPUs);
-- the device and whether TensorFlow ran with oneDNN (it changes CPU timings; TensorFlow leaves
-  it off by default on some CPUs).
+- the device, whether TensorFlow ran with oneDNN (it changes CPU timings; TensorFlow leaves
+  it off by default on some CPUs) and its thread counts (``--threads``).
 """
 
 from __future__ import annotations
@@ -170,6 +171,22 @@ def _plain_path(reference: plain.PlainNetwork, task: int) -> Callable:
     return tf.function(lambda x: reference(x, task=task))
 
 
+def _compact_path(estimator, task: int) -> Callable:
+    """Task ``task`` on the compact network of a structure given as a tuple of ints
+    (``plain.PlainNetwork(estimator, structure)`` with the estimator's weights), a network
+    and a compiled function per structure: no levels and no control flow."""
+    graphs = {}
+
+    def compact(x, z: tuple):
+        if z not in graphs:
+            network = plain.PlainNetwork(estimator, structure=z)
+            plain.copy_weights(estimator, network)
+            graphs[z] = _plain_path(network, task)
+        return graphs[z](x)
+
+    return compact
+
+
 def _paths(estimator, task: int) -> dict[str, Callable]:
     """The estimator on task ``task`` as a function of (images, structure), compiled, on the
     masked path, the sliced path, the sliced path on folded weights, and (``fixed``) on folded
@@ -234,13 +251,16 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
     ``tf.switch_case`` per block, a mixed batch partitioned) and, where each batch shares one
     structure (every kind at batch 1, the uniform levels at any batch), the folded path in a
     graph traced for that structure (``fixed``: what choosing the levels at run time costs)
-    alternate in ``rounds`` rounds of ``calls`` calls (a structure batch per call); each
-    path's ratio (speed-up over the plain network x FLOPs fraction) is taken per round,
-    against the same round's plain network, with its 95% interval over the rounds."""
+    and that structure's compact network built from Keras layers (``compact``: what a static
+    network of those widths gets from Keras, with nothing chosen at run time) alternate in
+    ``rounds`` rounds of ``calls`` calls (a structure batch per call); each path's ratio
+    (speed-up over the plain network x FLOPs fraction) is taken per round, against the same
+    round's plain network, with its 95% interval over the rounds."""
     task = 0
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
     paths = _paths(estimator, task)
+    compact = _compact_path(estimator, task)
     run_plain = _plain_path(reference, task)
     costs = cost.cost_table(estimator)
     kinds = _structures(estimator, batch, calls)
@@ -251,7 +271,9 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
                 "folded": lambda i, z=structures: paths["folded"](images, z[i]).numpy()}
         if all(_one_structure(z) for z in structures):
             fixed = _traced_fixed(paths["fixed"], images, structures)
+            _traced_fixed(compact, images, structures)
             runs["fixed"] = lambda i, z=fixed: paths["fixed"](images, z[i]).numpy()
+            runs["compact"] = lambda i, z=fixed: compact(images, z[i]).numpy()
         seconds = alternating(runs, calls, rounds)
         fraction = _flops_fraction(estimator, costs, structures, task)
         row = {"flops_fraction": fraction, "plain_ms": 1e3 * float(np.mean(seconds["plain"]))}
@@ -413,6 +435,9 @@ def main(argv):
             tf.config.list_physical_devices("CPU")[0],
             [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices,
         )
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     config = FLAGS.config
     builders.require_selector(config, "the benchmark")
     estimator, selector = builders.build_models(config)
@@ -422,6 +447,8 @@ def main(argv):
         "date": datetime.date.today().isoformat(),
         "device": hardware.device_description(),
         "onednn": hardware.onednn_enabled(),
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         "tensorflow": tf.__version__,
         "backbone": estimator.backbone.name,
         "tasks": [t.name for t in estimator.tasks],
@@ -460,6 +487,8 @@ if __name__ == "__main__":
     flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {PARTS}.")
     flags.DEFINE_integer("rounds", 6, "Alternating rounds of the folding and choice "
                          "comparisons.")
+    flags.DEFINE_integer("threads", 0, "TensorFlow's intra-op and inter-op threads (0: its "
+                         "default, which sizes both to the machine).")
     flags.DEFINE_integer("cpu_devices", 2, "Logical CPU devices for the mirrored strategy "
                          "line (without a GPU); 1: no mirrored line.")
     FLAGS = flags.FLAGS

@@ -130,11 +130,11 @@ def test_folding_alternates_the_paths_and_divides_their_times(tiny_evaluator, mo
         assert row["folded_over_sliced_time_half_width"] == pytest.approx(0.0)
 
 
-def test_choice_alternates_three_paths_and_takes_ratios_per_round(tiny_evaluator, monkeypatch):
-    """At batch 1 the plain network, the folded path and the fixed graphs alternate (the order
-    reversed every other round); each ratio is plain time / path time x FLOPs fraction per
-    round (here 3.0 s, 2.0 s and 1.5 s every round), and every fixed structure is traced
-    before the timing."""
+def test_choice_alternates_four_paths_and_takes_ratios_per_round(tiny_evaluator, monkeypatch):
+    """At batch 1 the plain network, the folded path, the fixed graphs and the compact
+    networks alternate (the order reversed every other round); each ratio is plain time / path
+    time x FLOPs fraction per round (here 3.0 s, 2.0 s, 1.5 s and 1.2 s every round), and every
+    fixed or compact structure is traced before the timing."""
     import tensorflow as tf
 
     estimator = tiny_evaluator.estimator
@@ -143,23 +143,24 @@ def test_choice_alternates_three_paths_and_takes_ratios_per_round(tiny_evaluator
     def record(path):
         def run(x, z=None):
             order.append(path)
-            if path == "fixed":
+            if path in ("fixed", "compact"):
                 assert isinstance(z, tuple) and len(z) == estimator.n_blocks
-                traced.append(z)
+                traced.append((path, z))
             return tf.zeros([1])
         return run
 
     monkeypatch.setattr(bench, "_paths", lambda estimator, task: {
         "folded": record("folded"), "fixed": record("fixed")})
+    monkeypatch.setattr(bench, "_compact_path", lambda estimator, task: record("compact"))
     monkeypatch.setattr(bench, "_plain_path", lambda reference, task: record("plain"))
-    times = {"plain": 3.0, "folded": 2.0, "fixed": 1.5}
+    times = {"plain": 3.0, "folded": 2.0, "fixed": 1.5, "compact": 1.2}
 
     timed_paths = []
 
     def timed(fn, calls):
         before = len(traced)
         fn(0)
-        if order[-1] == "fixed":  # the structure was traced before the timing
+        if order[-1] in ("fixed", "compact"):  # the structure was traced before the timing
             assert traced[-1] in traced[:before]
         timed_paths.append(order[-1])
         return times[order[-1]]
@@ -167,21 +168,40 @@ def test_choice_alternates_three_paths_and_takes_ratios_per_round(tiny_evaluator
     monkeypatch.setattr(bench, "mean_seconds", timed)
     rows = bench.choice(estimator, reference=None, batch=1, calls=3, rounds=4)
     assert list(rows) == ["full", "level_1", "selector_like"]
-    assert timed_paths[:12] == ["plain", "folded", "fixed", "fixed", "folded", "plain"] * 2
-    assert len(timed_paths) == 3 * 12
+    assert timed_paths[:16] == ["plain", "folded", "fixed", "compact",
+                                "compact", "fixed", "folded", "plain"] * 2
+    assert len(timed_paths) == 3 * 16
     assert rows["full"]["flops_fraction"] == pytest.approx(1.0)
     assert 0 < rows["level_1"]["flops_fraction"] < 1
     for row in rows.values():
         assert row["plain_ms"] == pytest.approx(3000.0)
         assert row["folded_ratio"] == pytest.approx(1.5 * row["flops_fraction"])
         assert row["fixed_ratio"] == pytest.approx(2.0 * row["flops_fraction"])
-        assert row["folded_ratio_half_width"] == pytest.approx(0.0)
-        assert row["fixed_ratio_half_width"] == pytest.approx(0.0)
+        assert row["compact_ratio"] == pytest.approx(2.5 * row["flops_fraction"])
+        assert row["compact_ms"] == pytest.approx(1200.0)
+        for path in ("folded", "fixed", "compact"):
+            assert row[f"{path}_ratio_half_width"] == pytest.approx(0.0)
     # A batch of mixed structures has no graph of its own: plain and folded alternate.
     timed_paths.clear()
     rows = bench.choice(estimator, reference=None, batch=4, calls=3, rounds=4)
-    assert timed_paths == (["plain", "folded", "fixed", "fixed", "folded", "plain"] * 2 * 2
+    assert timed_paths == (["plain", "folded", "fixed", "compact",
+                            "compact", "fixed", "folded", "plain"] * 2 * 2
                            + ["plain", "folded", "folded", "plain"] * 2)
     assert "fixed_ratio" not in rows["selector_like"]
+    assert "compact_ratio" not in rows["selector_like"]
     row = rows["selector_like"]
     assert row["folded_ratio"] == pytest.approx(1.5 * row["flops_fraction"])
+
+
+def test_compact_path_runs_the_structures_compact_network(tiny_evaluator):
+    """The compact path computes the estimator's function under the structure it is given."""
+    import tensorflow as tf
+
+    estimator = tiny_evaluator.estimator
+    size = estimator.tasks[0].input_size
+    images = tf.random.normal([2, size, size, 3], seed=3)
+    compact = bench._compact_path(estimator, 0)
+    for z in [(1,) * estimator.n_blocks, tuple(i % estimator.levels
+                                               for i in range(estimator.n_blocks))]:
+        expected = estimator(images, task=0, structure=z, execution="sliced")
+        np.testing.assert_allclose(compact(images, z), expected, atol=1e-4)

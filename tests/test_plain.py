@@ -45,3 +45,30 @@ def test_plain_network_refuses_bottleneck_blocks():
     estimator = Estimator(spec, TASKS[:1], levels=2, trunk_size=16)
     with pytest.raises(ValueError, match="no bottleneck"):
         plain.PlainNetwork(estimator)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_compact_network_computes_its_structure(name):
+    """Given one structure, the plain network is that structure's compact network: each
+    block at its level's width (a level-0 residual block its shortcut alone, with no
+    weights), computing what the estimator's sliced path computes under that structure."""
+    spec, trunk_size = SPECS[name]
+    tasks = TASKS if spec.stem_channels else [TASKS[0], Task("other", "o", 16, 7)]
+    estimator = Estimator(spec, tasks, levels=3, trunk_size=trunk_size)
+    images = [tf.random.normal((4, t.input_size, t.input_size, 3)) for t in tasks]
+    structure = tf.random.stateless_uniform([8, estimator.n_blocks], [1, 0], 0, 3, tf.int32)
+    estimator.call_tasks([2.0 * x for x in images], structure, training=True)
+    levels = {"wrn": (0, 2, 1), "simple_convnet": (1, 0)}[name]
+    network = plain.PlainNetwork(estimator, structure=levels)
+    plain.copy_weights(estimator, network)
+    widths = [block.spec.width for block in network.blocks]
+    assert widths == [block.level_channels[level]
+                      for block, level in zip(estimator.blocks, levels)]
+    assert widths != [block.width for block in estimator.blocks]
+    for block, width in zip(network.blocks, widths):
+        assert bool(block.weights) == bool(width)
+    for task, x in enumerate(images):
+        expected = estimator(x, task=task, structure=levels, execution="sliced")
+        np.testing.assert_allclose(network(x, task=task), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="levels must lie"):
+        plain.PlainNetwork(estimator, structure=(3,) * estimator.n_blocks)
