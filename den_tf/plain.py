@@ -3,8 +3,8 @@
 ``den_tf.bench`` measures the elastic network against this network (same stems, blocks,
 neck and heads, no levels): the sliced path's speed-ups, the full structure through the
 sliced path, and the masked training step's overhead. Given one structure, the same class
-builds the compact network that structure runs, as a static Keras network: the speed any
-implementation of that sub-model gets from Keras. ``copy_weights`` loads an estimator's
+builds the compact network that structure runs, as a static Keras network: the speed Keras
+gives that sub-model with nothing chosen at run time. ``copy_weights`` loads an estimator's
 weights into either, so the tests can check that both compute the estimator's function.
 """
 
