@@ -32,8 +32,8 @@ Random images of each task's size (the input pipeline has its own benchmark,
   path's ratio is taken against the same round's plain network, with a 95%
   interval over the rounds (the ratios without the drift between rows, and what choosing the
   levels at run time costs);
-- export: the exported serving signature (``den_tf.export``) against the same
-  function in process;
+- export: the exported serving signature (``den_tf.export``; at batch 1 the one-image
+  signature) against the same function in process;
 - strategies: images/s of the estimator and selector steps (global batch ``batch_size`` per
   task) under each strategy this machine offers: one device, and ``MirroredStrategy`` over
   ``--cpu_devices`` logical CPU devices when there is no GPU (else over the GPUs);
@@ -44,6 +44,7 @@ Random images of each task's size (the input pipeline has its own benchmark,
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import os
 import tempfile
@@ -83,12 +84,22 @@ def selector_like_probabilities(levels: int) -> tuple[float, ...]:
 
 
 def mean_seconds(fn: Callable[[int], object], calls: int) -> float:
-    """Mean wall time of ``fn(i)`` over ``calls`` calls, after one untimed call (tracing)."""
+    """Mean wall time of ``fn(i)`` over ``calls`` calls, after one untimed call (tracing).
+    Python's garbage collector runs before the timed calls and is held off during them: a
+    full collection of a process holding TensorFlow's objects took about 0.2 s on the
+    project's 2-core machine, half a batch-1 round, and fell on whichever path was running."""
     fn(0)
-    start = time.perf_counter()
-    for i in range(calls):
-        fn(i)
-    return (time.perf_counter() - start) / calls
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for i in range(calls):
+            fn(i)
+        return (time.perf_counter() - start) / calls
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _structures(estimator, batch: int, count: int) -> dict[str, list[tf.Tensor]]:
@@ -289,27 +300,31 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
 
 def exported_speed(estimator, selector, batches: Sequence[int],
                    calls: Callable[[int], int]) -> dict:
-    """Per batch size, images/s of task 0's exported serving signature and of the same
-    function in process (``calls(batch)`` timed calls each), and their time ratio."""
+    """Per batch size, images/s of task 0's exported serving signature (at batch 1 the
+    one-image signature ``<name>_single``; its name is recorded) and of the same function in
+    process (``calls(batch)`` timed calls each), and their time ratio."""
     task = estimator.tasks[0]
     class_names = [[str(c) for c in range(t.num_classes)] for t in estimator.tasks]
-    spec = tf.TensorSpec([None, task.input_size, task.input_size, 3], tf.uint8)
-    in_process = tf.function(
-        export.serving_function(estimator, selector, 0, class_names[0]), input_signature=[spec]
-    )
+    serve = export.serving_function(estimator, selector, 0, class_names[0])
     result = {}
     with tempfile.TemporaryDirectory() as path:
         name = export.export(estimator, selector, os.path.join(path, "model"), class_names)[0]
         loaded = tf.saved_model.load(os.path.join(path, "model"))
-        served = getattr(loaded, name)
         for batch in batches:
+            single = batch == 1
+            signature = f"{name}_single" if single else name
+            served = getattr(loaded, signature)
+            spec = tf.TensorSpec([1 if single else None, task.input_size, task.input_size, 3],
+                                 tf.uint8)
+            in_process = tf.function(serve, input_signature=[spec])
             images = tf.constant(np.random.RandomState(2).randint(
                 0, 256, (batch, task.input_size, task.input_size, 3)), tf.uint8)
             exported = mean_seconds(
-                lambda i, x=images: served(x)["logits"].numpy(), calls(batch))
+                lambda i, x=images, run=served: run(x)["logits"].numpy(), calls(batch))
             local = mean_seconds(
-                lambda i, x=images: in_process(x)["logits"].numpy(), calls(batch))
+                lambda i, x=images, run=in_process: run(x)["logits"].numpy(), calls(batch))
             result[f"batch_{batch}"] = {
+                "signature": signature,
                 "exported_images_per_s": batch / exported,
                 "in_process_images_per_s": batch / local,
                 "exported_over_in_process_time": exported / local,

@@ -6,7 +6,10 @@ path, so each image pays only for the channel groups its structure keeps, with e
 weights cut and batch norm folded into them once, at export (``Estimator.fold``). Outputs: the
 logits, the top-k classes with their names and probabilities, the structure and its FLOPs. The
 SavedModel loads with ``tf.saved_model.load`` alone: den_tf need not be installed where it is
-served. (Keras also names the first task's signature ``serving_default``.)
+served. (Keras also names the first task's signature ``serving_default``.) Each task also has
+``<name>_budget`` (a FLOPs budget per image) and ``<name>_single``: the same function for a
+batch of exactly one image, traced for that size, so it skips the test of whether the batch
+shares one structure (faster for one image at a time).
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ def serving_function(
     fixed_flops = 2.0 * costs.fixed_macs[task]
 
     def serve(images, max_flops=None):
+        if images.shape[0] is not None:
+            # A static batch size (the one-image signature): the graph is built for it, and a
+            # SavedModel's signature does not check its inputs' shapes, so check them here.
+            images = tf.ensure_shape(images, [images.shape[0], size, size, 3])
         tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant([size, size, 3]),
                                   message=expected)
         x = pipeline.normalize(tf.cast(images, tf.float32), normalisation)
@@ -109,14 +116,16 @@ def export(
     class_names: Sequence[Sequence[str]] | None = None,
 ) -> list[str]:
     """Writes the SavedModel to ``path``; returns its signature names, in task order. Each
-    task has a second signature, ``<name>_budget``, that takes a FLOPs budget per image.
+    task has two more signatures: ``<name>_budget``, that takes a FLOPs budget per image, and
+    ``<name>_single``, for a batch of exactly one image.
 
     ``class_names[t]`` names task t's classes (default: ``task_class_names``).
     """
     if class_names is None:
         class_names = [task_class_names(task) for task in estimator.tasks]
     names = [signature_name(task.name) for task in estimator.tasks]
-    if len(set(names)) != len(names) or set(names) & {f"{n}_budget" for n in names}:
+    extra = {f"{n}_{suffix}" for n in names for suffix in ("budget", "single")}
+    if len(set(names)) != len(names) or set(names) & extra:
         raise ValueError(f"task names give clashing signature names: {names}")
     folded = estimator.fold()
     archive = keras.export.ExportArchive()
@@ -126,10 +135,10 @@ def export(
     for t, (task, name) in enumerate(zip(estimator.tasks, names)):
         size = task.input_size
         images = tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")
-        archive.add_endpoint(
-            name, serving_function(estimator, selector, t, class_names[t], folded),
-            input_signature=[images],
-        )
+        serve = serving_function(estimator, selector, t, class_names[t], folded)
+        archive.add_endpoint(name, serve, input_signature=[images])
+        archive.add_endpoint(f"{name}_single", serve, input_signature=[
+            tf.TensorSpec([1, size, size, 3], tf.uint8, name="images")])
         archive.add_endpoint(
             f"{name}_budget",
             serving_function(estimator, selector, t, class_names[t], folded, budgeted=True),

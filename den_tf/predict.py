@@ -91,7 +91,7 @@ def run(
     name = export.signature_name(task)
     if name not in model.signatures:
         tasks = sorted(n for n in model.signatures
-                       if n != "serving_default" and not n.endswith("_budget"))
+                       if n != "serving_default" and not n.endswith(("_budget", "_single")))
         raise app.UsageError(f"--task={task!r} is not in {model_dir}; its tasks: {tasks}")
     serve = model.signatures[name]
     size = serve.structured_input_signature[1]["images"].shape[1]

@@ -1,5 +1,7 @@
 """The benchmark's arithmetic and structures (its timings are measured by ``make bench``)."""
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -27,11 +29,14 @@ def test_selector_like_probabilities(levels):
 
 
 def test_mean_seconds_times_each_call_after_one_untimed(monkeypatch):
+    """The timed calls run with the garbage collector held off (the untimed one with it on),
+    and it is on again after."""
     calls = []
     clock = iter([10.0, 16.0])
     monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
-    assert bench.mean_seconds(calls.append, 3) == pytest.approx(2.0)
-    assert calls == [0, 0, 1, 2]
+    assert bench.mean_seconds(lambda i: calls.append((i, gc.isenabled())), 3) == pytest.approx(2.0)
+    assert calls == [(0, True), (0, False), (1, False), (2, False)]
+    assert gc.isenabled()
 
 
 def test_structure_kinds(tiny_evaluator):
@@ -205,3 +210,38 @@ def test_compact_path_runs_the_structures_compact_network(tiny_evaluator):
                                                for i in range(estimator.n_blocks))]:
         expected = estimator(images, task=0, structure=z, execution="sliced")
         np.testing.assert_allclose(compact(images, z), expected, atol=1e-4)
+
+
+def test_exported_speed_times_the_signature_for_each_batch(monkeypatch):
+    """Per batch size, task 0's exported signature (at batch 1 the one-image signature) and
+    the same function in process, each timed on its batch, and their time ratio from the
+    (here given) timings: 3 s a call exported, 2 s in process."""
+    from den_tf import backbones
+    from den_tf.estimator import Estimator
+    from den_tf.selector import Selector
+    from den_tf.tasks import SYNTHETIC_TASKS
+
+    tasks = list(SYNTHETIC_TASKS[:2])
+    estimator = Estimator(backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8), tasks,
+                          levels=3, trunk_size=16)
+    selector = Selector(tasks, estimator.n_blocks, estimator.levels, widths=(8,),
+                        trunk_size=16, stem_channels=8)
+    logits = []
+
+    def given_seconds(run, calls):
+        logits.append(run(0))
+        return 3.0 if len(logits) % 2 else 2.0
+
+    monkeypatch.setattr(bench, "mean_seconds", given_seconds)
+    result = bench.exported_speed(estimator, selector, [2, 1], lambda batch: 1)
+    classes = tasks[0].num_classes
+    assert [x.shape for x in logits] == [(2, classes), (2, classes), (1, classes), (1, classes)]
+    for batch in (2, 1):
+        row = dict(result[f"batch_{batch}"])
+        name = bench.export.signature_name(tasks[0].name)
+        assert row.pop("signature") == name + ("_single" if batch == 1 else "")
+        assert row == pytest.approx({
+            "exported_images_per_s": batch / 3.0, "in_process_images_per_s": batch / 2.0,
+            "exported_over_in_process_time": 1.5})
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
+    np.testing.assert_allclose(logits[2], logits[3], atol=1e-5)

@@ -144,6 +144,33 @@ def test_a_fixed_structure_runs_the_sliced_path_without_control_flow():
         est(images, task=1, structure=(1,) * 6, execution="sliced", training=True)
 
 
+def test_a_static_batch_of_one_runs_without_the_shared_structure_test():
+    """Traced for a batch of exactly one, the sliced path has no test of whether the batch
+    shares one structure (no ``If``; the blocks' switches remain) and gives the logits of a
+    trace for any batch size."""
+    est = _estimator()
+    folded = est.fold()
+    images = tf.random.normal((4, 32, 32, 3))
+    mixed = tf.constant([[3, 0, 1, 2, 0, 3], [0, 0, 0, 0, 0, 0], [1, 2, 3, 1, 2, 3],
+                         [2, 1, 0, 3, 1, 0]])
+
+    def trace(batch):
+        run = tf.function(lambda x, z: est(x, task=1, structure=z, execution="sliced",
+                                           folded=folded))
+        return run.get_concrete_function(tf.TensorSpec([batch, 32, 32, 3]),
+                                         tf.TensorSpec([batch, 6], tf.int32))
+
+    any_batch, one = trace(None), trace(1)
+    ops = {name: {op.type for op in f.graph.get_operations()}
+           for name, f in (("any", any_batch), ("one", one))}
+    assert ops["any"] & {"If", "StatelessIf"}
+    assert not ops["one"] & {"If", "StatelessIf"}
+    assert ops["one"] & {"Case", "StatelessCase"}
+    for b in range(4):
+        np.testing.assert_allclose(one(images[b:b + 1], mixed[b:b + 1]),
+                                   any_batch(images[b:b + 1], mixed[b:b + 1]), atol=1e-5)
+
+
 def test_folded_weights_are_a_snapshot_of_the_sliced_path():
     """``fold`` gives the sliced path's logits, for shared and mixed structures in one
     trace; it keeps the weights it was taken from; other networks' blocks are refused."""

@@ -28,6 +28,10 @@ for name, batch in images.items():
     served = model.signatures[name](images=tf.constant(batch))
     outputs[name] = {key: (value.numpy().astype(str) if key == "top_names"
                            else value.numpy()).tolist() for key, value in served.items()}
+    single = [model.signatures[name + "_single"](images=tf.constant(batch[i:i + 1]))
+              for i in range(4)]
+    for key in ("logits", "structure"):
+        outputs[name][f"single_{key}"] = np.concatenate([s[key].numpy() for s in single]).tolist()
 assert not any(module.startswith("den_tf") for module in sys.modules)
 print(json.dumps({"signatures": sorted(model.signatures), "outputs": outputs}))
 """
@@ -73,7 +77,8 @@ def test_served_outputs_match_the_sliced_path_without_den_tf(exported, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     served = json.loads(run.stdout.strip().splitlines()[-1])
     assert names == ["synthetic_shapes", "synthetic_textures"]
-    assert set(names) <= set(served["signatures"])
+    assert {f"{n}{suffix}" for n in names for suffix in ("", "_budget", "_single")} <= set(
+        served["signatures"])
     for t, name in enumerate(names):
         task = estimator.tasks[t]
         x = pipeline.normalize(tf.cast(images[name], tf.float32),
@@ -84,6 +89,9 @@ def test_served_outputs_match_the_sliced_path_without_den_tf(exported, tmp_path)
         assert len(np.unique(structure.numpy(), axis=0)) > 1  # a batch of mixed structures
         np.testing.assert_array_equal(out["structure"], structure.numpy())
         np.testing.assert_allclose(out["logits"], logits, atol=1e-5)
+        # One image at a time through the one-image signature: the same structures and logits.
+        np.testing.assert_array_equal(out["single_structure"], structure.numpy()[:4])
+        np.testing.assert_allclose(out["single_logits"], logits[:4], atol=1e-5)
         probabilities = tf.nn.softmax(logits).numpy()
         np.testing.assert_array_equal(out["top_classes"][:, 0], probabilities.argmax(-1))
         np.testing.assert_allclose(out["top_probabilities"][:, 0], probabilities.max(-1),
@@ -108,6 +116,14 @@ def test_bad_input_names_the_expected_input(exported, bad, expected):
     model = tf.saved_model.load(path)
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match=expected):
         model.signatures[names[0]](images=tf.constant(bad))
+
+
+def test_the_single_image_signature_refuses_a_batch(exported):
+    _, _, path, names, _ = exported
+    single = tf.saved_model.load(path).signatures[f"{names[0]}_single"]
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError),
+                       match=r"expected shape \[1,32,32,3\]"):
+        single(images=tf.zeros((2, 32, 32, 3), tf.uint8))
 
 
 def test_signature_names():
