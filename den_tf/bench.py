@@ -86,8 +86,9 @@ def selector_like_probabilities(levels: int) -> tuple[float, ...]:
 def mean_seconds(fn: Callable[[int], object], calls: int) -> float:
     """Mean wall time of ``fn(i)`` over ``calls`` calls, after one untimed call (tracing).
     Python's garbage collector runs before the timed calls and is held off during them: a
-    full collection of a process holding TensorFlow's objects took about 0.2 s on the
-    project's 2-core machine, half a batch-1 round, and fell on whichever path was running."""
+    full collection of a process holding TensorFlow's objects took about 0.2 s on the 2-core
+    Intel Xeon of the README's Benchmarks, half a batch-1 round, and fell on whichever path
+    was running."""
     fn(0)
     enabled = gc.isenabled()
     gc.collect()
@@ -259,14 +260,15 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
            rounds: int) -> dict[str, dict]:
     """The ratios at one batch size with the machine's drift taken out: per structure kind on
     task 0, the plain network, the folded path as exported (levels chosen by
-    ``tf.switch_case`` per block, a mixed batch partitioned) and, where each batch shares one
-    structure (every kind at batch 1, the uniform levels at any batch), the folded path in a
-    graph traced for that structure (``fixed``: what choosing the levels at run time costs)
-    and that structure's compact network built from Keras layers (``compact``: what a static
-    network of those widths gets from Keras, with nothing chosen at run time) alternate in
-    ``rounds`` rounds of ``calls`` calls (a structure batch per call); each path's ratio
-    (speed-up over the plain network x FLOPs fraction) is taken per round, against the same
-    round's plain network, with its 95% interval over the rounds."""
+    ``tf.switch_case`` per block, a mixed batch partitioned; traced per batch size, so at
+    batch 1 with no test of a shared structure, as the one-image signature) and, where each
+    batch shares one structure (every kind at batch 1, the uniform levels at any batch), the
+    folded path in a graph traced for that structure (``fixed``: what choosing the levels at
+    run time costs) and that structure's compact network built from Keras layers
+    (``compact``: what a static network of those widths gets from Keras, with nothing chosen
+    at run time) alternate in ``rounds`` rounds of ``calls`` calls (a structure batch per
+    call); each path's ratio (speed-up over the plain network x FLOPs fraction) is taken per
+    round, against the same round's plain network, with its 95% interval over the rounds."""
     task = 0
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)

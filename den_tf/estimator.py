@@ -230,9 +230,9 @@ class Estimator(MultiTaskNetwork):
         """The blocks on the sliced path. A batch whose instances share one structure (always
         a batch of one) runs each block at its level directly (``NestedBlock.at_level``);
         otherwise each block runs the batch grouped by its levels (``NestedBlock.regrouped``).
-        A batch traced with a static size of one runs the first way with no test: the
-        untaken partitioned branch of that test costs a batch-1 call about half a millisecond
-        (README, Benchmarks)."""
+        A batch traced with a static size of one (images and structure) runs the first way
+        with no test: on the Intel Xeon of the README's Benchmarks, the test's untaken
+        partitioned branch cost a batch-1 call 0.4-0.8 ms."""
         if training:
             raise ValueError("the sliced path is for inference; train with 'masked'")
         weights = self._block_weights(folded)
@@ -259,10 +259,11 @@ class Estimator(MultiTaskNetwork):
                           grouping=(counts[i], destination))
             return h
 
-        if x.shape[0] == 1:
+        if x.shape[0] == 1 and structure.shape[0] == 1:
             return shared()
-        one = tf.logical_and(tf.shape(structure)[0] > 0, tf.reduce_all(lowest == highest))
-        return tf.cond(one, shared, partitioned)
+        shares_one_structure = tf.logical_and(tf.shape(structure)[0] > 0,
+                                              tf.reduce_all(lowest == highest))
+        return tf.cond(shares_one_structure, shared, partitioned)
 
     def batch_norms(self) -> list[blocks.MaskedBatchNorm]:
         """Every batch norm of the network (the blocks' and the neck's)."""

@@ -89,9 +89,9 @@ def run(
     """Prints the predictions of every readable image; returns how many files were skipped."""
     model = tf.saved_model.load(model_dir)
     name = export.signature_name(task)
-    if name not in model.signatures:
-        tasks = sorted(n for n in model.signatures
-                       if n != "serving_default" and not n.endswith(("_budget", "_single")))
+    signatures = set(model.signatures) - {"serving_default"}
+    tasks = sorted(signatures - set(export.extra_signatures(signatures)))
+    if name not in tasks:
         raise app.UsageError(f"--task={task!r} is not in {model_dir}; its tasks: {tasks}")
     serve = model.signatures[name]
     size = serve.structured_input_signature[1]["images"].shape[1]

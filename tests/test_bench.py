@@ -37,6 +37,13 @@ def test_mean_seconds_times_each_call_after_one_untimed(monkeypatch):
     assert bench.mean_seconds(lambda i: calls.append((i, gc.isenabled())), 3) == pytest.approx(2.0)
     assert calls == [(0, True), (0, False), (1, False), (2, False)]
     assert gc.isenabled()
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: 0.0)
+    gc.disable()  # a collector that was off stays off
+    try:
+        bench.mean_seconds(lambda i: None, 1)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_structure_kinds(tiny_evaluator):

@@ -146,8 +146,9 @@ def test_a_fixed_structure_runs_the_sliced_path_without_control_flow():
 
 def test_a_static_batch_of_one_runs_without_the_shared_structure_test():
     """Traced for a batch of exactly one, the sliced path has no test of whether the batch
-    shares one structure (no ``If``; the blocks' switches remain) and gives the logits of a
-    trace for any batch size."""
+    shares one structure (no ``If``; the blocks' switches remain) and gives each instance the
+    logits that a mixed batch (partitioned) gives it in a trace for any batch size; a
+    structure of several rows with one image still goes through the test."""
     est = _estimator()
     folded = est.fold()
     images = tf.random.normal((4, 32, 32, 3))
@@ -166,9 +167,14 @@ def test_a_static_batch_of_one_runs_without_the_shared_structure_test():
     assert ops["any"] & {"If", "StatelessIf"}
     assert not ops["one"] & {"If", "StatelessIf"}
     assert ops["one"] & {"Case", "StatelessCase"}
+    batch = any_batch(images, mixed)
     for b in range(4):
-        np.testing.assert_allclose(one(images[b:b + 1], mixed[b:b + 1]),
-                                   any_batch(images[b:b + 1], mixed[b:b + 1]), atol=1e-5)
+        np.testing.assert_allclose(one(images[b:b + 1], mixed[b:b + 1]), batch[b:b + 1],
+                                   atol=1e-5)
+    run = tf.function(lambda x, z: est(x, task=1, structure=z, execution="sliced"))
+    rows = run.get_concrete_function(tf.TensorSpec([1, 32, 32, 3]),
+                                     tf.TensorSpec([None, 6], tf.int32))
+    assert {op.type for op in rows.graph.get_operations()} & {"If", "StatelessIf"}
 
 
 def test_folded_weights_are_a_snapshot_of_the_sliced_path():

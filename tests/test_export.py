@@ -97,8 +97,9 @@ def test_served_outputs_match_the_sliced_path_without_den_tf(exported, tmp_path)
         np.testing.assert_allclose(out["top_probabilities"][:, 0], probabilities.max(-1),
                                    atol=1e-6)
         assert out["top_classes"].shape == (16, 5)
-        names = synthetic.class_names(task.dataset)
-        assert out["top_names"].tolist() == [[names[c] for c in row] for row in out["top_classes"]]
+        class_names = synthetic.class_names(task.dataset)
+        assert out["top_names"].tolist() == [[class_names[c] for c in row]
+                                             for row in out["top_classes"]]
         # FLOPs: the stem, head and every block at its chosen level (checked at the extremes).
         flops = out["flops"]
         assert flops.min() >= export.cost.cost_table(estimator).flops(
@@ -116,6 +117,15 @@ def test_bad_input_names_the_expected_input(exported, bad, expected):
     model = tf.saved_model.load(path)
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match=expected):
         model.signatures[names[0]](images=tf.constant(bad))
+
+
+def test_predict_takes_only_tasks(exported):
+    """A task's extra signatures are not tasks: ``predict`` refuses them by name."""
+    _, _, path, names, _ = exported
+    for task in (f"{names[0]}_single", f"{names[0]}_budget", "serving_default", "other"):
+        with pytest.raises(predict.app.UsageError, match=r"its tasks: \['synthetic_shapes', "
+                                                         r"'synthetic_textures'\]"):
+            predict.run(path, task, [])
 
 
 def test_the_single_image_signature_refuses_a_batch(exported):
