@@ -1,7 +1,7 @@
 """Speed of a scenario's model against a plain Keras network of the same shape.
 
     python -m den_tf.bench [--config=experiments/m1_wrn.py] [--batch_size=32]
-        [--inference_batch_sizes=128,1] [--parts=training,inference,export]
+        [--inference_batch_sizes=128,1] [--parts=training,inference,export,lite]
 
 Random images of each task's size (the input pipeline has its own benchmark,
 ``den_tf.datasets.bench``). Prints one JSON object:
@@ -34,6 +34,10 @@ Random images of each task's size (the input pipeline has its own benchmark,
   levels at run time costs);
 - export: the exported serving signature (``den_tf.export``; at batch 1 the one-image
   signature) against the same function in process;
+- lite: batch 1 on TensorFlow Lite (``den_tf.lite``, an interpreter per block and level): the
+  plain network as one TFLite model, the same network in TensorFlow and the elastic network
+  at the full structure, level 1 and selector-like structures, alternated in ``--rounds``
+  rounds; ratios against both plain networks, with 95% intervals;
 - strategies: images/s of the estimator and selector steps (global batch ``batch_size`` per
   task) under each strategy this machine offers: one device, and ``MirroredStrategy`` over
   ``--cpu_devices`` logical CPU devices when there is no GPU (else over the GPUs);
@@ -57,13 +61,14 @@ import tensorflow as tf
 from absl import app, flags
 from ml_collections import config_flags
 
-from den_tf import builders, cost, distribute, export, hardware, metrics, plain, stats
+from den_tf import builders, cost, distribute, export, hardware, lite, metrics, plain, stats
+from den_tf.datasets import pipeline, sources
 from den_tf.steps import EstimatorStep, SelectorStep
 
 # Level probabilities of the "selector-like" structures with four levels: mostly levels 1-2,
 # as the demo's trained selectors choose (about 45% of the full structure's FLOPs).
 SELECTOR_LIKE = (0.05, 0.45, 0.40, 0.10)
-PARTS = ("training", "inference", "folding", "choice", "export", "strategies")
+PARTS = ("training", "inference", "folding", "choice", "export", "lite", "strategies")
 
 
 def speedup_ratio(reference_seconds: float, seconds: float, flops_fraction: float) -> float:
@@ -334,6 +339,53 @@ def exported_speed(estimator, selector, batches: Sequence[int],
     return result
 
 
+def lite_speed(estimator, selector, reference: plain.PlainNetwork, calls: int, rounds: int,
+               threads: int | None = None) -> dict[str, dict]:
+    """Batch 1 on TensorFlow Lite (``den_tf.lite``), task 0: per structure kind, the plain
+    network converted to one TFLite model, the same network in TensorFlow, and the elastic
+    network's interpreters (``LiteNetwork.logits``; ``threads`` per interpreter, None: every
+    core) alternate in ``rounds`` rounds of ``calls`` calls; each round's ratio (speed-up x
+    FLOPs fraction) is taken against the TFLite plain network (``ratio``) and against the
+    TensorFlow one (``ratio_over_tensorflow``), with 95% intervals over the rounds."""
+    task = estimator.tasks[0]
+    size = task.input_size
+    class_names = [[str(c) for c in range(t.num_classes)] for t in estimator.tasks]
+    normalisation = sources.preprocessing(task.dataset)
+    image = np.random.RandomState(2).randint(0, 256, (1, size, size, 3)).astype(np.uint8)
+    run_plain = _plain_path(reference, 0)
+    normalized = pipeline.normalize(tf.constant(image, tf.float32), normalisation)
+    costs = cost.cost_table(estimator)
+    kinds = _structures(estimator, 1, calls)
+    result = {}
+    with tempfile.TemporaryDirectory() as path:
+        lite.export(estimator, selector, path, class_names)
+        network = lite.LiteNetwork(path, threads)
+        plain_file = os.path.join(path, "plain.tflite")
+        lite.write_model(plain_file, lite.convert(
+            lambda x: reference(pipeline.normalize(tf.cast(x, tf.float32), normalisation), task=0),
+            tf.TensorSpec(image.shape, tf.uint8)))
+        plain_lite = lite.checked_model(plain_file, network.threads, image,
+                                        run_plain(normalized).numpy())
+        for kind in ("full", "level_1", "selector_like"):
+            structures = [tuple(int(v) for v in z.numpy()[0]) for z in kinds[kind]]
+            seconds = alternating({
+                "plain_tensorflow": lambda i: run_plain(normalized).numpy(),
+                "plain_lite": lambda i: plain_lite.run(image)().copy(),
+                "lite": lambda i, z=structures: network.logits(image, task.name, z[i]),
+            }, calls, rounds)
+            fraction = _flops_fraction(estimator, costs, kinds[kind], 0)
+            row = {"flops_fraction": fraction}
+            for name, values in seconds.items():
+                row[f"{name}_ms"] = 1e3 * float(np.mean(values))
+            for key, plain_path in (("ratio", "plain_lite"),
+                                    ("ratio_over_tensorflow", "plain_tensorflow")):
+                ratio = stats.mean_interval([speedup_ratio(p, s, fraction) for p, s in
+                                             zip(seconds[plain_path], seconds["lite"])])
+                row[key], row[f"{key}_half_width"] = ratio["mean"], ratio["half_width"]
+            result[kind] = row
+    return result
+
+
 def _training_batch(tasks, batch_size: int) -> tuple[dict, ...]:
     rng = np.random.RandomState(0)
     return tuple(
@@ -475,7 +527,7 @@ def main(argv):
         result["training"] = training(
             config, estimator, selector, FLAGS.batch_size, FLAGS.train_steps
         )
-    if parts & {"inference", "choice"}:
+    if parts & {"inference", "choice", "lite"}:
         result["inference_task"] = estimator.tasks[0].name
         reference = plain.PlainNetwork(estimator)
         plain.copy_weights(estimator, reference)
@@ -490,6 +542,9 @@ def main(argv):
                             for b in batches}
     if "export" in parts:
         result["export"] = exported_speed(estimator, selector, batches, _calls)
+    if "lite" in parts:
+        result["lite"] = {"threads": FLAGS.threads or os.cpu_count(), "batch_1": lite_speed(
+            estimator, selector, reference, _calls(1), FLAGS.rounds, FLAGS.threads or None)}
     if "strategies" in parts:
         result["strategies"] = strategies(config, FLAGS.batch_size, FLAGS.train_steps)
     print(json.dumps(_rounded(result), indent=1))

@@ -23,7 +23,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from den_tf import budget, builders, cost, policy, train
+from den_tf import budget, builders, cost, lite, policy, train
 from den_tf.datasets import pipeline, sources
 from den_tf.estimator import Estimator, FoldedWeights
 from den_tf.selector import Selector
@@ -155,11 +155,27 @@ def export(
     return names
 
 
-def export_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, list[str]]:
-    """Exports the latest checkpoint of ``workdir`` to ``workdir/export`` (class names from
-    the config's data directory); returns the path and the signature names."""
-    builders.require_selector(config, "an export")
+def _restored(config: ml_collections.ConfigDict, workdir: str, what: str):
+    """The latest checkpoint of ``workdir`` and its tasks' class names (from the config's
+    data directory)."""
+    builders.require_selector(config, what)
     estimator, selector = train.restore_for_evaluation(config, workdir)
     names = [task_class_names(task, config.data.data_dir or None) for task in estimator.tasks]
+    return estimator, selector, names
+
+
+def export_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, list[str]]:
+    """Exports the latest checkpoint of ``workdir`` to ``workdir/export``; returns the path
+    and the signature names."""
+    estimator, selector, names = _restored(config, workdir, "an export")
     path = os.path.join(workdir, "export")
     return path, export(estimator, selector, path, names)
+
+
+def export_lite_run(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Exports the latest checkpoint of ``workdir`` as TFLite models (``den_tf.lite``) to
+    ``workdir/export_lite``; returns the path."""
+    estimator, selector, names = _restored(config, workdir, "an export")
+    path = os.path.join(workdir, "export_lite")
+    lite.export(estimator, selector, path, names)
+    return path

@@ -1,11 +1,14 @@
 """Command line of den_tf.
 
     python -m den_tf.main --config=experiments/<name>.py --workdir=DIR \\
-        [--config.key=value ...] [--mode=train|evaluate|export|budget|summary] [--analyze]
+        [--config.key=value ...] [--analyze]
+        [--mode=train|evaluate|export|export_lite|budget|summary]
 
 ``train`` runs Algorithm 1 (resuming from DIR/checkpoints if a run stopped) and evaluates
 on the test split once; ``evaluate`` re-evaluates the latest checkpoint; ``export`` writes it
-as a SavedModel with one serving signature per task to DIR/export; ``budget`` measures the
+as a SavedModel with one serving signature per task to DIR/export; ``export_lite`` writes it
+as TensorFlow Lite models, an interpreter per block and level, served one image at a time by
+``den_tf.lite.LiteNetwork`` (DIR/export_lite); ``budget`` measures the
 test accuracy of the latest checkpoint at 10 FLOPs budgets for three choosers of structures
 (DIR/budget.json and budget.png); ``summary`` prints
 the model figures as one JSON object on stdout (logs go to stderr). ``--analyze`` ends a
@@ -32,7 +35,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard and results.")
-    flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export", "budget", "summary"],
+    flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export", "export_lite", "budget",
+                                                "summary"],
                       "What to do.")
     flags.DEFINE_bool("analyze", False, "After --mode=train or evaluate, write the run's "
                       "analysis page (as python -m den_tf.analyze) in the same process.")
@@ -71,6 +75,9 @@ def main(argv):
     if FLAGS.mode == "export":
         path, names = export.export_run(config, FLAGS.workdir)
         logging.info("SavedModel written to %s; signatures: %s", path, ", ".join(names))
+        return
+    if FLAGS.mode == "export_lite":
+        logging.info("TFLite models written to %s", export.export_lite_run(config, FLAGS.workdir))
         return
     if FLAGS.mode == "budget":
         curve = train.measure_budgets(config, FLAGS.workdir)

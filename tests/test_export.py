@@ -6,15 +6,12 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from den_tf import backbones, export, policy, predict
+from den_tf import export, policy, predict
 from den_tf.datasets import pipeline, sources, synthetic
-from den_tf.estimator import Estimator
-from den_tf.selector import Selector
 from den_tf.tasks import SYNTHETIC_TASKS, Task
 
 SERVE = """
@@ -38,32 +35,8 @@ print(json.dumps({"signatures": sorted(model.signatures), "outputs": outputs}))
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    tasks = list(SYNTHETIC_TASKS[:2])  # 32 and 64 px
-    spec = backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8)
-    keras.utils.set_random_seed(0)
-    estimator = Estimator(spec, tasks, levels=3, trunk_size=16)
-    selector = Selector(tasks, estimator.n_blocks, estimator.levels, widths=(8,), trunk_size=16,
-                        stem_channels=8)
-    rng = np.random.RandomState(0)
-    # Batch-norm statistics and scales away from their initial values: the export folds them.
-    for bn in estimator.batch_norms():
-        bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
-        bn.moving_mean.assign(rng.normal(0, 0.2, bn.moving_mean.shape))
-        bn.gamma.assign(rng.uniform(0.5, 2.0, bn.gamma.shape))
-    # Images of different colours, so that the selector's pooled features point different ways.
-    images = {signature: (rng.uniform(0, 1, (16, 1, 1, 3)) * rng.randint(
-        0, 256, (16, t.input_size, t.input_size, 3))).astype(np.uint8)
-        for signature, t in zip(("synthetic_shapes", "synthetic_textures"), tasks)}
-    # Large logits weights centred on these images' features, so that the argmax structure
-    # changes from image to image.
-    features = tf.concat([
-        selector._trunk(selector.stem(pipeline.normalize(
-            tf.cast(batch, tf.float32), sources.preprocessing(task.dataset)), t))
-        for t, (task, batch) in enumerate(zip(tasks, images.values()))], axis=0)
-    kernel = tf.random.stateless_normal(selector.logits.kernel.shape, seed=[1, 2]) * 30.0
-    selector.logits.kernel.assign(kernel)
-    selector.logits.bias.assign(-tf.reduce_mean(features @ kernel, axis=0))
+def exported(served_models, tmp_path_factory):
+    estimator, selector, images = served_models
     path = str(tmp_path_factory.mktemp("export") / "model")
     names = export.export(estimator, selector, path)
     return estimator, selector, path, names, images

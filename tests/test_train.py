@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from den_tf import analyze, builders, evaluation, export, policy, sweep, train
+from den_tf import analyze, builders, evaluation, export, lite, policy, sweep, train
 from den_tf import main as cli
 from den_tf.builders import base_config
 from den_tf.datasets import synthetic
@@ -153,6 +153,13 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path, monkeypatch
     np.testing.assert_array_equal(outputs["top_classes"].numpy()[:, 0],
                                   predictions["prediction"][rows])
     np.testing.assert_allclose(outputs["flops"].numpy(), predictions["flops"][rows])
+    # So do the TFLite models (--mode=export_lite), image by image.
+    network = lite.LiteNetwork(export.export_lite_run(tiny_config(), str(tmp_path)))
+    for image, row in zip(images[:4], rows):
+        served_alone = network.predict(image, colors.name)
+        np.testing.assert_array_equal(served_alone["structure"], predictions["structure"][row])
+        assert served_alone["top_classes"][0] == predictions["prediction"][row]
+        assert np.isclose(served_alone["flops"], predictions["flops"][row])
 
     # Accuracy under budgets: at the full budget the selector's choice is the evaluated one.
     curve = train.measure_budgets(tiny_config(), str(tmp_path), points=3)

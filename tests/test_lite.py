@@ -1,0 +1,169 @@
+"""TFLite deployment (den_tf.lite): the interpreters compute the estimator's sliced path and
+the selector's argmax structure image by image; bad input is refused by name; the bench's
+TFLite ratios come from the given timings."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from den_tf import bench, cost, lite, plain, policy
+from den_tf.datasets import pipeline, sources
+
+
+@pytest.fixture(scope="module")
+def lite_export(served_models, tmp_path_factory):
+    estimator, selector, images = served_models
+    names = [[f"{t.name} {c}" for c in range(t.num_classes)] for t in estimator.tasks]
+    path = str(tmp_path_factory.mktemp("lite"))
+    manifest = lite.export(estimator, selector, path, names)
+    return estimator, selector, images, path, manifest
+
+
+def _normalized(images, task):
+    return pipeline.normalize(tf.cast(images, tf.float32), sources.preprocessing(task.dataset))
+
+
+def test_manifest_probes_and_files(lite_export):
+    estimator, _, _, path, manifest = lite_export
+    with open(os.path.join(path, lite.MANIFEST)) as f:
+        assert json.load(f) == manifest
+    costs = cost.cost_table(estimator)
+    np.testing.assert_allclose(manifest["level_flops"], 2.0 * costs.level_macs)
+    assert manifest["levels"] == [estimator.levels] * estimator.n_blocks
+    assert [t["name"] for t in manifest["tasks"]] == [t.name for t in estimator.tasks]
+    assert manifest["tasks"][1]["class_names"][3] == f"{estimator.tasks[1].name} 3"
+    for i in range(estimator.n_blocks):
+        for level in range(estimator.levels):
+            assert os.path.getsize(os.path.join(path, lite.block_file(i, level))) > 0
+    with np.load(os.path.join(path, lite.PROBES)) as probes:
+        selector_output = probes[lite.task_file(estimator.tasks[0].name, "selector") + ":output"]
+        block_input = probes[lite.block_file(1, 0) + ":input"]
+    assert selector_output.shape == (1, estimator.n_blocks, estimator.levels)
+    assert block_input.shape == (1, *estimator.trunk_input_shape()[1:])
+
+
+def test_a_model_is_checked_on_its_probe_when_loaded(tmp_path, caplog):
+    """A 3x3 convolution of stride 4, which XNNPACK computed as zeros on this project's
+    machines, runs on TFLite's built-in kernels; a probe that no kernel reproduces is an
+    error."""
+    kernel = tf.constant(np.random.RandomState(0).normal(size=(3, 3, 3, 4)), tf.float32)
+    path = str(tmp_path / "conv.tflite")
+    lite.write_model(path, lite.convert(lambda x: tf.nn.conv2d(x, kernel, 4, "SAME"),
+                                        tf.TensorSpec([1, 64, 64, 3], tf.float32)))
+    probe = np.random.RandomState(1).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    expected = tf.nn.conv2d(probe, kernel, 4, "SAME").numpy()
+    model = lite.checked_model(path, 1, probe, expected)
+    np.testing.assert_allclose(model.run(probe)(), expected, atol=1e-4)
+    if lite.Model(path, 1).error(probe, expected) > 1e-3:  # XNNPACK wrong here too
+        assert "built-in kernels" in caplog.text
+    with pytest.raises(ValueError, match="does not compute its probe's output"):
+        lite.checked_model(path, 1, probe, expected + 1.0)
+
+
+def test_each_image_runs_the_sliced_path_under_the_selectors_structure(lite_export):
+    """Per image of both tasks: the selector's structure equals the in-process argmax, the
+    logits equal the estimator's sliced path (folded weights) under that structure and under
+    other structures (every level of every block, the lowest and the full one), and the
+    FLOPs equal the cost table's."""
+    estimator, selector, images, path, _ = lite_export
+    network = lite.LiteNetwork(path, threads=1)
+    folded = estimator.fold()
+    costs = cost.cost_table(estimator)
+    n, h = estimator.n_blocks, estimator.levels
+    others = [(0,) * n, (h - 1,) * n] + [tuple((i + s) % h for i in range(n)) for s in range(h)]
+    structures_seen = set()
+    for t, (task, batch) in enumerate(zip(estimator.tasks, images.values())):
+        x = _normalized(batch, task)
+        expected = policy.argmax_structure(selector(x, task=t)).numpy()
+        for i, image in enumerate(batch[:8]):
+            structure = network.structure(image, task.name)
+            np.testing.assert_array_equal(structure, expected[i])
+            structures_seen.add(tuple(structure))
+            for z in [tuple(structure)] + others[i % 2::2]:
+                logits = estimator(x[i:i + 1], task=t, structure=tf.constant([z]),
+                                   execution="sliced", folded=folded)[0]
+                np.testing.assert_allclose(network.logits(image, task.name, z), logits,
+                                           atol=1e-4, rtol=1e-4)
+            assert network.flops(structure, task.name) == pytest.approx(
+                float(costs.flops(tf.constant([structure]), t)[0]))
+    assert len(structures_seen) > 2  # the selector's choice changes from image to image
+
+
+def test_predict_gives_the_top_classes_of_the_logits(lite_export):
+    estimator, _, images, path, _ = lite_export
+    network = lite.LiteNetwork(path)
+    task = estimator.tasks[0]
+    image = images["synthetic_shapes"][3]
+    result = network.predict(image, task.name)
+    np.testing.assert_array_equal(result["structure"], network.structure(image, task.name))
+    np.testing.assert_allclose(result["logits"],
+                               network.logits(image, task.name, result["structure"]))
+    probabilities = tf.nn.softmax(result["logits"]).numpy()
+    top = np.argsort(-probabilities)[:lite.TOP_K]
+    np.testing.assert_array_equal(result["top_classes"], top)
+    np.testing.assert_allclose(result["top_probabilities"], probabilities[top], rtol=1e-5)
+    assert result["top_names"] == [f"{task.name} {c}" for c in top]
+
+
+@pytest.mark.parametrize("bad, expected", [
+    (np.zeros((32, 32, 3), np.float32), "must be uint8 of shape (32, 32, 3)"),
+    (np.zeros((2, 32, 32, 3), np.uint8), "got uint8 (2, 32, 32, 3)"),
+    (np.zeros((64, 64, 3), np.uint8), "(1, 32, 32, 3)"),
+    (np.zeros((32, 32, 1), np.uint8), "got uint8 (32, 32, 1)"),
+])
+def test_bad_images_name_the_expected_shape(lite_export, bad, expected):
+    estimator, _, _, path, _ = lite_export
+    network = lite.LiteNetwork(path)
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        network.predict(bad, estimator.tasks[0].name)
+
+
+def test_bad_tasks_structures_and_directories(lite_export, tmp_path):
+    estimator, _, images, path, _ = lite_export
+    network = lite.LiteNetwork(path)
+    image = images["synthetic_shapes"][0]
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        network.predict(image, "nope")
+    n, h = estimator.n_blocks, estimator.levels
+    for structure in [(0,) * (n - 1), (h,) + (0,) * (n - 1), (-1,) + (0,) * (n - 1)]:
+        with pytest.raises(ValueError, match="one level per block"):
+            network.logits(image, estimator.tasks[0].name, structure)
+    with pytest.raises(FileNotFoundError, match="no TFLite export"):
+        lite.LiteNetwork(str(tmp_path))
+
+
+def test_lite_speed_ratios_from_given_timings(served_models, monkeypatch):
+    """Each round's ratio against the TFLite plain network and against the TensorFlow one,
+    from given timings: plain TensorFlow 4 s, plain TFLite 2 s, the elastic network 1 s a
+    call; the timed paths compute the same logits."""
+    estimator, selector, _ = served_models
+    reference = plain.PlainNetwork(estimator)
+    plain.copy_weights(estimator, reference)
+    outputs = {}
+
+    def given(runs, calls, rounds):
+        assert (calls, rounds) == (3, 2)
+        for name, run in runs.items():
+            outputs.setdefault(name, []).append(np.asarray(run(0)).reshape(-1))
+        return {"plain_tensorflow": [4.0, 4.0], "plain_lite": [2.0, 2.0], "lite": [1.0, 1.0]}
+
+    monkeypatch.setattr(bench, "alternating", given)
+    result = bench.lite_speed(estimator, selector, reference, calls=3, rounds=2, threads=1)
+    assert list(result) == ["full", "level_1", "selector_like"]
+    assert result["full"]["flops_fraction"] == 1.0
+    assert result["level_1"]["flops_fraction"] < result["selector_like"]["flops_fraction"] < 1
+    for row in result.values():
+        fraction = row["flops_fraction"]
+        assert row["ratio"] == pytest.approx(2.0 * fraction)
+        assert row["ratio_over_tensorflow"] == pytest.approx(4.0 * fraction)
+        assert row["ratio_half_width"] == pytest.approx(0.0)
+        assert (row["plain_tensorflow_ms"], row["plain_lite_ms"], row["lite_ms"]) == (
+            4000.0, 2000.0, 1000.0)
+    # The plain network in TensorFlow and in TFLite, and the full structure, agree.
+    np.testing.assert_allclose(outputs["plain_lite"][0], outputs["plain_tensorflow"][0],
+                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(outputs["lite"][0], outputs["plain_tensorflow"][0], atol=1e-4,
+                               rtol=1e-4)
