@@ -34,7 +34,7 @@ Random images of each task's size (the input pipeline has its own benchmark,
   levels at run time costs);
 - export: the exported serving signature (``den_tf.export``; at batch 1 the one-image
   signature) against the same function in process;
-- lite: batch 1 on TensorFlow Lite (``den_tf.lite``, an interpreter per block and level): the
+- lite: batch 1 on TensorFlow Lite (``den_tf.lite``, a signature per block and level): the
   plain network as one TFLite model, the same network in TensorFlow and the elastic network
   at the full structure, level 1 and selector-like structures, alternated in ``--rounds``
   rounds; ratios against both plain networks, with 95% intervals;
@@ -343,9 +343,9 @@ def lite_speed(estimator, selector, reference: plain.PlainNetwork, calls: int, r
                threads: int | None = None) -> dict[str, dict]:
     """Batch 1 on TensorFlow Lite (``den_tf.lite``), task 0: per structure kind, the plain
     network converted to one TFLite model, the same network in TensorFlow, and the elastic
-    network's interpreters (``LiteNetwork.logits``; ``threads`` per interpreter, None: every
-    core) alternate in ``rounds`` rounds of ``calls`` calls; each round's ratio (speed-up x
-    FLOPs fraction) is taken against the TFLite plain network (``ratio``) and against the
+    network's signatures (``LiteNetwork.logits``; ``threads`` threads, None: every core)
+    alternate in ``rounds`` rounds of ``calls`` calls; each round's ratio (speed-up x FLOPs
+    fraction) is taken against the TFLite plain network (``ratio``) and against the
     TensorFlow one (``ratio_over_tensorflow``), with 95% intervals over the rounds."""
     task = estimator.tasks[0]
     size = task.input_size
@@ -361,16 +361,16 @@ def lite_speed(estimator, selector, reference: plain.PlainNetwork, calls: int, r
         lite.export(estimator, selector, path, class_names)
         network = lite.LiteNetwork(path, threads)
         plain_file = os.path.join(path, "plain.tflite")
-        lite.write_model(plain_file, lite.convert(
+        lite.write_model(plain_file, lite.convert({"plain": (
             lambda x: reference(pipeline.normalize(tf.cast(x, tf.float32), normalisation), task=0),
-            tf.TensorSpec(image.shape, tf.uint8)))
-        plain_lite = lite.checked_model(plain_file, network.threads, image,
-                                        run_plain(normalized).numpy())
+            tf.TensorSpec(image.shape, tf.uint8, name="x"))}))
+        plain_lite = lite.checked_signature(plain_file, "plain", network.threads, image,
+                                            run_plain(normalized).numpy())
         for kind in ("full", "level_1", "selector_like"):
             structures = [tuple(int(v) for v in z.numpy()[0]) for z in kinds[kind]]
             seconds = alternating({
                 "plain_tensorflow": lambda i: run_plain(normalized).numpy(),
-                "plain_lite": lambda i: plain_lite.run(image)().copy(),
+                "plain_lite": lambda i: plain_lite(image),
                 "lite": lambda i, z=structures: network.logits(image, task.name, z[i]),
             }, calls, rounds)
             fraction = _flops_fraction(estimator, costs, kinds[kind], 0)

@@ -1,8 +1,13 @@
-"""Classifies image files with an exported elastic network (``--mode=export``).
+"""Classifies image files with an exported elastic network (``--mode=export``, or the TFLite
+models of ``--mode=export_lite``).
 
     python -m den_tf.predict --export=DIR/export --task=NAME FILES_OR_FOLDERS...
-    python -m den_tf.predict --workdir=DIR --task=NAME FILES_OR_FOLDERS...
+    python -m den_tf.predict --workdir=DIR [--lite] --task=NAME FILES_OR_FOLDERS...
         [--max_flops=F | --max_fraction=X]
+
+``--export`` may name either kind of export (a TFLite one holds ``manifest.json``); with
+``--workdir``, ``--lite`` takes DIR/export_lite instead of DIR/export. The TFLite models serve
+one image at a time (``den_tf.lite``).
 
 Prints one JSON line per image: the file, the top classes with names and probabilities, the
 structure the selector chose and its FLOPs. With a budget (FLOPs per image, or a fraction of
@@ -24,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from den_tf import export
+from den_tf import export, lite
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +39,7 @@ def define_flags() -> None:
     never collides with other commands' flags of the same name."""
     flags.DEFINE_string("export", None, "Directory of the exported SavedModel.")
     flags.DEFINE_string("workdir", None, "Run directory whose export/ holds the SavedModel.")
+    flags.DEFINE_bool("lite", False, "With --workdir: the TFLite models of DIR/export_lite.")
     flags.DEFINE_string("task", None, "Task name (a signature of the SavedModel).")
     flags.DEFINE_integer("batch_size", 32, "Images per call of the model.")
     flags.DEFINE_float("max_flops", None, "FLOPs budget per image.")
@@ -78,15 +84,9 @@ def predictions(outputs: dict[str, np.ndarray], files: Sequence[str]) -> Iterato
         }
 
 
-def run(
-    model_dir: str,
-    task: str,
-    paths: Sequence[str],
-    batch_size: int = 32,
-    max_flops: float | None = None,
-    max_fraction: float | None = None,
-) -> int:
-    """Prints the predictions of every readable image; returns how many files were skipped."""
+def _saved_model_classifier(model_dir: str, task: str, max_flops: float | None,
+                            max_fraction: float | None):
+    """(input size, classify): the SavedModel's signature for ``task`` on a uint8 batch."""
     model = tf.saved_model.load(model_dir)
     name = export.signature_name(task)
     signatures = set(model.signatures) - {"serving_default"}
@@ -96,24 +96,59 @@ def run(
     serve = model.signatures[name]
     size = serve.structured_input_signature[1]["images"].shape[1]
     if max_fraction is not None:
-        if not 0 < max_fraction <= 1:
-            raise app.UsageError(f"--max_fraction must be in (0, 1], got {max_fraction}")
         blank = tf.zeros([1, size, size, 3], tf.uint8)
         max_flops = max_fraction * float(serve(images=blank)["full_flops"][0])
     budgeted = model.signatures[f"{name}_budget"]
 
-    def classify(images: tf.Tensor) -> dict[str, tf.Tensor]:
+    def classify(images: np.ndarray) -> dict[str, np.ndarray]:
         if max_flops is None:
-            return serve(images=images)
-        budgets = tf.fill([tf.shape(images)[0]], tf.constant(max_flops, tf.float64))
-        return budgeted(images=images, max_flops=budgets)
+            outputs = serve(images=tf.constant(images))
+        else:
+            budgets = tf.fill([len(images)], tf.constant(max_flops, tf.float64))
+            outputs = budgeted(images=tf.constant(images), max_flops=budgets)
+        return {k: v.numpy() for k, v in outputs.items()}
 
+    return size, classify
+
+
+def _lite_classifier(model_dir: str, task: str, max_flops: float | None,
+                     max_fraction: float | None):
+    """(input size, classify): ``lite.LiteNetwork`` on ``task``, image by image."""
+    network = lite.LiteNetwork(model_dir)
+    if task not in network.tasks:
+        raise app.UsageError(f"--task={task!r} is not in {model_dir}; its tasks: "
+                             f"{sorted(network.tasks)}")
+    if max_fraction is not None:
+        max_flops = max_fraction * network.full_flops(task)
+
+    def classify(images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = [network.predict(image, task, max_flops) for image in images]
+        return {key: np.stack([np.char.encode(o[key]) if key == "top_names" else o[key]
+                               for o in outputs]) for key in outputs[0]}
+
+    return network.tasks[task]["input_size"], classify
+
+
+def run(
+    model_dir: str,
+    task: str,
+    paths: Sequence[str],
+    batch_size: int = 32,
+    max_flops: float | None = None,
+    max_fraction: float | None = None,
+) -> int:
+    """Prints the predictions of every readable image; returns how many files were skipped.
+    ``model_dir``: a SavedModel, or TFLite models (``lite.MANIFEST`` in it)."""
+    if max_fraction is not None and not 0 < max_fraction <= 1:
+        raise app.UsageError(f"--max_fraction must be in (0, 1], got {max_fraction}")
+    uses_lite = os.path.exists(os.path.join(model_dir, lite.MANIFEST))
+    classifier = _lite_classifier if uses_lite else _saved_model_classifier
+    size, classify = classifier(model_dir, task, max_flops, max_fraction)
     skipped = 0
     batch, files = [], []
 
     def flush():
-        outputs = {k: v.numpy() for k, v in classify(tf.constant(np.stack(batch))).items()}
-        for record in predictions(outputs, files):
+        for record in predictions(classify(np.stack(batch)), files):
             print(json.dumps(record), flush=True)
         batch.clear()
         files.clear()
@@ -140,9 +175,13 @@ def main(argv):
         raise app.UsageError("--task is required")
     if len(argv) < 2:
         raise app.UsageError("name at least one image file or folder")
-    model_dir = FLAGS.export or os.path.join(FLAGS.workdir, "export")
+    if FLAGS.lite and FLAGS.workdir is None:
+        raise app.UsageError("--lite goes with --workdir (--export names either kind)")
+    model_dir = FLAGS.export or os.path.join(FLAGS.workdir,
+                                             "export_lite" if FLAGS.lite else "export")
     if not os.path.isdir(model_dir):
-        raise app.UsageError(f"{model_dir} holds no export: run --mode=export first")
+        mode = "export_lite" if FLAGS.lite else "export"
+        raise app.UsageError(f"{model_dir} holds no export: run --mode={mode} first")
     if FLAGS.max_flops is not None and FLAGS.max_fraction is not None:
         raise app.UsageError("give at most one of --max_flops and --max_fraction")
     skipped = run(model_dir, FLAGS.task, argv[1:], FLAGS.batch_size, FLAGS.max_flops,

@@ -38,6 +38,18 @@ def tiny_evaluator():
     return evaluation.Evaluator(estimator, selector, rho=0.1)
 
 
+def image_folder(folder, exact: np.ndarray):
+    """A folder of files to classify: ``exact`` (an image of the task's size) as a_exact.png,
+    a larger image in a nested folder (b_larger.png), a truncated PNG and a text file."""
+    (folder / "nested").mkdir(parents=True)
+    tf.io.write_file(str(folder / "a_exact.png"), tf.io.encode_png(exact))
+    larger = np.random.RandomState(1).randint(0, 256, (40, 48, 3)).astype(np.uint8)
+    tf.io.write_file(str(folder / "nested" / "b_larger.png"), tf.io.encode_png(larger))
+    (folder / "c_truncated.png").write_bytes(tf.io.encode_png(exact).numpy()[:40])
+    (folder / "d_notes.txt").write_text("not an image")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def served_models():
     """A tiny estimator and selector for two synthetic tasks (32 and 64 px) ready to serve,

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import image_folder
 
 from den_tf import export, policy, predict
 from den_tf.datasets import pipeline, sources, synthetic
@@ -130,15 +131,8 @@ def test_class_names_of_tasks():
 
 def test_predict_skips_unreadable_files_and_names_them(exported, tmp_path, capsys):
     estimator, _, path, names, images = exported
-    folder = tmp_path / "images"
-    (folder / "nested").mkdir(parents=True)
     exact = images[names[0]][0]
-    tf.io.write_file(str(folder / "a_exact.png"), tf.io.encode_png(exact))
-    larger = np.random.RandomState(1).randint(0, 256, (40, 48, 3)).astype(np.uint8)
-    tf.io.write_file(str(folder / "nested" / "b_larger.png"), tf.io.encode_png(larger))
-    png = tf.io.encode_png(exact).numpy()
-    (folder / "c_truncated.png").write_bytes(png[:40])
-    (folder / "d_notes.txt").write_text("not an image")
+    folder = image_folder(tmp_path / "images", exact)
 
     skipped = predict.run(path, "synthetic_shapes", [str(folder)], batch_size=1)
 

@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import image_folder
 
-from den_tf import bench, cost, lite, plain, policy
+from den_tf import bench, cost, lite, plain, policy, predict
 from den_tf.datasets import pipeline, sources
 
 
@@ -26,7 +27,7 @@ def _normalized(images, task):
     return pipeline.normalize(tf.cast(images, tf.float32), sources.preprocessing(task.dataset))
 
 
-def test_manifest_probes_and_files(lite_export):
+def test_manifest_probes_and_signatures(lite_export):
     estimator, _, _, path, manifest = lite_export
     with open(os.path.join(path, lite.MANIFEST)) as f:
         assert json.load(f) == manifest
@@ -35,32 +36,39 @@ def test_manifest_probes_and_files(lite_export):
     assert manifest["levels"] == [estimator.levels] * estimator.n_blocks
     assert [t["name"] for t in manifest["tasks"]] == [t.name for t in estimator.tasks]
     assert manifest["tasks"][1]["class_names"][3] == f"{estimator.tasks[1].name} 3"
-    for i in range(estimator.n_blocks):
-        for level in range(estimator.levels):
-            assert os.path.getsize(os.path.join(path, lite.block_file(i, level))) > 0
+    signatures = lite.interpreter(os.path.join(path, lite.MODEL), 1).get_signature_list()
+    assert set(signatures) == {
+        *(lite.block_signature(i, level) for i in range(estimator.n_blocks)
+          for level in range(estimator.levels)),
+        *(lite.task_signature(t, part) for t in range(2) for part in ("selector", "stem",
+                                                                       "head"))}
     with np.load(os.path.join(path, lite.PROBES)) as probes:
-        selector_output = probes[lite.task_file(estimator.tasks[0].name, "selector") + ":output"]
-        block_input = probes[lite.block_file(1, 0) + ":input"]
+        assert set(probes) == {f"{name}:{end}" for name in signatures
+                               for end in ("input", "output")}
+        selector_output = probes[lite.task_signature(0, "selector") + ":output"]
+        block_input = probes[lite.block_signature(1, 0) + ":input"]
     assert selector_output.shape == (1, estimator.n_blocks, estimator.levels)
     assert block_input.shape == (1, *estimator.trunk_input_shape()[1:])
 
 
-def test_a_model_is_checked_on_its_probe_when_loaded(tmp_path, caplog):
+def test_a_signature_is_checked_on_its_probe_when_loaded(tmp_path, caplog):
     """A 3x3 convolution of stride 4, which XNNPACK computed as zeros on this project's
     machines, runs on TFLite's built-in kernels; a probe that no kernel reproduces is an
     error."""
     kernel = tf.constant(np.random.RandomState(0).normal(size=(3, 3, 3, 4)), tf.float32)
     path = str(tmp_path / "conv.tflite")
-    lite.write_model(path, lite.convert(lambda x: tf.nn.conv2d(x, kernel, 4, "SAME"),
-                                        tf.TensorSpec([1, 64, 64, 3], tf.float32)))
+    lite.write_model(path, lite.convert({"conv": (
+        lambda x: tf.nn.conv2d(x, kernel, 4, "SAME"),
+        tf.TensorSpec([1, 64, 64, 3], tf.float32, name="x"))}))
     probe = np.random.RandomState(1).normal(size=(1, 64, 64, 3)).astype(np.float32)
     expected = tf.nn.conv2d(probe, kernel, 4, "SAME").numpy()
-    model = lite.checked_model(path, 1, probe, expected)
-    np.testing.assert_allclose(model.run(probe)(), expected, atol=1e-4)
-    if lite.Model(path, 1).error(probe, expected) > 1e-3:  # XNNPACK wrong here too
+    signature = lite.checked_signature(path, "conv", 1, probe, expected)
+    np.testing.assert_allclose(signature(probe), expected, atol=1e-4)
+    xnnpack = lite.Signature(lite.interpreter(path, 1), "conv")
+    if xnnpack.error(probe, expected) > 1e-3:  # XNNPACK wrong here too
         assert "built-in kernels" in caplog.text
     with pytest.raises(ValueError, match="does not compute its probe's output"):
-        lite.checked_model(path, 1, probe, expected + 1.0)
+        lite.checked_signature(path, "conv", 1, probe, expected + 1.0)
 
 
 def test_each_image_runs_the_sliced_path_under_the_selectors_structure(lite_export):
@@ -167,3 +175,34 @@ def test_lite_speed_ratios_from_given_timings(served_models, monkeypatch):
                                atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(outputs["lite"][0], outputs["plain_tensorflow"][0], atol=1e-4,
                                rtol=1e-4)
+
+
+def test_predict_serves_the_lite_models_and_skips_unreadable_files(lite_export, tmp_path,
+                                                                    capsys):
+    """``predict`` on a TFLite export: the records of the readable images are what
+    ``LiteNetwork.predict`` gives; the unreadable files are named and skipped; under a budget
+    of 40% of the full structure every image stays within it."""
+    estimator, _, images, path, _ = lite_export
+    task = estimator.tasks[0].name
+    exact = images["synthetic_shapes"][0]
+    folder = image_folder(tmp_path / "images", exact)
+    assert predict.run(path, task, [str(folder)], batch_size=2) == 2
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert [os.path.basename(r["file"]) for r in records] == ["a_exact.png", "b_larger.png"]
+    assert "c_truncated.png" in err and "d_notes.txt" in err
+    expected = lite.LiteNetwork(path).predict(exact, task)
+    assert records[0]["structure"] == expected["structure"].tolist()
+    assert [t["class"] for t in records[0]["top"]] == expected["top_classes"].tolist()
+    assert [t["name"] for t in records[0]["top"]] == expected["top_names"]
+    assert records[0]["flops"] == pytest.approx(expected["flops"])
+
+    network = lite.LiteNetwork(path)
+    full = network.full_flops(task)
+    predict.run(path, task, [str(folder)], max_fraction=0.4)
+    budgeted = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(budgeted) == 2 and all(r["flops"] <= 0.4 * full for r in budgeted)
+    # With no budget, or one the selector's choice fits, the choice is the argmax.
+    assert network.structure(exact, task, max_flops=full).tolist() == records[0]["structure"]
+    with pytest.raises(predict.app.UsageError, match="its tasks"):
+        predict.run(path, "nope", [str(folder)])
