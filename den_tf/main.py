@@ -7,7 +7,7 @@
 ``train`` runs Algorithm 1 (resuming from DIR/checkpoints if a run stopped) and evaluates
 on the test split once; ``evaluate`` re-evaluates the latest checkpoint; ``export`` writes it
 as a SavedModel with one serving signature per task to DIR/export; ``export_lite`` writes it
-as TensorFlow Lite models, an interpreter per block and level, served one image at a time by
+as one TensorFlow Lite model, a signature per block and level, served one image at a time by
 ``den_tf.lite.LiteNetwork`` (DIR/export_lite); ``budget`` measures the
 test accuracy of the latest checkpoint at 10 FLOPs budgets for three choosers of structures
 (DIR/budget.json and budget.png); ``summary`` prints
