@@ -366,7 +366,7 @@ def lite_speed(estimator, selector, reference: plain.PlainNetwork, calls: int, r
             tf.TensorSpec(image.shape, tf.uint8, name="x"))}))
         plain_lite = lite.checked_signature(plain_file, "plain", network.threads, image,
                                             run_plain(normalized).numpy())
-        for kind in ("full", "level_1", "selector_like"):
+        for kind in [k for k in ("full", "level_1", "selector_like") if k in kinds]:
             structures = [tuple(int(v) for v in z.numpy()[0]) for z in kinds[kind]]
             seconds = alternating({
                 "plain_tensorflow": lambda i: run_plain(normalized).numpy(),
@@ -557,10 +557,11 @@ if __name__ == "__main__":
     flags.DEFINE_integer("train_steps", 3, "Timed training steps per phase (after one untimed).")
     flags.DEFINE_integer("repeats", 5, "Timed inference calls per structure (after one untimed).")
     flags.DEFINE_list("parts", list(PARTS), f"What to measure, of {PARTS}.")
-    flags.DEFINE_integer("rounds", 6, "Alternating rounds of the folding and choice "
+    flags.DEFINE_integer("rounds", 6, "Alternating rounds of the folding, choice and lite "
                          "comparisons.")
-    flags.DEFINE_integer("threads", 0, "TensorFlow's intra-op and inter-op threads (0: its "
-                         "default, which sizes both to the machine).")
+    flags.DEFINE_integer("threads", 0, "TensorFlow's intra-op and inter-op threads and the "
+                         "TFLite interpreter's (0: their defaults, which size them to the "
+                         "machine).")
     flags.DEFINE_integer("cpu_devices", 2, "Logical CPU devices for the mirrored strategy "
                          "line (without a GPU); 1: no mirrored line.")
     FLAGS = flags.FLAGS

@@ -155,7 +155,8 @@ def export(
     return names
 
 
-def _restored(config: ml_collections.ConfigDict, workdir: str, what: str):
+def _restored(config: ml_collections.ConfigDict, workdir: str,
+              what: str) -> tuple[Estimator, Selector, list[list[str]]]:
     """The latest checkpoint of ``workdir`` and its tasks' class names (from the config's
     data directory)."""
     builders.require_selector(config, what)
@@ -173,7 +174,7 @@ def export_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, li
 
 
 def export_lite_run(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Exports the latest checkpoint of ``workdir`` as TFLite models (``den_tf.lite``) to
+    """Exports the latest checkpoint of ``workdir`` as a TFLite model (``den_tf.lite``) to
     ``workdir/export_lite``; returns the path."""
     estimator, selector, names = _restored(config, workdir, "an export")
     path = os.path.join(workdir, "export_lite")

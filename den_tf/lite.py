@@ -16,12 +16,12 @@ one's threads to wake up on every call: about 5-8% slower on two threads).
                   task_<t>_selector (uint8 image (1, S, S, 3) -> level logits (1, n, h)),
                   task_<t>_stem (uint8 image, normalised inside -> the trunk's input) and
                   task_<t>_head (the trunk's output -> logits (1, classes))
-  manifest.json   tasks, class names, blocks, levels and FLOPs
+  manifest.json   tasks, class names, levels and FLOPs
   probes.npz      per signature an input and the output TensorFlow computed for it
-and ``LiteNetwork(directory)`` serves them; it needs TensorFlow (``tf.lite``) and numpy, not
-den_tf's models. Loading runs every signature on its probe: one that XNNPACK computes wrongly
-runs on TFLite's built-in kernels, and one that neither computes is an error. One image a
-call; a batch is served image by image.
+and ``LiteNetwork(directory)`` serves them with ``tf.lite`` and numpy (den_tf installed for its
+budget rule; no Keras model is built). Loading runs every signature on its probe: one that
+XNNPACK computes wrongly runs on TFLite's built-in kernels, and one that neither computes is
+an error. One image a call; a batch is served image by image.
 """
 
 from __future__ import annotations
@@ -70,14 +70,17 @@ def convert(functions: dict[str, tuple[Callable, tf.TensorSpec]]) -> bytes:
 
 
 def block_signature(block: int, level: int) -> str:
+    """The signature of block ``block`` at level ``level``."""
     return f"block_{block}_level_{level}"
 
 
 def task_signature(task: int, part: str) -> str:
+    """The signature of task ``task``'s ``part`` (selector, stem or head)."""
     return f"task_{task}_{part}"
 
 
 def write_model(path: str, model: bytes) -> None:
+    """Writes a converted model's bytes to ``path``, creating its folder."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "wb") as f:
         f.write(model)
@@ -111,6 +114,9 @@ def export(estimator: Estimator, selector: Selector, directory: str,
     manifest. ``class_names[t]`` names task t's classes."""
     if len(class_names) != len(estimator.tasks):
         raise ValueError(f"class names for {len(estimator.tasks)} tasks, got {len(class_names)}")
+    names = [task.name for task in estimator.tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names must differ (LiteNetwork serves tasks by name): {names}")
     folded_weights = estimator.fold()  # (kept alive while tracing: freezing reads its variables)
     folded = folded_weights.check(estimator)
     costs = cost.cost_table(estimator)
@@ -169,7 +175,7 @@ def interpreter(path: str, threads: int, xnnpack: bool = True) -> tf.lite.Interp
     """The model at ``path`` in an interpreter of ``threads`` threads, with TFLite's default
     XNNPACK delegate or (``xnnpack=False``) its built-in kernels only."""
     resolver = tf.lite.experimental.OpResolverType
-    with warnings.catch_warnings():  # tf.lite.Interpreter's notice of its move to LiteRT
+    with warnings.catch_warnings():  # (TF 2.21 warns that tf.lite.Interpreter is deprecated)
         warnings.simplefilter("ignore", UserWarning)
         return tf.lite.Interpreter(
             model_path=path, num_threads=threads, experimental_op_resolver_type=(
@@ -188,7 +194,8 @@ class Signature:
         return output
 
     def error(self, x: np.ndarray, expected: np.ndarray) -> float:
-        """The largest difference from ``expected`` on ``x``, relative to its largest value."""
+        """The largest difference from ``expected`` on ``x``, divided by the largest value of
+        ``expected`` where that exceeds 1 (an absolute difference below it)."""
         got = self(x).astype(np.float64)
         return float(np.abs(got - expected).max() / max(1.0, np.abs(expected).max()))
 
@@ -219,7 +226,8 @@ def checked_signature(path: str, name: str, threads: int, probe: np.ndarray,
 
 class LiteNetwork:
     """The model ``export`` wrote, served one image at a time with ``threads`` threads
-    (default: every core, as TensorFlow's own default)."""
+    (default: every core, as TensorFlow's own default). One interpreter serves every call:
+    not for concurrent calls from several Python threads."""
 
     def __init__(self, directory: str, threads: int | None = None):
         path = os.path.join(directory, MANIFEST)
@@ -231,6 +239,13 @@ class LiteNetwork:
         self.levels = self.manifest["levels"]
         self.level_flops = np.array(self.manifest["level_flops"])
         self.tasks = {task["name"]: task for task in self.manifest["tasks"]}
+        n, h = len(self.levels), max(self.levels)
+        # The budget rule traced once (eagerly, its loops would run op by op for each image).
+        self._budgeted = tf.function(
+            lambda logits, max_flops, fixed: budget.structure_under_budget(
+                tf.nn.log_softmax(logits), self.level_flops, max_flops, fixed),
+            input_signature=[tf.TensorSpec([1, n, h], tf.float32),
+                             tf.TensorSpec([1], tf.float64), tf.TensorSpec([], tf.float64)])
         interpreters = {}
         with np.load(os.path.join(directory, PROBES)) as probe:
             def load(name: str) -> Signature:
@@ -257,6 +272,12 @@ class LiteNetwork:
                              f"{image.shape}")
         return image
 
+    def _check_structure(self, structure: Sequence[int]) -> None:
+        if len(structure) != len(self.blocks) or not all(
+                0 <= level < levels for level, levels in zip(structure, self.levels)):
+            raise ValueError(f"a structure is one level per block, levels below {self.levels}; "
+                             f"got {list(structure)}")
+
     def structure(self, image: np.ndarray, task: str,
                   max_flops: float | None = None) -> np.ndarray:
         """The selector's most probable structure for the image, (n_blocks,) levels; with
@@ -266,18 +287,14 @@ class LiteNetwork:
         logits = self.parts[task]["selector"](image)
         if max_flops is None:
             return np.argmax(logits[0], axis=-1).astype(np.int32)
-        return budget.structure_under_budget(
-            tf.nn.log_softmax(logits), self.level_flops, tf.constant([max_flops], tf.float64),
-            self.tasks[task]["fixed_flops"])[0].numpy()
+        return self._budgeted(logits, np.array([max_flops]),
+                              np.array(self.tasks[task]["fixed_flops"]))[0].numpy()
 
     def logits(self, image: np.ndarray, task: str, structure: Sequence[int]) -> np.ndarray:
         """The task's logits (classes,) for the image under ``structure`` (a level per
         block)."""
         image = self._image(image, task)
-        if len(structure) != len(self.blocks) or not all(
-                0 <= level < levels for level, levels in zip(structure, self.levels)):
-            raise ValueError(f"a structure is one level per block, levels below {self.levels}; "
-                             f"got {list(structure)}")
+        self._check_structure(structure)
         parts = self.parts[task]
         output = parts["stem"](image)
         for signatures, level in zip(self.blocks, structure):
@@ -286,10 +303,12 @@ class LiteNetwork:
 
     def flops(self, structure: Sequence[int], task: str) -> float:
         """FLOPs per image of the task under ``structure`` (``cost.CostTable.flops``)."""
+        self._check_structure(structure)
         per_block = self.level_flops[np.arange(len(self.blocks)), np.asarray(structure)]
         return float(self.tasks[task]["fixed_flops"] + per_block.sum())
 
     def full_flops(self, task: str) -> float:
+        """FLOPs per image of the task's full structure."""
         return self.flops([levels - 1 for levels in self.levels], task)
 
     def predict(self, image: np.ndarray, task: str, max_flops: float | None = None) -> dict:

@@ -35,8 +35,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard and results.")
-    flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export", "export_lite", "budget",
-                                                "summary"],
+    flags.DEFINE_enum("mode", "train",
+                      ["train", "evaluate", "export", "export_lite", "budget", "summary"],
                       "What to do.")
     flags.DEFINE_bool("analyze", False, "After --mode=train or evaluate, write the run's "
                       "analysis page (as python -m den_tf.analyze) in the same process.")
@@ -77,7 +77,7 @@ def main(argv):
         logging.info("SavedModel written to %s; signatures: %s", path, ", ".join(names))
         return
     if FLAGS.mode == "export_lite":
-        logging.info("TFLite models written to %s", export.export_lite_run(config, FLAGS.workdir))
+        logging.info("TFLite model written to %s", export.export_lite_run(config, FLAGS.workdir))
         return
     if FLAGS.mode == "budget":
         curve = train.measure_budgets(config, FLAGS.workdir)

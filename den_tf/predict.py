@@ -1,12 +1,12 @@
 """Classifies image files with an exported elastic network (``--mode=export``, or the TFLite
-models of ``--mode=export_lite``).
+model of ``--mode=export_lite``).
 
     python -m den_tf.predict --export=DIR/export --task=NAME FILES_OR_FOLDERS...
     python -m den_tf.predict --workdir=DIR [--lite] --task=NAME FILES_OR_FOLDERS...
         [--max_flops=F | --max_fraction=X]
 
 ``--export`` may name either kind of export (a TFLite one holds ``manifest.json``); with
-``--workdir``, ``--lite`` takes DIR/export_lite instead of DIR/export. The TFLite models serve
+``--workdir``, ``--lite`` takes DIR/export_lite instead of DIR/export. The TFLite model serves
 one image at a time (``den_tf.lite``).
 
 Prints one JSON line per image: the file, the top classes with names and probabilities, the
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -37,10 +37,12 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """Defines the command's flags; called only when run, so that importing this module
     never collides with other commands' flags of the same name."""
-    flags.DEFINE_string("export", None, "Directory of the exported SavedModel.")
-    flags.DEFINE_string("workdir", None, "Run directory whose export/ holds the SavedModel.")
-    flags.DEFINE_bool("lite", False, "With --workdir: the TFLite models of DIR/export_lite.")
-    flags.DEFINE_string("task", None, "Task name (a signature of the SavedModel).")
+    flags.DEFINE_string("export", None, "Directory of the exported SavedModel, or of the "
+                        "TFLite export (--mode=export_lite).")
+    flags.DEFINE_string("workdir", None, "Run directory whose export/ (or with --lite, "
+                        "export_lite/) holds the export.")
+    flags.DEFINE_bool("lite", False, "With --workdir: the TFLite model of DIR/export_lite.")
+    flags.DEFINE_string("task", None, "Task name (as in the export's task list).")
     flags.DEFINE_integer("batch_size", 32, "Images per call of the model.")
     flags.DEFINE_float("max_flops", None, "FLOPs budget per image.")
     flags.DEFINE_float("max_fraction", None, "Budget as a fraction of the full structure.")
@@ -84,8 +86,11 @@ def predictions(outputs: dict[str, np.ndarray], files: Sequence[str]) -> Iterato
         }
 
 
+Classifier = tuple[int, Callable[[np.ndarray], dict[str, np.ndarray]]]
+
+
 def _saved_model_classifier(model_dir: str, task: str, max_flops: float | None,
-                            max_fraction: float | None):
+                            max_fraction: float | None) -> Classifier:
     """(input size, classify): the SavedModel's signature for ``task`` on a uint8 batch."""
     model = tf.saved_model.load(model_dir)
     name = export.signature_name(task)
@@ -112,7 +117,7 @@ def _saved_model_classifier(model_dir: str, task: str, max_flops: float | None,
 
 
 def _lite_classifier(model_dir: str, task: str, max_flops: float | None,
-                     max_fraction: float | None):
+                     max_fraction: float | None) -> Classifier:
     """(input size, classify): ``lite.LiteNetwork`` on ``task``, image by image."""
     network = lite.LiteNetwork(model_dir)
     if task not in network.tasks:
@@ -138,7 +143,7 @@ def run(
     max_fraction: float | None = None,
 ) -> int:
     """Prints the predictions of every readable image; returns how many files were skipped.
-    ``model_dir``: a SavedModel, or TFLite models (``lite.MANIFEST`` in it)."""
+    ``model_dir``: a SavedModel, or a TFLite export (``lite.MANIFEST`` in it)."""
     if max_fraction is not None and not 0 < max_fraction <= 1:
         raise app.UsageError(f"--max_fraction must be in (0, 1], got {max_fraction}")
     uses_lite = os.path.exists(os.path.join(model_dir, lite.MANIFEST))
@@ -180,7 +185,8 @@ def main(argv):
     model_dir = FLAGS.export or os.path.join(FLAGS.workdir,
                                              "export_lite" if FLAGS.lite else "export")
     if not os.path.isdir(model_dir):
-        mode = "export_lite" if FLAGS.lite else "export"
+        mode = "export_lite" if FLAGS.lite or model_dir.rstrip("/").endswith("export_lite") \
+            else "export"
         raise app.UsageError(f"{model_dir} holds no export: run --mode={mode} first")
     if FLAGS.max_flops is not None and FLAGS.max_fraction is not None:
         raise app.UsageError("give at most one of --max_flops and --max_fraction")

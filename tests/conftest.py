@@ -1,6 +1,7 @@
 """Shared test setup: quiet TensorFlow, deterministic seeds, small helpers."""
 
 import os
+import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,7 +39,7 @@ def tiny_evaluator():
     return evaluation.Evaluator(estimator, selector, rho=0.1)
 
 
-def image_folder(folder, exact: np.ndarray):
+def image_folder(folder: pathlib.Path, exact: np.ndarray) -> pathlib.Path:
     """A folder of files to classify: ``exact`` (an image of the task's size) as a_exact.png,
     a larger image in a nested folder (b_larger.png), a truncated PNG and a text file."""
     (folder / "nested").mkdir(parents=True)

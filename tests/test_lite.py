@@ -1,4 +1,4 @@
-"""TFLite deployment (den_tf.lite): the interpreters compute the estimator's sliced path and
+"""TFLite deployment (den_tf.lite): the model's signatures compute the estimator's sliced path and
 the selector's argmax structure image by image; bad input is refused by name; the bench's
 TFLite ratios come from the given timings."""
 
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import image_folder
 
-from den_tf import bench, cost, lite, plain, policy, predict
+from den_tf import bench, budget, cost, lite, plain, policy, predict
 from den_tf.datasets import pipeline, sources
 
 
@@ -51,22 +51,33 @@ def test_manifest_probes_and_signatures(lite_export):
     assert block_input.shape == (1, *estimator.trunk_input_shape()[1:])
 
 
-def test_a_signature_is_checked_on_its_probe_when_loaded(tmp_path, caplog):
-    """A 3x3 convolution of stride 4, which XNNPACK computed as zeros on this project's
-    machines, runs on TFLite's built-in kernels; a probe that no kernel reproduces is an
-    error."""
+def test_a_signature_is_checked_on_its_probe_when_loaded(tmp_path, monkeypatch, caplog):
+    """A signature that XNNPACK computes wrongly (here: XNNPACK made to load a model that
+    returns zeros) runs on TFLite's built-in kernels, with a warning; one that no kernel
+    reproduces is an error; a right one keeps XNNPACK."""
     kernel = tf.constant(np.random.RandomState(0).normal(size=(3, 3, 3, 4)), tf.float32)
-    path = str(tmp_path / "conv.tflite")
+    spec = tf.TensorSpec([1, 16, 16, 3], tf.float32, name="x")
+    path, zeros = str(tmp_path / "conv.tflite"), str(tmp_path / "zeros.tflite")
     lite.write_model(path, lite.convert({"conv": (
-        lambda x: tf.nn.conv2d(x, kernel, 4, "SAME"),
-        tf.TensorSpec([1, 64, 64, 3], tf.float32, name="x"))}))
-    probe = np.random.RandomState(1).normal(size=(1, 64, 64, 3)).astype(np.float32)
-    expected = tf.nn.conv2d(probe, kernel, 4, "SAME").numpy()
-    signature = lite.checked_signature(path, "conv", 1, probe, expected)
+        lambda x: tf.nn.conv2d(x, kernel, 2, "SAME"), spec)}))
+    lite.write_model(zeros, lite.convert({"conv": (
+        lambda x: 0.0 * tf.nn.conv2d(x, kernel, 2, "SAME"), spec)}))
+    probe = np.random.RandomState(1).normal(size=(1, 16, 16, 3)).astype(np.float32)
+    expected = tf.nn.conv2d(probe, kernel, 2, "SAME").numpy()
+
+    interpreters = {}
+    signature = lite.checked_signature(path, "conv", 1, probe, expected, interpreters)
+    assert set(interpreters) == {True} and "built-in" not in caplog.text
     np.testing.assert_allclose(signature(probe), expected, atol=1e-4)
-    xnnpack = lite.Signature(lite.interpreter(path, 1), "conv")
-    if xnnpack.error(probe, expected) > 1e-3:  # XNNPACK wrong here too
-        assert "built-in kernels" in caplog.text
+
+    real_interpreter = lite.interpreter
+    monkeypatch.setattr(lite, "interpreter", lambda p, threads, xnnpack=True: real_interpreter(
+        zeros if xnnpack else p, threads, xnnpack))
+    interpreters = {}
+    signature = lite.checked_signature(path, "conv", 1, probe, expected, interpreters)
+    assert set(interpreters) == {True, False}
+    assert signature.runner is not None and "runs on TFLite's built-in kernels" in caplog.text
+    np.testing.assert_allclose(signature(probe), expected, atol=1e-4)
     with pytest.raises(ValueError, match="does not compute its probe's output"):
         lite.checked_signature(path, "conv", 1, probe, expected + 1.0)
 
@@ -182,7 +193,7 @@ def test_predict_serves_the_lite_models_and_skips_unreadable_files(lite_export, 
     """``predict`` on a TFLite export: the records of the readable images are what
     ``LiteNetwork.predict`` gives; the unreadable files are named and skipped; under a budget
     of 40% of the full structure every image stays within it."""
-    estimator, _, images, path, _ = lite_export
+    estimator, selector, images, path, _ = lite_export
     task = estimator.tasks[0].name
     exact = images["synthetic_shapes"][0]
     folder = image_folder(tmp_path / "images", exact)
@@ -199,9 +210,20 @@ def test_predict_serves_the_lite_models_and_skips_unreadable_files(lite_export, 
 
     network = lite.LiteNetwork(path)
     full = network.full_flops(task)
-    predict.run(path, task, [str(folder)], max_fraction=0.4)
+    # A budget halfway between the cheapest structure and the selector's choice binds.
+    cheapest = network.flops([0] * estimator.n_blocks, task)
+    fraction = (cheapest + records[0]["flops"]) / 2 / full
+    predict.run(path, task, [str(folder)], max_fraction=fraction)
     budgeted = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert len(budgeted) == 2 and all(r["flops"] <= 0.4 * full for r in budgeted)
+    assert len(budgeted) == 2 and all(r["flops"] <= fraction * full for r in budgeted)
+    # The structure within the budget is the in-process selector's (den_tf.budget).
+    costs = cost.cost_table(estimator)
+    level_logits = selector(_normalized(exact[None], estimator.tasks[0]), task=0)
+    expected_structure = budget.structure_under_budget(
+        tf.nn.log_softmax(level_logits), 2.0 * costs.level_macs,
+        tf.constant([fraction * full], tf.float64), 2.0 * costs.fixed_macs[0])
+    assert budgeted[0]["structure"] == expected_structure.numpy()[0].tolist()
+    assert budgeted[0]["structure"] != records[0]["structure"]
     # With no budget, or one the selector's choice fits, the choice is the argmax.
     assert network.structure(exact, task, max_flops=full).tolist() == records[0]["structure"]
     with pytest.raises(predict.app.UsageError, match="its tasks"):
