@@ -209,6 +209,10 @@ class Estimator(MultiTaskNetwork):
                 weights = None if level_weights is None else level_weights[:, i]
                 x = block(x, levels, training=training, execution=execution,
                           level_weights=weights)
+        return self.neck(x, training)
+
+    def neck(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """The heads' input from the last block's output (``features``)."""
         neck_bn = self.neck_bn if self.backbone.neck == "gap" else None
         return features(x, neck_bn, self.hidden, training)
 

@@ -43,7 +43,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from den_tf import budget, cost
 from den_tf.datasets import pipeline, sources
-from den_tf.estimator import Estimator, features
+from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
 MANIFEST = "manifest.json"
@@ -114,13 +114,13 @@ def export(estimator: Estimator, selector: Selector, directory: str,
     manifest. ``class_names[t]`` names task t's classes."""
     if len(class_names) != len(estimator.tasks):
         raise ValueError(f"class names for {len(estimator.tasks)} tasks, got {len(class_names)}")
-    names = [task.name for task in estimator.tasks]
-    if len(set(names)) != len(names):
-        raise ValueError(f"task names must differ (LiteNetwork serves tasks by name): {names}")
+    task_names = [task.name for task in estimator.tasks]
+    if len(set(task_names)) != len(task_names):
+        raise ValueError(f"task names must differ (LiteNetwork serves tasks by name): "
+                         f"{task_names}")
     folded_weights = estimator.fold()  # (kept alive while tracing: freezing reads its variables)
     folded = folded_weights.check(estimator)
     costs = cost.cost_table(estimator)
-    neck_bn = estimator.neck_bn if estimator.backbone.neck == "gap" else None
     functions = {}
     shape = [1, *estimator.trunk_input_shape()[1:]]
     for i, block in enumerate(estimator.blocks):
@@ -145,7 +145,7 @@ def export(estimator: Estimator, selector: Selector, directory: str,
         functions[task_signature(t, "stem")] = (
             functools.partial(_stem, estimator, t, normalized), image)
         functions[task_signature(t, "head")] = (
-            functools.partial(_head, estimator, t, neck_bn),
+            functools.partial(_head, estimator, t),
             tf.TensorSpec(shape, tf.float32, name="x"))
         tasks.append({"name": task.name, "input_size": task.input_size,
                       "class_names": list(names), "fixed_flops": 2.0 * costs.fixed_macs[t]})
@@ -167,8 +167,8 @@ def _stem(estimator, task: int, normalized: Callable, images):
     return estimator.stem(normalized(images), task)
 
 
-def _head(estimator, task: int, neck_bn, h):
-    return estimator._output(features(h, neck_bn, estimator.hidden, False), task)
+def _head(estimator, task: int, h):
+    return estimator._output(estimator.neck(h), task)
 
 
 def interpreter(path: str, threads: int, xnnpack: bool = True) -> tf.lite.Interpreter:
