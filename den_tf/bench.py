@@ -79,6 +79,28 @@ def speedup_ratio(reference_seconds: float, seconds: float, flops_fraction: floa
     return reference_seconds / seconds * flops_fraction
 
 
+def partition_free_ratio(level_shares: Sequence[float], level_fractions: Sequence[float],
+                         level_ratios: Sequence[float]) -> float:
+    """The ratio a batch of mixed levels would reach if partitioning it cost nothing: each
+    block of each instance at level l taking its time in a batch whose blocks are all at
+    level l. ``level_shares[l]``: the share of (instance, block) pairs at level l;
+    ``level_fractions[l]`` and ``level_ratios[l]``: the FLOPs fraction and the measured ratio
+    of the structure with every block at level l, whose time relative to the reference is
+    fraction / ratio. The result is the ratios' harmonic mean weighted by FLOPs (shares x
+    fractions); exact when a block's time does not depend on the other blocks' levels and
+    every block's levels are drawn alike, since the stem and head, in every structure, then
+    weigh the same on both sides."""
+    if not len(level_shares) == len(level_fractions) == len(level_ratios):
+        raise ValueError("need a share, a FLOPs fraction and a ratio per level")
+    if not np.isclose(sum(level_shares), 1.0) or min(level_shares) < 0:
+        raise ValueError(f"level shares must be non-negative and sum to 1, got {level_shares}")
+    if min(level_fractions) <= 0 or min(level_ratios) <= 0:
+        raise ValueError("FLOPs fractions and ratios must be positive")
+    flops = sum(s * f for s, f in zip(level_shares, level_fractions))
+    time = sum(s * f / r for s, f, r in zip(level_shares, level_fractions, level_ratios))
+    return flops / time
+
+
 def selector_like_probabilities(levels: int) -> tuple[float, ...]:
     """``SELECTOR_LIKE`` for four levels; otherwise most mass on the levels between the
     lowest and the top one."""
@@ -108,12 +130,14 @@ def mean_seconds(fn: Callable[[int], object], calls: int) -> float:
             gc.enable()
 
 
-def _structures(estimator, batch: int, count: int) -> dict[str, list[tf.Tensor]]:
-    """``count`` structure batches of each kind (the uniform ones repeat one batch)."""
+def _structures(estimator, batch: int, count: int,
+                lowest_level: int = 1) -> dict[str, list[tf.Tensor]]:
+    """``count`` structure batches of each kind (the uniform ones, from ``lowest_level`` up,
+    repeat one batch)."""
     n, h = estimator.n_blocks, estimator.levels
     rng = np.random.RandomState(1)
     kinds = {"full": [tf.fill([batch, n], h - 1)]}
-    for level in range(1, h - 1):
+    for level in range(lowest_level, h - 1):
         kinds[f"level_{level}"] = [tf.fill([batch, n], level)]
     kinds["random_uniform"] = [tf.constant(rng.randint(0, h, (batch, n)), tf.int32)
                                for _ in range(count)]
@@ -253,27 +277,31 @@ def folding(estimator, batch: int, calls: int, rounds: int) -> dict[str, dict]:
         seconds = alternating(
             {path: lambda i, z=kinds[kind], run=paths[path]: run(images, z[i]).numpy()
              for path in ("sliced", "folded")}, calls, rounds)
-        ratio = stats.mean_interval([f / s for f, s in zip(seconds["folded"], seconds["sliced"])])
         result[kind] = {"sliced_ms": 1e3 * float(np.mean(seconds["sliced"])),
                         "folded_ms": 1e3 * float(np.mean(seconds["folded"])),
-                        "folded_over_sliced_time": ratio["mean"],
-                        "folded_over_sliced_time_half_width": ratio["half_width"]}
+                        **_interval_fields("folded_over_sliced_time", [
+                            f / s for f, s in zip(seconds["folded"], seconds["sliced"])])}
     return result
 
 
 def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
            rounds: int) -> dict[str, dict]:
     """The ratios at one batch size with the machine's drift taken out: per structure kind on
-    task 0, the plain network, the folded path as exported (levels chosen by
-    ``tf.switch_case`` per block, a mixed batch partitioned; traced per batch size, so at
-    batch 1 with no test of a shared structure, as the one-image signature) and, where each
-    batch shares one structure (every kind at batch 1, the uniform levels at any batch), the
-    folded path in a graph traced for that structure (``fixed``: what choosing the levels at
-    run time costs) and that structure's compact network built from Keras layers
-    (``compact``: what a static network of those widths gets from Keras, with nothing chosen
-    at run time) alternate in ``rounds`` rounds of ``calls`` calls (a structure batch per
-    call); each path's ratio (speed-up over the plain network x FLOPs fraction) is taken per
-    round, against the same round's plain network, with its 95% interval over the rounds."""
+    task 0 (the full structure, every block at each lower level, selector-like structures),
+    the plain network, the folded path as exported (levels chosen by ``tf.switch_case`` per
+    block, a mixed batch partitioned; traced per batch size, so at batch 1 with no test of a
+    shared structure, as the one-image signature) and, where each batch shares one structure
+    (every kind at batch 1, the uniform levels at any batch), the folded path in a graph
+    traced for that structure (``fixed``: what choosing the levels at run time costs) and that
+    structure's compact network built from Keras layers (``compact``: what a static network of
+    those widths gets from Keras, with nothing chosen at run time) alternate in ``rounds``
+    rounds of ``calls`` calls (a structure batch per call); each path's ratio (speed-up over
+    the plain network x FLOPs fraction) is taken per round, against the same round's plain
+    network, with its 95% interval over the rounds. The selector-like row also gets, for the
+    folded and compact paths, ``partition_free_<path>_ratio``: per round, the ratio its
+    mixed batches would reach from the uniform levels' ratios of that round if partitioning
+    cost nothing (``partition_free_ratio``); for ``compact``, what static Keras networks of
+    each level's widths would give."""
     task = 0
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
@@ -281,9 +309,10 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
     compact = _compact_path(estimator, task)
     run_plain = _plain_path(reference, task)
     costs = cost.cost_table(estimator)
-    kinds = _structures(estimator, batch, calls)
-    result = {}
-    for kind in [k for k in ("full", "level_1", "selector_like") if k in kinds]:
+    kinds = _structures(estimator, batch, calls, lowest_level=0)
+    uniform = [f"level_{level}" for level in range(estimator.levels - 1)] + ["full"]
+    result, round_ratios = {}, {}
+    for kind in ["full", *uniform[:-1], "selector_like"]:
         structures = kinds[kind]
         runs = {"plain": lambda i: run_plain(images).numpy(),
                 "folded": lambda i, z=structures: paths["folded"](images, z[i]).numpy()}
@@ -295,14 +324,28 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
         seconds = alternating(runs, calls, rounds)
         fraction = _flops_fraction(estimator, costs, structures, task)
         row = {"flops_fraction": fraction, "plain_ms": 1e3 * float(np.mean(seconds["plain"]))}
+        round_ratios[kind] = {}
         for path in list(runs)[1:]:
-            ratio = stats.mean_interval([
-                speedup_ratio(p, s, fraction) for p, s in zip(seconds["plain"], seconds[path])])
+            round_ratios[kind][path] = [
+                speedup_ratio(p, s, fraction) for p, s in zip(seconds["plain"], seconds[path])]
             row[f"{path}_ms"] = 1e3 * float(np.mean(seconds[path]))
-            row[f"{path}_ratio"] = ratio["mean"]
-            row[f"{path}_ratio_half_width"] = ratio["half_width"]
+            row.update(_interval_fields(f"{path}_ratio", round_ratios[kind][path]))
         result[kind] = row
+    levels = np.concatenate([z.numpy().ravel() for z in kinds["selector_like"]])
+    shares = np.bincount(levels, minlength=estimator.levels) / levels.size
+    fractions = [result[kind]["flops_fraction"] for kind in uniform]
+    for path in ("folded", "compact"):
+        estimates = [partition_free_ratio(shares, fractions, [round_ratios[k][path][r]
+                                                              for k in uniform])
+                     for r in range(rounds)]
+        result["selector_like"].update(_interval_fields(f"partition_free_{path}_ratio", estimates))
     return result
+
+
+def _interval_fields(name: str, values: Sequence[float]) -> dict[str, float]:
+    """``name`` and ``name_half_width``: the mean of ``values`` and its 95% interval."""
+    interval = stats.mean_interval(values)
+    return {name: interval["mean"], f"{name}_half_width": interval["half_width"]}
 
 
 def exported_speed(estimator, selector, batches: Sequence[int],
@@ -379,9 +422,8 @@ def lite_speed(estimator, selector, reference: plain.PlainNetwork, calls: int, r
                 row[f"{name}_ms"] = 1e3 * float(np.mean(values))
             for key, plain_path in (("ratio", "plain_lite"),
                                     ("ratio_over_tensorflow", "plain_tensorflow")):
-                ratio = stats.mean_interval([speedup_ratio(p, s, fraction) for p, s in
-                                             zip(seconds[plain_path], seconds["lite"])])
-                row[key], row[f"{key}_half_width"] = ratio["mean"], ratio["half_width"]
+                row.update(_interval_fields(key, [speedup_ratio(p, s, fraction) for p, s in
+                                                  zip(seconds[plain_path], seconds["lite"])]))
             result[kind] = row
     return result
 

@@ -18,6 +18,22 @@ def test_speedup_ratio_from_given_timings():
             bench.speedup_ratio(*bad)
 
 
+def test_partition_free_ratio_is_the_flops_weighted_harmonic_mean():
+    # Half the blocks at a quarter of the FLOPs and ratio 0.5 (time 0.5 of the plain
+    # network's), half at the full FLOPs and ratio 1 (time 1): FLOPs 0.625 in time 0.75.
+    assert bench.partition_free_ratio([0.5, 0.5], [0.25, 1.0], [0.5, 1.0]) == pytest.approx(
+        0.625 / 0.75)
+    # Every level at one ratio: that ratio, whatever the shares.
+    assert bench.partition_free_ratio([0.1, 0.6, 0.3], [0.01, 0.3, 1.0],
+                                      [0.8] * 3) == pytest.approx(0.8)
+    # A level nobody chose does not count.
+    assert bench.partition_free_ratio([0.0, 1.0], [0.25, 1.0], [0.1, 0.9]) == pytest.approx(0.9)
+    for bad in (([0.5, 0.5], [0.25], [0.5, 1.0]), ([0.5, 0.6], [0.25, 1.0], [0.5, 1.0]),
+                ([1.5, -0.5], [0.25, 1.0], [0.5, 1.0]), ([0.5, 0.5], [0.25, 1.0], [0.0, 1.0])):
+        with pytest.raises(ValueError):
+            bench.partition_free_ratio(*bad)
+
+
 @pytest.mark.parametrize("levels", [2, 3, 4, 5])
 def test_selector_like_probabilities(levels):
     p = np.array(bench.selector_like_probabilities(levels))
@@ -52,6 +68,8 @@ def test_structure_kinds(tiny_evaluator):
     h, n = estimator.levels, estimator.n_blocks
     assert sorted(kinds) == sorted(["full", *[f"level_{lv}" for lv in range(1, h - 1)],
                                     "random_uniform", "selector_like"])
+    assert "level_0" in bench._structures(estimator, batch=6, count=3, lowest_level=0)
+    assert (bench._structures(estimator, 6, 3, lowest_level=0)["level_0"][0].numpy() == 0).all()
     for structures in kinds.values():
         assert len(structures) == 3 and all(z.shape == (6, n) for z in structures)
     assert (kinds["full"][0].numpy() == h - 1).all()
@@ -179,12 +197,12 @@ def test_choice_alternates_four_paths_and_takes_ratios_per_round(tiny_evaluator,
 
     monkeypatch.setattr(bench, "mean_seconds", timed)
     rows = bench.choice(estimator, reference=None, batch=1, calls=3, rounds=4)
-    assert list(rows) == ["full", "level_1", "selector_like"]
+    assert list(rows) == ["full", "level_0", "level_1", "selector_like"]
     assert timed_paths[:16] == ["plain", "folded", "fixed", "compact",
                                 "compact", "fixed", "folded", "plain"] * 2
-    assert len(timed_paths) == 3 * 16
+    assert len(timed_paths) == 4 * 16
     assert rows["full"]["flops_fraction"] == pytest.approx(1.0)
-    assert 0 < rows["level_1"]["flops_fraction"] < 1
+    assert 0 < rows["level_0"]["flops_fraction"] < rows["level_1"]["flops_fraction"] < 1
     for row in rows.values():
         assert row["plain_ms"] == pytest.approx(3000.0)
         assert row["folded_ratio"] == pytest.approx(1.5 * row["flops_fraction"])
@@ -197,12 +215,66 @@ def test_choice_alternates_four_paths_and_takes_ratios_per_round(tiny_evaluator,
     timed_paths.clear()
     rows = bench.choice(estimator, reference=None, batch=4, calls=3, rounds=4)
     assert timed_paths == (["plain", "folded", "fixed", "compact",
-                            "compact", "fixed", "folded", "plain"] * 2 * 2
+                            "compact", "fixed", "folded", "plain"] * 2 * 3
                            + ["plain", "folded", "folded", "plain"] * 2)
     assert "fixed_ratio" not in rows["selector_like"]
     assert "compact_ratio" not in rows["selector_like"]
     row = rows["selector_like"]
     assert row["folded_ratio"] == pytest.approx(1.5 * row["flops_fraction"])
+
+
+def test_choice_estimates_a_mixed_batch_from_the_uniform_levels_round_by_round(
+        tiny_evaluator, monkeypatch):
+    """The selector-like row's partition-free ratios: per round, the time a mixed batch would
+    take from each uniform level's time in that round, weighted by the share of (instance,
+    block) pairs at the level. Here the plain network takes 3 s; a uniform level l takes
+    (l + 1) s on the folded path in even rounds and 2 (l + 1) s in odd ones, half that on the
+    compact path."""
+    import tensorflow as tf
+
+    estimator = tiny_evaluator.estimator
+    h = estimator.levels
+    calls = []
+
+    def record(path):
+        def run(x, z=None):
+            calls.append((path, None if z is None else int(np.max(z))))
+            return tf.zeros([1])
+        return run
+
+    monkeypatch.setattr(bench, "_paths", lambda estimator, task: {
+        "folded": record("folded"), "fixed": record("fixed")})
+    monkeypatch.setattr(bench, "_compact_path", lambda estimator, task: record("compact"))
+    monkeypatch.setattr(bench, "_plain_path", lambda reference, task: record("plain"))
+    rounds_seen = {}
+
+    def timed(fn, count):
+        fn(0)
+        path, level = calls[-1]
+        if path == "plain":
+            return 3.0
+        key = (path, level)
+        r = rounds_seen[key] = rounds_seen.get(key, -1) + 1
+        seconds = (level + 1) * (1 if r % 2 == 0 else 2)
+        return seconds / 2 if path == "compact" else seconds
+
+    monkeypatch.setattr(bench, "mean_seconds", timed)
+    rows = bench.choice(estimator, reference=None, batch=5, calls=3, rounds=4)
+    mixed = bench._structures(estimator, 5, 3)["selector_like"]
+    levels = np.concatenate([z.numpy().ravel() for z in mixed])
+    shares = [np.mean(levels == level) for level in range(h)]
+    fractions = [rows[f"level_{level}"]["flops_fraction"] for level in range(h - 1)]
+    fractions.append(1.0)
+    flops = sum(s * f for s, f in zip(shares, fractions))
+    for path, scale in (("folded", 1.0), ("compact", 0.5)):
+        estimates = []
+        for slow in (1, 2, 1, 2):
+            seconds = sum(s * (level + 1) * slow * scale for level, s in enumerate(shares))
+            estimates.append(flops * 3.0 / seconds)
+        assert rows["selector_like"][f"partition_free_{path}_ratio"] == pytest.approx(
+            np.mean(estimates))
+        assert rows["selector_like"][f"partition_free_{path}_ratio_half_width"] > 0
+    assert "partition_free_folded_ratio" not in rows["level_1"]
 
 
 def test_compact_path_runs_the_structures_compact_network(tiny_evaluator):
