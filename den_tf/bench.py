@@ -28,10 +28,12 @@ Random images of each task's size (the input pipeline has its own benchmark,
 - choice, per batch size: the plain network, the folded path as exported and (where a batch
   shares one structure: every kind at batch 1, the uniform levels at any batch) the folded
   path in a graph traced for each structure and the structure's compact network built from
-  Keras layers (``den_tf.plain``), alternated in ``--rounds`` rounds per structure kind; each
-  path's ratio is taken against the same round's plain network, with a 95%
-  interval over the rounds (the ratios without the drift between rows, and what choosing the
-  levels at run time costs);
+  Keras layers (``den_tf.plain``), alternated in ``--rounds`` rounds per structure kind (the
+  full structure, every uniform lower level, selector-like); each path's ratio is taken
+  against the same round's plain network, with a 95% interval over the rounds (the ratios
+  without the drift between rows, and what choosing the levels at run time costs), and the
+  ratio selector-like batches would reach if partitioning cost nothing
+  (``partition_free_ratio``, from the uniform levels' ratios);
 - export: the exported serving signature (``den_tf.export``; at batch 1 the one-image
   signature) against the same function in process;
 - lite: batch 1 on TensorFlow Lite (``den_tf.lite``, a signature per block and level): the
