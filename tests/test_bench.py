@@ -160,6 +160,14 @@ def test_folding_alternates_the_paths_and_divides_their_times(tiny_evaluator, mo
         assert row["folded_over_sliced_time_half_width"] == pytest.approx(0.0)
 
 
+def _fake_choice_paths(monkeypatch, record):
+    """The choice part's four paths replaced by ``record(path)``'s functions."""
+    monkeypatch.setattr(bench, "_paths", lambda estimator, task: {
+        "folded": record("folded"), "fixed": record("fixed")})
+    monkeypatch.setattr(bench, "_compact_path", lambda estimator, task: record("compact"))
+    monkeypatch.setattr(bench, "_plain_path", lambda reference, task: record("plain"))
+
+
 def test_choice_alternates_four_paths_and_takes_ratios_per_round(tiny_evaluator, monkeypatch):
     """At batch 1 the plain network, the folded path, the fixed graphs and the compact
     networks alternate (the order reversed every other round); each ratio is plain time / path
@@ -179,10 +187,7 @@ def test_choice_alternates_four_paths_and_takes_ratios_per_round(tiny_evaluator,
             return tf.zeros([1])
         return run
 
-    monkeypatch.setattr(bench, "_paths", lambda estimator, task: {
-        "folded": record("folded"), "fixed": record("fixed")})
-    monkeypatch.setattr(bench, "_compact_path", lambda estimator, task: record("compact"))
-    monkeypatch.setattr(bench, "_plain_path", lambda reference, task: record("plain"))
+    _fake_choice_paths(monkeypatch, record)
     times = {"plain": 3.0, "folded": 2.0, "fixed": 1.5, "compact": 1.2}
 
     timed_paths = []
@@ -242,10 +247,7 @@ def test_choice_estimates_a_mixed_batch_from_the_uniform_levels_round_by_round(
             return tf.zeros([1])
         return run
 
-    monkeypatch.setattr(bench, "_paths", lambda estimator, task: {
-        "folded": record("folded"), "fixed": record("fixed")})
-    monkeypatch.setattr(bench, "_compact_path", lambda estimator, task: record("compact"))
-    monkeypatch.setattr(bench, "_plain_path", lambda reference, task: record("plain"))
+    _fake_choice_paths(monkeypatch, record)
     rounds_seen = {}
 
     def timed(fn, count):
