@@ -70,6 +70,8 @@ from den_tf.steps import EstimatorStep, SelectorStep
 # Level probabilities of the "selector-like" structures with four levels: mostly levels 1-2,
 # as the demo's trained selectors choose (about 45% of the full structure's FLOPs).
 SELECTOR_LIKE = (0.05, 0.45, 0.40, 0.10)
+# The chunk size at which the choice part also times the plain network on a larger batch.
+CHUNK = 32
 PARTS = ("training", "inference", "folding", "choice", "export", "lite", "strategies")
 
 
@@ -303,7 +305,10 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
     folded and compact paths, ``partition_free_<path>_ratio``: per round, the ratio its
     mixed batches would reach from the uniform levels' ratios of that round if partitioning
     cost nothing (``partition_free_ratio``); for ``compact``, what static Keras networks of
-    each level's widths would give."""
+    each level's widths would give. Above ``CHUNK`` images, ``plain_in_chunks`` times the
+    plain network on the batch in one call against in chunks of ``CHUNK``, alternated: where
+    the chunks run faster, the batch's ratios are taken against a reference slower than it
+    could be (the README's Benchmarks found this with oneDNN off)."""
     task = 0
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
@@ -341,6 +346,17 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
                                                               for k in uniform])
                      for r in range(rounds)]
         result["selector_like"].update(_interval_fields(f"partition_free_{path}_ratio", estimates))
+    if batch > CHUNK:
+        sizes = [CHUNK] * (batch // CHUNK) + [batch % CHUNK] * (batch % CHUNK > 0)
+        chunks = tf.split(images, sizes)
+        seconds = alternating({"whole": lambda i: run_plain(images).numpy(),
+                               "chunks": lambda i: [run_plain(c).numpy() for c in chunks]},
+                              calls, rounds)
+        result["plain_in_chunks"] = {
+            "chunk": CHUNK, "whole_ms": 1e3 * float(np.mean(seconds["whole"])),
+            "chunks_ms": 1e3 * float(np.mean(seconds["chunks"])),
+            **_interval_fields("chunks_over_whole_time", [
+                c / w for c, w in zip(seconds["chunks"], seconds["whole"])])}
     return result
 
 

@@ -224,6 +224,7 @@ def test_choice_alternates_four_paths_and_takes_ratios_per_round(tiny_evaluator,
                            + ["plain", "folded", "folded", "plain"] * 2)
     assert "fixed_ratio" not in rows["selector_like"]
     assert "compact_ratio" not in rows["selector_like"]
+    assert "plain_in_chunks" not in rows  # a batch no larger than a chunk
     row = rows["selector_like"]
     assert row["folded_ratio"] == pytest.approx(1.5 * row["flops_fraction"])
 
@@ -277,6 +278,40 @@ def test_choice_estimates_a_mixed_batch_from_the_uniform_levels_round_by_round(
             np.mean(estimates))
         assert rows["selector_like"][f"partition_free_{path}_ratio_half_width"] > 0
     assert "partition_free_folded_ratio" not in rows["level_1"]
+
+
+def test_choice_times_the_plain_network_in_chunks_above_the_chunk_size(tiny_evaluator,
+                                                                      monkeypatch):
+    """Above ``CHUNK`` images the plain network also runs the batch in chunks (the last one
+    the remainder), alternated with the whole batch; the row gives the time ratio. Here a
+    whole batch takes 3 s and its chunks together 2.4 s."""
+    import tensorflow as tf
+
+    estimator = tiny_evaluator.estimator
+    sizes = []
+
+    def record(path):
+        def run(x, z=None):
+            sizes.append((path, int(x.shape[0])))
+            return tf.zeros([1])
+        return run
+
+    _fake_choice_paths(monkeypatch, record)
+    batch = 2 * bench.CHUNK + 6
+
+    def timed(fn, calls):
+        sizes.clear()
+        fn(0)
+        return 2.4 if sizes == [("plain", bench.CHUNK)] * 2 + [("plain", 6)] else 3.0
+
+    monkeypatch.setattr(bench, "mean_seconds", timed)
+    row = bench.choice(estimator, reference=None, batch=batch, calls=2, rounds=4)[
+        "plain_in_chunks"]
+    assert row["chunk"] == bench.CHUNK
+    assert row["whole_ms"] == pytest.approx(3000.0)
+    assert row["chunks_ms"] == pytest.approx(2400.0)
+    assert row["chunks_over_whole_time"] == pytest.approx(0.8)
+    assert row["chunks_over_whole_time_half_width"] == pytest.approx(0.0)
 
 
 def test_compact_path_runs_the_structures_compact_network(tiny_evaluator):
