@@ -347,8 +347,8 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
                      for r in range(rounds)]
         result["selector_like"].update(_interval_fields(f"partition_free_{path}_ratio", estimates))
     if batch > CHUNK:
-        sizes = [CHUNK] * (batch // CHUNK) + [batch % CHUNK] * (batch % CHUNK > 0)
-        chunks = tf.split(images, sizes)
+        remainder = [batch % CHUNK] if batch % CHUNK else []
+        chunks = tf.split(images, [CHUNK] * (batch // CHUNK) + remainder)
         seconds = alternating({"whole": lambda i: run_plain(images).numpy(),
                                "chunks": lambda i: [run_plain(c).numpy() for c in chunks]},
                               calls, rounds)
