@@ -119,12 +119,31 @@ def conv_bias_relu(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, stride: int
     return tf.nn.relu(tf.nn.bias_add(conv(x, kernel, stride), bias))
 
 
+# 1 - 2**-10 and 2**-10 are exact in float32 and sum to exactly 1, so a fused batch norm
+# with this variance and epsilon divides by exactly one.
+_UNIT_EPSILON = 2.0**-10
+
+
 def affine_relu(x: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
-    """ReLU of a batch norm given as scale and shift, computed in float32 as
+    """ReLU of a batch norm given as scale and shift (NHWC ``x``), computed in float32 as
     ``MaskedBatchNorm`` does (a layer's call under mixed precision casts them to its compute
-    dtype), returned in ``x``'s dtype."""
+    dtype), returned in ``x``'s dtype.
+
+    Unless the batch is statically one image it runs as TensorFlow's fused batch norm (mean
+    0, variance 1 - epsilon), which TensorFlow with oneDNN fuses with the ReLU into one pass
+    over ``x`` instead of three (multiply, add, ReLU): on the 2-core AMD EPYC of the
+    README's Benchmarks (2026-12-03) a batch of 128 at WRN-32-4's level 1 took 0.96 of the
+    time, with oneDNN off the same. A single image took 1.10 times as long, so it keeps the
+    three."""
     scale, shift = tf.cast(scale, tf.float32), tf.cast(shift, tf.float32)
-    return tf.cast(tf.nn.relu(tf.cast(x, tf.float32) * scale + shift), x.dtype)
+    x32 = tf.cast(x, tf.float32)
+    if x.shape[0] == 1:
+        return tf.cast(tf.nn.relu(x32 * scale + shift), x.dtype)
+    normalized, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=x32, scale=scale, offset=shift, mean=tf.zeros_like(scale),
+        variance=tf.fill(tf.shape(scale), 1.0 - _UNIT_EPSILON), epsilon=_UNIT_EPSILON,
+        is_training=False)
+    return tf.cast(tf.nn.relu(normalized), x.dtype)
 
 
 def shortcut(x: tf.Tensor, stride: int, out_channels: int) -> tf.Tensor:

@@ -196,6 +196,29 @@ def test_folded_weights_compute_the_sliced_path(kind):
         block(x, grouping=(counts, destination))
 
 
+def test_affine_relu_by_hand():
+    """ReLU(x * scale + shift) per channel, exactly, on both of its forms: a fused batch norm
+    above one image (a batch of two, or an unknown batch size), three operations for one."""
+    x = tf.constant([[[[-1.0, 2.0]]], [[[3.0, -4.0]]]])
+    scale, shift = tf.constant([2.0, 0.5]), tf.constant([1.0, -0.5])
+    expected = np.array([[[[0.0, 0.5]]], [[[7.0, 0.0]]]], np.float32)
+
+    def ops(signature):
+        graph = tf.function(blocks.affine_relu).get_concrete_function(
+            signature, scale, shift).graph
+        return {op.type for op in graph.get_operations()}
+
+    np.testing.assert_array_equal(blocks.affine_relu(x, scale, shift), expected)
+    for row in range(2):
+        np.testing.assert_array_equal(blocks.affine_relu(x[row:row + 1], scale, shift),
+                                      expected[row:row + 1])
+    assert "FusedBatchNormV3" in ops(tf.TensorSpec([None, 1, 1, 2]))
+    assert "FusedBatchNormV3" not in ops(tf.TensorSpec([1, 1, 1, 2]))
+    half = blocks.affine_relu(tf.cast(x, tf.float16), scale, shift)
+    assert half.dtype == tf.float16
+    np.testing.assert_array_equal(half, expected.astype(np.float16))
+
+
 def test_folded_weights_under_mixed_precision():
     """Under a mixed-precision policy the folded path computes in float16 (the input batch
     norm in float32, as the layer does) and matches the sliced path."""
