@@ -131,10 +131,9 @@ def affine_relu(x: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
 
     Unless the batch is statically one image it runs as TensorFlow's fused batch norm (mean
     0, variance 1 - epsilon), which TensorFlow with oneDNN fuses with the ReLU into one pass
-    over ``x`` instead of three (multiply, add, ReLU): on the 2-core AMD EPYC of the
-    README's Benchmarks (2026-12-03) a batch of 128 at WRN-32-4's level 1 took 0.96 of the
-    time, with oneDNN off the same. A single image took 1.10 times as long, so it keeps the
-    three."""
+    over ``x`` instead of three (multiply, add, ReLU). On the 2-core AMD EPYC of the
+    README's Benchmarks (2026-12-03, later) WRN-32-4 with every block at level 1 took 0.96-0.97
+    of the time at batch 128; a single image took 1.10 times as long, so it keeps the three."""
     scale, shift = tf.cast(scale, tf.float32), tf.cast(shift, tf.float32)
     x32 = tf.cast(x, tf.float32)
     if x.shape[0] == 1:
