@@ -33,7 +33,8 @@ Random images of each task's size (the input pipeline has its own benchmark,
   against the same round's plain network, with a 95% interval over the rounds (the ratios
   without the drift between rows, and what choosing the levels at run time costs), and the
   ratio selector-like batches would reach if partitioning cost nothing
-  (``partition_free_ratio``, from the uniform levels' ratios);
+  (``partition_free_ratio``, from the uniform levels' ratios); above ``CHUNK`` images, the
+  plain network on the whole batch against in chunks (``plain_in_chunks``);
 - export: the exported serving signature (``den_tf.export``; at batch 1 the one-image
   signature) against the same function in process;
 - lite: batch 1 on TensorFlow Lite (``den_tf.lite``, a signature per block and level): the
