@@ -2,6 +2,7 @@
 
     python -m den_tf.bench [--config=experiments/m1_wrn.py] [--batch_size=32]
         [--inference_batch_sizes=128,1] [--parts=training,inference,export,lite]
+        [--structures=RUN/predictions.npz]
 
 Random images of each task's size (the input pipeline has its own benchmark,
 ``den_tf.datasets.bench``). Prints one JSON object:
@@ -12,7 +13,8 @@ Random images of each task's size (the input pipeline has its own benchmark,
 - inference on the first task, per batch size: images/s of the plain network (the reference)
   and of the estimator as exported (the sliced path on folded weights, ``Estimator.fold``) at
   the full structure, at every uniform level, at uniformly random structures and at
-  structures drawn like a trained selector's (``SELECTOR_LIKE``) (rows ``<kind>_folded``),
+  structures drawn like a trained selector's (``SELECTOR_LIKE``), with ``--structures`` at
+  the structures a run's selector chose (``trained_selector``) (rows ``<kind>_folded``),
   and, for comparison, at the full structure on the masked path and at the full and
   selector-like structures on the sliced path with the layers' own weights (``<kind>_sliced``:
   what evaluation runs), and, for the kinds whose batches share one structure (all at batch
@@ -29,12 +31,13 @@ Random images of each task's size (the input pipeline has its own benchmark,
   shares one structure: every kind at batch 1, the uniform levels at any batch) the folded
   path in a graph traced for each structure and the structure's compact network built from
   Keras layers (``den_tf.plain``), alternated in ``--rounds`` rounds per structure kind (the
-  full structure, every uniform lower level, selector-like); each path's ratio is taken
-  against the same round's plain network, with a 95% interval over the rounds (the ratios
-  without the drift between rows, and what choosing the levels at run time costs), and the
-  ratio selector-like batches would reach if partitioning cost nothing
+  full structure, every uniform lower level, selector-like, a run's selector's); each path's
+  ratio is taken against the same round's plain network, with a 95% interval over the rounds
+  (the ratios without the drift between rows, and what choosing the levels at run time
+  costs), and the ratio the mixed batches would reach if partitioning cost nothing
   (``partition_free_ratio``, from the uniform levels' ratios); above ``CHUNK`` images, the
-  plain network on the whole batch against in chunks (``plain_in_chunks``);
+  plain network on the whole batch against in chunks and in two halves at once
+  (``plain_in_chunks``);
 - export: the exported serving signature (``den_tf.export``; at batch 1 the one-image
   signature) against the same function in process;
 - lite: batch 1 on TensorFlow Lite (``den_tf.lite``, a signature per block and level): the
@@ -52,6 +55,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import itertools
 import json
 import os
 import tempfile
@@ -69,7 +73,8 @@ from den_tf.datasets import pipeline, sources
 from den_tf.steps import EstimatorStep, SelectorStep
 
 # Level probabilities of the "selector-like" structures with four levels: mostly levels 1-2,
-# as the demo's trained selectors choose (about 45% of the full structure's FLOPs).
+# as the demo's trained selectors choose (41% of the full structure's FLOPs; the demo's seed 0
+# chose 0.4/41/39/20% on 2026-12-03, 50%: ``--structures`` benches a run's own).
 SELECTOR_LIKE = (0.05, 0.45, 0.40, 0.10)
 # The chunk size at which the choice part also times the plain network on a larger batch.
 CHUNK = 32
@@ -135,10 +140,52 @@ def mean_seconds(fn: Callable[[int], object], calls: int) -> float:
             gc.enable()
 
 
-def _structures(estimator, batch: int, count: int,
-                lowest_level: int = 1) -> dict[str, list[tf.Tensor]]:
+def load_trained_structures(path: str, n_blocks: int,
+                            levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The structures a run's selector chose on its test images and each image's task, from
+    the run's ``predictions.npz`` (``den_tf.evaluation``), checked against a network of
+    ``n_blocks`` blocks and ``levels`` levels."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--structures: no file {path!r} (a run's predictions.npz)")
+    with np.load(path) as saved:
+        missing = {"structure", "task"} - set(saved.files)
+        if missing:
+            raise ValueError(f"--structures: {path!r} has no {sorted(missing)}: give the "
+                             "predictions.npz of a run evaluated with a selector")
+        structures, tasks = saved["structure"], saved["task"]
+    if structures.ndim != 2 or structures.shape[1] != n_blocks or tasks.shape != (
+            structures.shape[0],):
+        raise ValueError(f"--structures: {path!r} holds structures of shape {structures.shape} "
+                         f"for {tasks.shape} tasks; the benchmark's network needs [images, "
+                         f"{n_blocks}] (one level per block) and a task per image")
+    if structures.size and (structures.min() < 0 or structures.max() >= levels):
+        raise ValueError(f"--structures: {path!r} has levels {structures.min()} to "
+                         f"{structures.max()}; the benchmark's network has levels 0 to "
+                         f"{levels - 1}")
+    return structures.astype(np.int32), tasks
+
+
+def trained_structure_batches(structures: np.ndarray, tasks: np.ndarray, batch: int,
+                              count: int) -> list[np.ndarray]:
+    """``count`` batches of ``batch`` consecutive images of one task each (a deployment serves
+    a task's images together, and a trained selector's structures are what they are, levels
+    correlated across blocks), the tasks taking turns from their first images; with fewer
+    full batches than ``count``, they repeat from the first."""
+    per_task = [structures[tasks == t] for t in np.unique(tasks)]
+    turns = [[z[i:i + batch] for i in range(0, len(z) - batch + 1, batch)] for z in per_task]
+    batches = [b for group in itertools.zip_longest(*turns) for b in group if b is not None]
+    if not batches:
+        raise ValueError(f"--structures: no task has {batch} images (the batch size); tasks "
+                         f"have {[len(z) for z in per_task]}")
+    return [batches[i % len(batches)] for i in range(count)]
+
+
+def _structures(estimator, batch: int, count: int, lowest_level: int = 1,
+                trained: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> dict[str, list[tf.Tensor]]:
     """``count`` structure batches of each kind (the uniform ones, from ``lowest_level`` up,
-    repeat one batch)."""
+    repeat one batch); with ``trained`` (``load_trained_structures``), also the kind
+    ``trained_selector``: those structures in ``trained_structure_batches``."""
     n, h = estimator.n_blocks, estimator.levels
     rng = np.random.RandomState(1)
     kinds = {"full": [tf.fill([batch, n], h - 1)]}
@@ -149,13 +196,17 @@ def _structures(estimator, batch: int, count: int,
     probabilities = selector_like_probabilities(h)
     kinds["selector_like"] = [tf.constant(rng.choice(h, (batch, n), p=probabilities), tf.int32)
                               for _ in range(count)]
+    if trained is not None:
+        kinds["trained_selector"] = [tf.constant(z) for z in
+                                     trained_structure_batches(*trained, batch, count)]
     return {k: v * count if len(v) == 1 else v for k, v in kinds.items()}
 
 
-def inference(estimator, reference: plain.PlainNetwork, batch: int,
-              calls: int) -> dict[str, dict[str, float]]:
+def inference(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
+              trained: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> dict[str, dict[str, float]]:
     """Images/s, FLOPs fraction, speed-up over ``reference`` and ratio of each structure kind
-    on task 0."""
+    (``_structures``) on task 0."""
     task = 0
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
@@ -165,7 +216,7 @@ def inference(estimator, reference: plain.PlainNetwork, batch: int,
     reference_seconds = mean_seconds(lambda i: run_plain(images).numpy(), calls)
     result = {"plain_network": {"images_per_s": batch / reference_seconds,
                                 "flops_fraction": 1.0, "speedup": 1.0, "ratio": 1.0}}
-    kinds = _structures(estimator, batch, calls)
+    kinds = _structures(estimator, batch, calls, trained=trained)
     rows = [("full_masked", "masked", kinds["full"]), ("full_sliced", "sliced", kinds["full"]),
             ("selector_like_sliced", "sliced", kinds["selector_like"])]
     rows += [(f"{name}_folded", "folded", structures) for name, structures in kinds.items()]
@@ -212,9 +263,14 @@ def _one_structure(structures: tf.Tensor) -> bool:
     return bool((values == values[:1]).all())
 
 
-def _plain_path(reference: plain.PlainNetwork, task: int) -> Callable:
-    """The plain network on task ``task`` as a compiled function of the images."""
-    return tf.function(lambda x: reference(x, task=task))
+def _plain_path(reference: plain.PlainNetwork, task: int, pieces: int = 1) -> Callable:
+    """The plain network on task ``task`` as a compiled function of the images; with
+    ``pieces`` > 1, on that many equal parts of the batch in one graph, which TensorFlow may
+    run at the same time."""
+    if pieces == 1:
+        return tf.function(lambda x: reference(x, task=task))
+    return tf.function(lambda x: tf.concat(
+        [reference(part, task=task) for part in tf.split(x, pieces)], 0))
 
 
 def _compact_path(estimator, task: int) -> Callable:
@@ -289,8 +345,8 @@ def folding(estimator, batch: int, calls: int, rounds: int) -> dict[str, dict]:
     return result
 
 
-def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
-           rounds: int) -> dict[str, dict]:
+def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int, rounds: int,
+           trained: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, dict]:
     """The ratios at one batch size with the machine's drift taken out: per structure kind on
     task 0 (the full structure, every block at each lower level, selector-like structures),
     the plain network, the folded path as exported (levels chosen by ``tf.switch_case`` per
@@ -302,14 +358,17 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
     those widths gets from Keras, with nothing chosen at run time) alternate in ``rounds``
     rounds of ``calls`` calls (a structure batch per call); each path's ratio (speed-up over
     the plain network x FLOPs fraction) is taken per round, against the same round's plain
-    network, with its 95% interval over the rounds. The selector-like row also gets, for the
-    folded and compact paths, ``partition_free_<path>_ratio``: per round, the ratio its
-    mixed batches would reach from the uniform levels' ratios of that round if partitioning
+    network, with its 95% interval over the rounds. With ``trained``
+    (``load_trained_structures``), the kind ``trained_selector`` follows: a run's selector's
+    own structures. The mixed rows (selector-like, trained selector) also get, for the folded
+    and compact paths, ``partition_free_<path>_ratio``: per round, the ratio their mixed
+    batches would reach from the uniform levels' ratios of that round if partitioning
     cost nothing (``partition_free_ratio``); for ``compact``, what static Keras networks of
     each level's widths would give. Above ``CHUNK`` images, ``plain_in_chunks`` times the
-    plain network on the batch in one call against in chunks of ``CHUNK``, alternated: where
-    the chunks run faster, the batch's ratios are taken against a reference slower than it
-    could be (the README's Benchmarks found this with oneDNN off)."""
+    plain network on the batch in one call against in chunks of ``CHUNK`` one after another
+    and against two halves in one graph, alternated: where either runs faster, the batch's
+    ratios are taken against a reference slower than it could be (the README's Benchmarks
+    found chunks faster with oneDNN off, halves with it on)."""
     task = 0
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
@@ -317,10 +376,11 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
     compact = _compact_path(estimator, task)
     run_plain = _plain_path(reference, task)
     costs = cost.cost_table(estimator)
-    kinds = _structures(estimator, batch, calls, lowest_level=0)
+    kinds = _structures(estimator, batch, calls, lowest_level=0, trained=trained)
     uniform = [f"level_{level}" for level in range(estimator.levels - 1)] + ["full"]
+    mixed = ["selector_like"] + (["trained_selector"] if trained is not None else [])
     result, round_ratios = {}, {}
-    for kind in ["full", *uniform[:-1], "selector_like"]:
+    for kind in ["full", *uniform[:-1], *mixed]:
         structures = kinds[kind]
         runs = {"plain": lambda i: run_plain(images).numpy(),
                 "folded": lambda i, z=structures: paths["folded"](images, z[i]).numpy()}
@@ -339,25 +399,29 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
             row[f"{path}_ms"] = 1e3 * float(np.mean(seconds[path]))
             row.update(_interval_fields(f"{path}_ratio", round_ratios[kind][path]))
         result[kind] = row
-    levels = np.concatenate([z.numpy().ravel() for z in kinds["selector_like"]])
-    shares = np.bincount(levels, minlength=estimator.levels) / levels.size
     fractions = [result[kind]["flops_fraction"] for kind in uniform]
-    for path in ("folded", "compact"):
-        estimates = [partition_free_ratio(shares, fractions, [round_ratios[k][path][r]
-                                                              for k in uniform])
-                     for r in range(rounds)]
-        result["selector_like"].update(_interval_fields(f"partition_free_{path}_ratio", estimates))
+    for kind in mixed:
+        levels = np.concatenate([z.numpy().ravel() for z in kinds[kind]])
+        shares = np.bincount(levels, minlength=estimator.levels) / levels.size
+        for path in ("folded", "compact"):
+            estimates = [partition_free_ratio(shares, fractions, [round_ratios[k][path][r]
+                                                                  for k in uniform])
+                         for r in range(rounds)]
+            result[kind].update(_interval_fields(f"partition_free_{path}_ratio", estimates))
     if batch > CHUNK:
         remainder = [batch % CHUNK] if batch % CHUNK else []
         chunks = tf.split(images, [CHUNK] * (batch // CHUNK) + remainder)
+        run_halves = _plain_path(reference, task, pieces=2)
         seconds = alternating({"whole": lambda i: run_plain(images).numpy(),
-                               "chunks": lambda i: [run_plain(c).numpy() for c in chunks]},
+                               "chunks": lambda i: [run_plain(c).numpy() for c in chunks],
+                               "halves": lambda i: run_halves(images).numpy()},
                               calls, rounds)
-        result["plain_in_chunks"] = {
-            "chunk": CHUNK, "whole_ms": 1e3 * float(np.mean(seconds["whole"])),
-            "chunks_ms": 1e3 * float(np.mean(seconds["chunks"])),
-            **_interval_fields("chunks_over_whole_time", [
-                c / w for c, w in zip(seconds["chunks"], seconds["whole"])])}
+        result["plain_in_chunks"] = {"chunk": CHUNK}
+        for name in seconds:
+            result["plain_in_chunks"][f"{name}_ms"] = 1e3 * float(np.mean(seconds[name]))
+        for name in ("chunks", "halves"):
+            result["plain_in_chunks"].update(_interval_fields(f"{name}_over_whole_time", [
+                t / w for t, w in zip(seconds[name], seconds["whole"])]))
     return result
 
 
@@ -571,6 +635,15 @@ def main(argv):
     config = FLAGS.config
     builders.require_selector(config, "the benchmark")
     estimator, selector = builders.build_models(config)
+    trained = None
+    if FLAGS.structures:
+        try:
+            trained = load_trained_structures(FLAGS.structures, estimator.n_blocks,
+                                              estimator.levels)
+            for b in FLAGS.inference_batch_sizes:  # too few images: say so before timing
+                trained_structure_batches(*trained, int(b), 1)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
     batches = [int(b) for b in FLAGS.inference_batch_sizes]
     result = {
         "benchmark": "model",
@@ -593,14 +666,14 @@ def main(argv):
         reference = plain.PlainNetwork(estimator)
         plain.copy_weights(estimator, reference)
     if "inference" in parts:
-        result["inference"] = {f"batch_{b}": inference(estimator, reference, b, _calls(b))
-                               for b in batches}
+        result["inference"] = {f"batch_{b}": inference(estimator, reference, b, _calls(b),
+                                                       trained) for b in batches}
     if "folding" in parts:
         result["folding"] = {f"batch_{b}": folding(estimator, b, _calls(b), FLAGS.rounds)
                              for b in batches}
     if "choice" in parts:
-        result["choice"] = {f"batch_{b}": choice(estimator, reference, b, _calls(b), FLAGS.rounds)
-                            for b in batches}
+        result["choice"] = {f"batch_{b}": choice(estimator, reference, b, _calls(b),
+                                                 FLAGS.rounds, trained) for b in batches}
     if "export" in parts:
         result["export"] = exported_speed(estimator, selector, batches, _calls)
     if "lite" in parts:
@@ -623,6 +696,10 @@ if __name__ == "__main__":
     flags.DEFINE_integer("threads", 0, "TensorFlow's intra-op and inter-op threads and the "
                          "TFLite interpreter's (0: their defaults, which size them to the "
                          "machine).")
+    flags.DEFINE_string("structures", None, "A run's predictions.npz (den_tf.evaluation, a "
+                        "network of the config's blocks and levels): its selector's structures, "
+                        "batches of consecutive images of one task, become the kind "
+                        "'trained_selector' of the inference and choice parts.")
     flags.DEFINE_integer("cpu_devices", 2, "Logical CPU devices for the mirrored strategy "
                          "line (without a GPU); 1: no mirrored line.")
     FLAGS = flags.FLAGS

@@ -76,6 +76,47 @@ def test_structure_kinds(tiny_evaluator):
     assert len({z.numpy().tobytes() for z in kinds["selector_like"]}) == 3
 
 
+def _predictions(path, structure, task, **extra):
+    np.savez(path, structure=np.asarray(structure), task=np.asarray(task), **extra)
+    return str(path)
+
+
+def test_load_trained_structures_checks_the_file(tmp_path):
+    """A run's predictions.npz loads as int32 structures and tasks; a missing file or array,
+    structures of another number of blocks and levels out of range fail, naming the file and
+    what the network needs."""
+    good = _predictions(tmp_path / "good.npz", [[0, 2, 1], [1, 1, 2]], [0, 1],
+                        label=np.zeros(2))
+    structures, tasks = bench.load_trained_structures(good, n_blocks=3, levels=3)
+    assert structures.dtype == np.int32 and structures.tolist() == [[0, 2, 1], [1, 1, 2]]
+    assert tasks.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="no file"):
+        bench.load_trained_structures(str(tmp_path / "absent.npz"), 3, 3)
+    np.savez(tmp_path / "baseline.npz", task=np.zeros(2), label=np.zeros(2))
+    with pytest.raises(ValueError, match=r"has no \['structure'\]"):
+        bench.load_trained_structures(str(tmp_path / "baseline.npz"), 3, 3)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*\[images, 4\]"):
+        bench.load_trained_structures(good, n_blocks=4, levels=3)
+    with pytest.raises(ValueError, match="a task per image"):
+        bench.load_trained_structures(
+            _predictions(tmp_path / "tasks.npz", [[0, 1, 1]] * 2, [0, 0, 1]), 3, 3)
+    with pytest.raises(ValueError, match="levels 0 to 2; .* levels 0 to 1"):
+        bench.load_trained_structures(good, n_blocks=3, levels=2)
+
+
+def test_trained_structure_batches_by_hand():
+    """Batches of consecutive images of one task, the tasks taking turns; a task's last
+    partial batch is left out, and the batches repeat when more are asked for."""
+    structures = np.arange(9)[:, None] * np.ones((1, 2), np.int32)  # row r: (r, r)
+    tasks = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2])
+    batches = bench.trained_structure_batches(structures, tasks, batch=2, count=5)
+    assert [b[:, 0].tolist() for b in batches] == [[0, 1], [5, 6], [2, 3], [0, 1], [5, 6]]
+    assert [b[:, 0].tolist() for b in bench.trained_structure_batches(
+        structures, tasks, batch=1, count=4)] == [[0], [5], [8], [1]]
+    with pytest.raises(ValueError, match=r"no task has 6 images.*\[5, 3, 1\]"):
+        bench.trained_structure_batches(structures, tasks, batch=6, count=1)
+
+
 def test_strategy_lines_time_both_steps():
     """One line per strategy: one device, and MirroredStrategy over the two logical CPU
     devices of the test session, each with both steps' images/s."""
@@ -118,16 +159,24 @@ def test_inference_rows(tiny_evaluator, monkeypatch, batch):
         return 2.0 if len(timed) == 1 else 1.0
 
     monkeypatch.setattr(bench, "mean_seconds", mean_seconds)
-    rows = bench.inference(estimator, bench.plain.PlainNetwork(estimator), batch=batch, calls=2)
-    fixed_kinds = ["full", "level_1"] + (["random_uniform", "selector_like"] if batch == 1 else [])
+    n = estimator.n_blocks
+    trained = (np.ones((4, n), np.int32), np.zeros(4, np.int64))  # every block at level 1
+    rows = bench.inference(estimator, bench.plain.PlainNetwork(estimator), batch=batch, calls=2,
+                           trained=trained)
+    fixed_kinds = ["full", "level_1"] + (["random_uniform", "selector_like"] if batch == 1
+                                         else []) + ["trained_selector"]
     assert list(rows) == ["plain_network", "full_masked", "full_sliced", "selector_like_sliced",
                           "full_folded", "level_1_folded", "random_uniform_folded",
-                          "selector_like_folded"] + [f"{k}_fixed" for k in fixed_kinds]
+                          "selector_like_folded", "trained_selector_folded"] + [
+                              f"{k}_fixed" for k in fixed_kinds]
     top = estimator.levels - 1
     assert [path for path, _ in timed] == ["plain", "masked", "sliced", "sliced", "folded",
-                                           "folded", "folded", "folded"] + ["fixed"] * len(
-                                               fixed_kinds)
-    assert [timed[i][1] for i in (1, 2, 4, 5, 8, 9)] == [top, top, top, 1, top, 1]
+                                           "folded", "folded", "folded", "folded"] + [
+                                               "fixed"] * len(fixed_kinds)
+    assert timed[8] == ("folded", 1)
+    assert rows["trained_selector_folded"]["flops_fraction"] == pytest.approx(
+        rows["level_1_folded"]["flops_fraction"])
+    assert [timed[i][1] for i in (1, 2, 4, 5, 9, 10)] == [top, top, top, 1, top, 1]
     assert all(isinstance(z, tuple) and len(z) == estimator.n_blocks for z in untimed)
     assert {(top,) * estimator.n_blocks, (1,) * estimator.n_blocks} <= set(untimed)
     for name, row in rows.items():
@@ -165,7 +214,8 @@ def _fake_choice_paths(monkeypatch, record):
     monkeypatch.setattr(bench, "_paths", lambda estimator, task: {
         "folded": record("folded"), "fixed": record("fixed")})
     monkeypatch.setattr(bench, "_compact_path", lambda estimator, task: record("compact"))
-    monkeypatch.setattr(bench, "_plain_path", lambda reference, task: record("plain"))
+    monkeypatch.setattr(bench, "_plain_path", lambda reference, task, pieces=1: record(
+        "plain" if pieces == 1 else f"plain_in_{pieces}"))
 
 
 def test_choice_alternates_four_paths_and_takes_ratios_per_round(tiny_evaluator, monkeypatch):
@@ -262,29 +312,38 @@ def test_choice_estimates_a_mixed_batch_from_the_uniform_levels_round_by_round(
         return seconds / 2 if path == "compact" else seconds
 
     monkeypatch.setattr(bench, "mean_seconds", timed)
-    rows = bench.choice(estimator, reference=None, batch=5, calls=3, rounds=4)
+    # A trained selector's structures, three batches of 5 (two instances with every block at
+    # level 0, three at the top level): level shares 0.4 and 0.6.
+    levels_per_instance = np.tile([0, h - 1, h - 1, 0, h - 1], 3)[:, None]
+    trained = (levels_per_instance * np.ones((1, estimator.n_blocks), np.int32),
+               np.zeros(15, np.int64))
+    rows = bench.choice(estimator, reference=None, batch=5, calls=3, rounds=4, trained=trained)
+    assert list(rows) == ["full", *[f"level_{lv}" for lv in range(h - 1)], "selector_like",
+                          "trained_selector"]
     mixed = bench._structures(estimator, 5, 3)["selector_like"]
     levels = np.concatenate([z.numpy().ravel() for z in mixed])
-    shares = [np.mean(levels == level) for level in range(h)]
     fractions = [rows[f"level_{level}"]["flops_fraction"] for level in range(h - 1)]
     fractions.append(1.0)
-    flops = sum(s * f for s, f in zip(shares, fractions))
-    for path, scale in (("folded", 1.0), ("compact", 0.5)):
-        estimates = []
-        for slow in (1, 2, 1, 2):
-            seconds = sum(s * (level + 1) * slow * scale for level, s in enumerate(shares))
-            estimates.append(flops * 3.0 / seconds)
-        assert rows["selector_like"][f"partition_free_{path}_ratio"] == pytest.approx(
-            np.mean(estimates))
-        assert rows["selector_like"][f"partition_free_{path}_ratio_half_width"] > 0
+    for kind, shares in (("selector_like", [np.mean(levels == level) for level in range(h)]),
+                         ("trained_selector", [0.4] + [0.0] * (h - 2) + [0.6])):
+        flops = sum(s * f for s, f in zip(shares, fractions))
+        for path, scale in (("folded", 1.0), ("compact", 0.5)):
+            estimates = []
+            for slow in (1, 2, 1, 2):
+                seconds = sum(s * (level + 1) * slow * scale for level, s in enumerate(shares))
+                estimates.append(flops * 3.0 / seconds)
+            assert rows[kind][f"partition_free_{path}_ratio"] == pytest.approx(
+                np.mean(estimates))
+            assert rows[kind][f"partition_free_{path}_ratio_half_width"] > 0
     assert "partition_free_folded_ratio" not in rows["level_1"]
 
 
 def test_choice_times_the_plain_network_in_chunks_above_the_chunk_size(tiny_evaluator,
                                                                       monkeypatch):
     """Above ``CHUNK`` images the plain network also runs the batch in chunks (the last one
-    the remainder), alternated with the whole batch; the row gives the time ratio. Here a
-    whole batch takes 3 s and its chunks together 2.4 s."""
+    the remainder) and in two halves in one graph, alternated with the whole batch; the row
+    gives the time ratios. Here a whole batch takes 3 s, its chunks together 2.4 s and the
+    halves 2.7 s."""
     import tensorflow as tf
 
     estimator = tiny_evaluator.estimator
@@ -302,6 +361,8 @@ def test_choice_times_the_plain_network_in_chunks_above_the_chunk_size(tiny_eval
     def timed(fn, calls):
         sizes.clear()
         fn(0)
+        if sizes == [("plain_in_2", batch)]:
+            return 2.7
         return 2.4 if sizes == [("plain", bench.CHUNK)] * 2 + [("plain", 6)] else 3.0
 
     monkeypatch.setattr(bench, "mean_seconds", timed)
@@ -312,6 +373,24 @@ def test_choice_times_the_plain_network_in_chunks_above_the_chunk_size(tiny_eval
     assert row["chunks_ms"] == pytest.approx(2400.0)
     assert row["chunks_over_whole_time"] == pytest.approx(0.8)
     assert row["chunks_over_whole_time_half_width"] == pytest.approx(0.0)
+    assert row["halves_ms"] == pytest.approx(2700.0)
+    assert row["halves_over_whole_time"] == pytest.approx(0.9)
+
+
+def test_plain_path_in_pieces_computes_the_whole_batch(tiny_evaluator):
+    """The plain network on two halves of a batch in one graph gives the whole batch's
+    logits, in order."""
+    import tensorflow as tf
+
+    estimator = tiny_evaluator.estimator
+    reference = bench.plain.PlainNetwork(estimator)
+    bench.plain.copy_weights(estimator, reference)
+    images = tf.random.stateless_normal([6, 16, 16, 3], seed=(1, 2))
+    whole = bench._plain_path(reference, 0)(images).numpy()
+    halves = bench._plain_path(reference, 0, pieces=2)(images).numpy()
+    assert halves.shape == whole.shape == (6, 5)
+    np.testing.assert_allclose(halves, whole, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(whole[:3], whole[3:])  # the halves differ: order matters
 
 
 def test_compact_path_runs_the_structures_compact_network(tiny_evaluator):
