@@ -265,12 +265,17 @@ def _one_structure(structures: tf.Tensor) -> bool:
 
 def _plain_path(reference: plain.PlainNetwork, task: int, pieces: int = 1) -> Callable:
     """The plain network on task ``task`` as a compiled function of the images; with
-    ``pieces`` > 1, on that many equal parts of the batch in one graph, which TensorFlow may
-    run at the same time."""
+    ``pieces`` > 1, on that many parts of the batch in one graph (sizes differing by at most
+    one image), which TensorFlow may run at the same time."""
     if pieces == 1:
         return tf.function(lambda x: reference(x, task=task))
-    return tf.function(lambda x: tf.concat(
-        [reference(part, task=task) for part in tf.split(x, pieces)], 0))
+
+    def in_pieces(x):
+        n = x.shape[0]
+        sizes = [n // pieces + (i < n % pieces) for i in range(pieces)]
+        return tf.concat([reference(part, task=task) for part in tf.split(x, sizes)], 0)
+
+    return tf.function(in_pieces)
 
 
 def _compact_path(estimator, task: int) -> Callable:
