@@ -74,7 +74,7 @@ from den_tf.steps import EstimatorStep, SelectorStep
 
 # Level probabilities of the "selector-like" structures with four levels: mostly levels 1-2,
 # as the demo's trained selectors choose (41% of the full structure's FLOPs; the demo's seed 0
-# chose 0.4/41/39/20% on 2026-12-03, 50%: ``--structures`` benches a run's own).
+# chose 0.4/41/39/20% on 2026-12-03, 49%: ``--structures`` benches a run's own).
 SELECTOR_LIKE = (0.05, 0.45, 0.40, 0.10)
 # The chunk size at which the choice part also times the plain network on a larger batch.
 CHUNK = 32
