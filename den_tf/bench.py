@@ -640,16 +640,16 @@ def main(argv):
     config = FLAGS.config
     builders.require_selector(config, "the benchmark")
     estimator, selector = builders.build_models(config)
+    batches = [int(b) for b in FLAGS.inference_batch_sizes]
     trained = None
     if FLAGS.structures:
         try:
             trained = load_trained_structures(FLAGS.structures, estimator.n_blocks,
                                               estimator.levels)
-            for b in FLAGS.inference_batch_sizes:  # too few images: say so before timing
-                trained_structure_batches(*trained, int(b), 1)
+            for b in batches:  # too few images: say so before timing
+                trained_structure_batches(*trained, b, 1)
         except ValueError as error:
             raise app.UsageError(str(error)) from error
-    batches = [int(b) for b in FLAGS.inference_batch_sizes]
     result = {
         "benchmark": "model",
         "date": datetime.date.today().isoformat(),
