@@ -7,8 +7,9 @@ the same weights:
   are multiplied by zero. Batch norm moments count only the entries that are active, so the
   moving statistics describe each channel as it is when it runs. Used for training.
 - ``sliced``: the batch is partitioned by level, each part runs with kernels sliced to its
-  kept channels, and the parts are stitched back (in a network, straight into the grouping
-  of the next block: ``Estimator``). Fewer FLOPs take less time.
+  kept channels, and the parts are stitched back (in a network, a few blocks run on slices
+  of one another's outputs, ``run_span``, and are stitched straight into the grouping of the
+  next few: ``Estimator``). Fewer FLOPs take less time.
   Inference only (batch norm uses its moving statistics). Deployment can also pass each
   level's weights cut and with batch norm folded into the convolutions once
   (``folded_level``), instead of on every call.
@@ -161,10 +162,35 @@ Initializer = str | dict | keras.initializers.Initializer
 
 
 def level_grouping(levels: tf.Tensor, n_levels: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """The instances grouped by level ((batch,) int32 levels): their indices in level order,
-    each level's in the batch's order, and the number at each level (``regrouped``)."""
-    order = tf.argsort(levels, stable=True)
-    return order, tf.math.bincount(levels, minlength=n_levels, maxlength=n_levels)
+    """The instances grouped by the levels of a span of k consecutive blocks ((batch, k) int32):
+    their indices ordered by level in the span's first block, then in its second, and so on
+    (instances with the same levels in the batch's order), and the number of instances at each
+    combination of levels, (n_levels ** k,) in that order (``run_span``)."""
+    key = tf.zeros_like(levels[:, 0])
+    for i in range(levels.shape[1]):
+        key = key * n_levels + levels[:, i]
+    combinations = n_levels ** levels.shape[1]
+    order = tf.argsort(key, stable=True)
+    return order, tf.math.bincount(key, minlength=combinations, maxlength=combinations)
+
+
+def run_span(span: Sequence[NestedBlock], x: tf.Tensor, counts: tf.Tensor,
+             folded: Sequence | None = None) -> list[tf.Tensor]:
+    """Inference on a batch of mixed levels through a span of consecutive blocks, with no copy
+    between them. ``x`` comes grouped by the span's levels and ``counts`` counts each
+    combination (``level_grouping``). The first block runs each of its levels' parts, slices of
+    ``x``; each later block splits each of the previous block's outputs by its own levels, so
+    that every piece it runs is a slice of one output. Returns the last block's outputs, one
+    per combination of levels (possibly empty), in the grouping's order. ``folded``: each
+    block's ``folded_level`` weights, or None."""
+    levels = span[0].levels
+    counts = tf.reshape(counts, [levels] * len(span))
+    pieces = [x]
+    for depth, (block, weights) in enumerate(zip(span, folded or [None] * len(span))):
+        later = list(range(depth + 1, len(span)))
+        per_piece = tf.reshape(tf.reduce_sum(counts, later) if later else counts, [-1, levels])
+        pieces = block(pieces, execution="sliced", folded=weights, counts=per_piece)
+    return pieces
 
 
 def initializer_identifier(initializer: Initializer) -> str | dict:
@@ -367,23 +393,26 @@ class NestedBlock(keras.layers.Layer):
         return self.add_weight(shape=shape, initializer=initializer, name=name)
 
     def call(self, x, levels=None, training=False, execution="masked", folded=None,
-             grouping=None, level_weights=None):
+             counts=None, level_weights=None):
         """Runs the block; ``levels`` (batch,) int32 or None for the full block; on the sliced
-        path a scalar level runs the whole batch at that level (``at_level``), ``grouping``
-        (counts, destination) runs a batch that comes grouped by level (``regrouped``), and
-        ``folded`` (each level's ``folded_level`` weights) replaces the layer's own. On the
-        masked path ``level_weights`` (batch, h) may replace ``levels``: each channel's mask is
-        the weight of the levels that keep it (``relaxed_masks``)."""
+        path a scalar level runs the whole batch at that level (``at_level``), ``counts``
+        (pieces, levels) runs a list of pieces that each come grouped by level, ``counts[i, l]``
+        instances of piece i at level l, and returns each piece's level parts' outputs in
+        order (``run_span``), and ``folded`` (each level's ``folded_level`` weights) replaces
+        the layer's own. On the masked path ``level_weights`` (batch, h) may replace
+        ``levels``: each channel's mask is the weight of the levels that keep it
+        (``relaxed_masks``)."""
         check_execution(execution)
+        if counts is not None:
+            if execution != "sliced" or training:
+                raise ValueError("a grouped batch runs on the sliced path, at inference")
+            return [out for i, piece in enumerate(x)
+                    for out in self.run_parts(tf.split(piece, counts[i], num=self.levels), folded)]
         if level_weights is not None:
             if levels is not None or execution != "masked":
                 raise ValueError("level_weights replace levels, on the masked path")
             masks = self.relaxed_masks(tf.cast(level_weights, x.dtype))
             return self._finish(x, self._branch(x, self.width, *masks, training))
-        if grouping is not None:
-            if execution != "sliced" or training:
-                raise ValueError("a grouped batch runs on the sliced path, at inference")
-            return self.regrouped(x, *grouping, folded)
         if folded is not None and (execution != "sliced" or levels is None):
             raise ValueError("folded weights run on the sliced path with levels")
         if levels is None:
@@ -442,15 +471,9 @@ class NestedBlock(keras.layers.Layer):
     def partitioned(self, x, levels, folded=None):
         """Inference on a batch of mixed levels ((batch,) int32): grouped by level, each part
         run at its kept width, stitched back in order (``folded`` as in ``at_level``)."""
-        order, counts = level_grouping(levels, self.levels)
-        return self.regrouped(tf.gather(x, order), counts, order, folded)
-
-    def regrouped(self, x, counts, destination, folded=None):
-        """Inference on a batch that comes grouped by level: ``counts[l]`` instances at level l,
-        in level order. Each level's part is a slice of ``x`` (no copy), and output row r is
-        stitched to row ``destination[r]`` (in a network: the next block's grouping)."""
-        parts = self.run_parts(tf.split(x, counts, num=self.levels), folded)
-        return tf.dynamic_stitch(tf.split(destination, counts, num=self.levels), parts)
+        order, counts = level_grouping(levels[:, tf.newaxis], self.levels)
+        parts = run_span([self], tf.gather(x, order), counts, [folded])
+        return tf.dynamic_stitch(tf.split(order, counts, num=self.levels), parts)
 
     def run_parts(self, parts: Sequence[tf.Tensor], folded=None) -> list[tf.Tensor]:
         """Each level's part of a batch (the instances at that level, possibly none) run at

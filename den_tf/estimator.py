@@ -18,6 +18,12 @@ from den_tf.backbones import BackboneSpec, BlockSpec
 from den_tf.network import MultiTaskNetwork, task_from_config
 from den_tf.tasks import Task
 
+# On the sliced path a mixed batch is regrouped (one copy of the activations) every this many
+# blocks. Regrouping after every block made the copy 6-9% of a batch's time on 2-core CPUs;
+# every second block, each second block running up to levels**2 pieces, took 0.95-0.97 of the
+# time (README, Benchmarks, 2026-12-03 night); spans of three ran as fast, of five slower.
+BLOCKS_PER_MERGE = 2
+
 
 def make_block(
     spec: BlockSpec,
@@ -233,7 +239,8 @@ class Estimator(MultiTaskNetwork):
     def _sliced_blocks(self, x, structure, training, folded=None):
         """The blocks on the sliced path. A batch whose instances share one structure (always
         a batch of one) runs each block at its level directly (``NestedBlock.at_level``);
-        otherwise each block runs the batch grouped by its levels (``NestedBlock.regrouped``).
+        otherwise the batch is grouped by the levels of a few blocks at a time
+        (``blocks.run_span``).
         A batch traced with a static size of one (images and structure) runs the first way
         with no test: on the Intel Xeon of the README's Benchmarks, the test's untaken
         partitioned branch cost a batch-1 call 0.4-0.8 ms."""
@@ -249,18 +256,21 @@ class Estimator(MultiTaskNetwork):
             return h
 
         def partitioned():
-            # Each block's input comes grouped by its levels (instances in their order within
-            # a level), so that its parts are slices of it, and its outputs are stitched
-            # straight into the next block's grouping (the last: the batch's order): one copy
-            # of the activations per block instead of a gather and a stitch.
-            orders, counts = zip(*(blocks.level_grouping(structure[:, i], self.levels)
-                                   for i in range(self.n_blocks)))
+            # The blocks run in spans of BLOCKS_PER_MERGE. A span's input comes grouped by its
+            # blocks' levels, so that every piece its blocks run is a slice of the input or of
+            # the previous block's output (``blocks.run_span``), and its outputs are stitched
+            # straight into the next span's grouping (the last: the batch's order): one copy of
+            # the activations per span.
+            starts = range(0, self.n_blocks, BLOCKS_PER_MERGE)
+            spans = [slice(start, start + BLOCKS_PER_MERGE) for start in starts]
+            orders, counts = zip(*(blocks.level_grouping(structure[:, span], self.levels)
+                                   for span in spans))
             orders += (tf.range(tf.shape(x)[0]),)
             h = tf.gather(x, orders[0])
-            for i, block in enumerate(self.blocks):
+            for i, span in enumerate(spans):
                 destination = tf.gather(tf.math.invert_permutation(orders[i + 1]), orders[i])
-                h = block(h, execution="sliced", folded=weights[i],
-                          grouping=(counts[i], destination))
+                parts = blocks.run_span(self.blocks[span], h, counts[i], weights[span])
+                h = tf.dynamic_stitch(tf.split(destination, counts[i], num=len(parts)), parts)
             return h
 
         if x.shape[0] == 1 and structure.shape[0] == 1:

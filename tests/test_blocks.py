@@ -183,17 +183,50 @@ def test_folded_weights_compute_the_sliced_path(kind):
     assert graph.experimental_get_tracing_count() == 2  # a scalar level and a batch of levels
     with pytest.raises(ValueError, match="folded weights run on the sliced path"):
         block(x, tf.zeros([8], tf.int32), folded=folded)
-    # A batch grouped by level (2, 0, 3, 3 instances of levels 0-3), its output rows sent to
-    # a given order: row r of the grouped batch's output is row destination[r].
+    # A batch grouped by level (2, 0, 3, 3 instances of levels 0-3 with four levels): each
+    # level's output, in the grouping's order.
     levels = tf.constant([3, 0, 2, 2, 0, 3, 2, 3]) % block.levels
-    order = tf.argsort(levels, stable=True)
-    counts = tf.math.bincount(levels, minlength=block.levels, maxlength=block.levels)
-    destination = tf.constant([6, 0, 3, 1, 7, 2, 5, 4])
-    got = block(tf.gather(x, order), execution="sliced", grouping=(counts, destination))
+    order, counts = blocks.level_grouping(levels[:, tf.newaxis], block.levels)
+    got = blocks.run_span([block], tf.gather(x, order), counts, [folded])
+    assert [int(part.shape[0]) for part in got] == counts.numpy().tolist()
     expected = tf.gather(block(x, levels, execution="sliced"), order)
-    np.testing.assert_array_equal(tf.gather(got, destination), expected)
+    np.testing.assert_allclose(tf.concat(got, 0), expected, atol=1e-4)
     with pytest.raises(ValueError, match="a grouped batch runs on the sliced path"):
-        block(x, grouping=(counts, destination))
+        block([x], counts=counts[tf.newaxis])
+
+
+def test_level_grouping_by_hand():
+    """Instances ordered by their levels in a span's first block, then its second (ties in the
+    batch's order), and counted per combination of levels, the first block's most significant."""
+    levels = tf.constant([[2, 1], [0, 2], [2, 0], [0, 2], [1, 1]])
+    order, counts = blocks.level_grouping(levels, 3)
+    assert order.numpy().tolist() == [1, 3, 4, 2, 0]
+    # Combinations (0,0) (0,1) (0,2) (1,0) (1,1) (1,2) (2,0) (2,1) (2,2).
+    assert counts.numpy().tolist() == [0, 0, 2, 0, 1, 0, 1, 1, 0]
+    order, counts = blocks.level_grouping(levels[:, :1], 3)
+    assert order.numpy().tolist() == [1, 3, 4, 0, 2] and counts.numpy().tolist() == [2, 1, 2]
+
+
+def test_a_span_runs_each_block_on_slices_of_the_previous_outputs():
+    """Two blocks in a span: the second runs each piece (instances sharing both blocks' levels)
+    on a slice of the first's output for its level; the pieces, in the grouping's order, are
+    the two blocks run one after the other, each partitioning its own input."""
+    first = blocks.ResidualBasicBlock(8, 12, (0, 2, 4, 8), stride=2, name="first")
+    second = blocks.ResidualBasicBlock(12, 16, (0, 4, 8, 12), name="second")
+    x = tf.random.normal((9, 8, 8, 8))
+    first.build(x.shape)
+    second.build(first.compute_output_shape(x.shape))
+    levels = tf.constant([[3, 1], [1, 1], [0, 3], [3, 2], [1, 0], [3, 1], [2, 2], [0, 0], [1, 1]])
+    _warm_statistics(first, x)
+    _warm_statistics(second, first(x))
+    order, counts = blocks.level_grouping(levels, 4)
+    folded = [[block.folded_level(level) for level in range(4)] for block in (first, second)]
+    for weights in (None, folded):
+        pieces = blocks.run_span([first, second], tf.gather(x, order), counts, weights)
+        assert [int(piece.shape[0]) for piece in pieces] == counts.numpy().tolist()
+        expected = second(first(x, levels[:, 0], execution="sliced"), levels[:, 1],
+                          execution="sliced")
+        np.testing.assert_allclose(tf.concat(pieces, 0), tf.gather(expected, order), atol=1e-4)
 
 
 def test_affine_relu_by_hand():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from den_tf import backbones, builders, policy
+from den_tf import backbones, blocks, builders, policy
+from den_tf import estimator as estimator_lib
 from den_tf.estimator import Estimator, features
 from den_tf.selector import Selector
 from den_tf.tasks import Task
@@ -98,23 +99,35 @@ def test_sliced_path_runs_a_shared_structure_without_partitioning(monkeypatch):
     assert sliced.experimental_get_tracing_count() == 1
     empty = tf.function(lambda x, z: est(x, task=1, structure=z, execution="sliced"))
     assert empty(images[:0], mixed[:0]).shape == (0, 7)  # a static batch of 0 traces both ways
-    # The mixed batch, block by block: the same as each block partitioning and stitching its
-    # own input (the estimator stitches each block's parts into the next block's grouping).
-    h = est.stem(images, 1)
-    for i, block in enumerate(est.blocks):
-        h = block.partitioned(h, mixed[:, i])
-    np.testing.assert_array_equal(est._trunk(est.stem(images, 1), mixed, execution="sliced"),
-                                  features(h, est.neck_bn, est.hidden, False))
     partitions = []
-    for block in est.blocks:
-        regrouped = block.regrouped
-        monkeypatch.setattr(block, "regrouped", lambda *a, b=block, run=regrouped, **k:
-                            partitions.append(b.name) or run(*a, **k))
+    run_span = blocks.run_span
+    monkeypatch.setattr(blocks, "run_span", lambda span, *a, **k:
+                        partitions.append([b.name for b in span]) or run_span(span, *a, **k))
     est(images[:1], task=1, structure=mixed[:1], execution="sliced")  # eager: one branch runs
     est(images[:2], task=1, structure=tf.tile(mixed[2:3], [2, 1]), execution="sliced")
     assert partitions == []
     est(images[:2], task=1, structure=mixed[:2], execution="sliced")
-    assert partitions == [block.name for block in est.blocks]
+    names = [block.name for block in est.blocks]
+    assert partitions == [names[:2], names[2:4], names[4:]]  # spans of BLOCKS_PER_MERGE
+
+
+@pytest.mark.parametrize("blocks_per_merge", [1, 2, 4])
+def test_a_mixed_batch_gives_the_same_outputs_whatever_the_span(blocks_per_merge, monkeypatch):
+    """The sliced path regroups a mixed batch every ``BLOCKS_PER_MERGE`` blocks (the last span
+    shorter when they do not divide the blocks); its outputs are each block partitioning and
+    stitching its own input, and the masked path's."""
+    est = _estimator()
+    monkeypatch.setattr(estimator_lib, "BLOCKS_PER_MERGE", blocks_per_merge)
+    images = tf.random.normal((7, 32, 32, 3))
+    mixed = tf.constant([[3, 0, 1, 2, 0, 3], [0, 0, 0, 0, 0, 0], [1, 2, 3, 1, 2, 3],
+                         [2, 1, 0, 3, 1, 0], [3, 0, 1, 2, 0, 3], [1, 1, 3, 0, 2, 2],
+                         [2, 1, 0, 3, 1, 1]])
+    h = est.stem(images, 1)
+    for i, block in enumerate(est.blocks):
+        h = block.partitioned(h, mixed[:, i])
+    spans = est._trunk(est.stem(images, 1), mixed, execution="sliced")
+    np.testing.assert_allclose(spans, features(h, est.neck_bn, est.hidden, False), atol=1e-6)
+    np.testing.assert_allclose(spans, est._trunk(est.stem(images, 1), mixed), atol=1e-5)
 
 
 def test_a_fixed_structure_runs_the_sliced_path_without_control_flow():
