@@ -20,7 +20,7 @@ from den_tf.tasks import Task
 
 # On the sliced path a mixed batch is regrouped (one copy of the activations) every this many
 # blocks. Regrouping after every block made the copy 6-9% of a batch's time on 2-core CPUs;
-# every second block, each second block running up to levels**2 pieces, took 0.95-0.97 of the
+# every second block, each second block running up to levels**2 pieces, took 0.95-0.98 of the
 # time (README, Benchmarks, 2026-12-03 night); spans of three ran as fast, of five slower.
 BLOCKS_PER_MERGE = 2
 
