@@ -118,6 +118,9 @@ def test_a_mixed_batch_gives_the_same_outputs_whatever_the_span(blocks_per_merge
     stitching its own input, and the masked path's."""
     est = _estimator()
     monkeypatch.setattr(estimator_lib, "BLOCKS_PER_MERGE", blocks_per_merge)
+    spans, run_span = [], blocks.run_span
+    monkeypatch.setattr(blocks, "run_span", lambda span, *a, **k:
+                        spans.append(len(span)) or run_span(span, *a, **k))
     images = tf.random.normal((7, 32, 32, 3))
     mixed = tf.constant([[3, 0, 1, 2, 0, 3], [0, 0, 0, 0, 0, 0], [1, 2, 3, 1, 2, 3],
                          [2, 1, 0, 3, 1, 0], [3, 0, 1, 2, 0, 3], [1, 1, 3, 0, 2, 2],
@@ -125,9 +128,11 @@ def test_a_mixed_batch_gives_the_same_outputs_whatever_the_span(blocks_per_merge
     h = est.stem(images, 1)
     for i, block in enumerate(est.blocks):
         h = block.partitioned(h, mixed[:, i])
-    spans = est._trunk(est.stem(images, 1), mixed, execution="sliced")
-    np.testing.assert_allclose(spans, features(h, est.neck_bn, est.hidden, False), atol=1e-6)
-    np.testing.assert_allclose(spans, est._trunk(est.stem(images, 1), mixed), atol=1e-5)
+    spans.clear()  # (partitioned ran spans of one block)
+    sliced = est._trunk(est.stem(images, 1), mixed, execution="sliced")
+    assert spans == {1: [1] * 6, 2: [2, 2, 2], 4: [4, 2]}[blocks_per_merge]
+    np.testing.assert_allclose(sliced, features(h, est.neck_bn, est.hidden, False), atol=1e-6)
+    np.testing.assert_allclose(sliced, est._trunk(est.stem(images, 1), mixed), atol=1e-5)
 
 
 def test_a_fixed_structure_runs_the_sliced_path_without_control_flow():
