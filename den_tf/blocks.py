@@ -187,8 +187,8 @@ def run_span(span: Sequence[NestedBlock], x: tf.Tensor, counts: tf.Tensor,
     counts = tf.reshape(counts, [levels] * len(span))
     pieces = [x]
     for depth, (block, weights) in enumerate(zip(span, folded or [None] * len(span))):
-        later = list(range(depth + 1, len(span)))
-        per_piece = tf.reshape(tf.reduce_sum(counts, later) if later else counts, [-1, levels])
+        later = list(range(depth + 1, len(span)))  # (none for the last block: no sum)
+        per_piece = tf.reshape(tf.reduce_sum(counts, later), [-1, levels])
         pieces = block(pieces, execution="sliced", folded=weights, counts=per_piece)
     return pieces
 
