@@ -2,7 +2,7 @@
 
     python -m den_tf.bench [--config=experiments/m1_wrn.py] [--batch_size=32]
         [--inference_batch_sizes=128,1] [--parts=training,inference,export,lite]
-        [--structures=RUN/predictions.npz]
+        [--structures=RUN/predictions.npz,...]
 
 Random images of each task's size (the input pipeline has its own benchmark,
 ``den_tf.datasets.bench``). Prints one JSON object:
@@ -14,7 +14,8 @@ Random images of each task's size (the input pipeline has its own benchmark,
   and of the estimator as exported (the sliced path on folded weights, ``Estimator.fold``) at
   the full structure, at every uniform level, at uniformly random structures and at
   structures drawn like a trained selector's (``SELECTOR_LIKE``), with ``--structures`` at
-  the structures a run's selector chose (``trained_selector``) (rows ``<kind>_folded``),
+  the structures each given run's selector chose (``trained_selector_1``, ``_2``, ...) (rows
+  ``<kind>_folded``),
   and, for comparison, at the full structure on the masked path and at the full and
   selector-like structures on the sliced path with the layers' own weights (``<kind>_sliced``:
   what evaluation runs), and, for the kinds whose batches share one structure (all at batch
@@ -60,7 +61,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -180,12 +181,20 @@ def trained_structure_batches(structures: np.ndarray, tasks: np.ndarray, batch: 
     return [batches[i % len(batches)] for i in range(count)]
 
 
+def trained_kinds(paths: Sequence[str], n_blocks: int, levels: int
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each run's selector's structures (``load_trained_structures``) as a structure kind,
+    ``trained_selector_1`` for the first path and so on."""
+    return {f"trained_selector_{i}": load_trained_structures(path, n_blocks, levels)
+            for i, path in enumerate(paths, start=1)}
+
+
 def _structures(estimator, batch: int, count: int, lowest_level: int = 1,
-                trained: tuple[np.ndarray, np.ndarray] | None = None
+                trained: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
                 ) -> dict[str, list[tf.Tensor]]:
     """``count`` structure batches of each kind (the uniform ones, from ``lowest_level`` up,
-    repeat one batch); with ``trained`` (``load_trained_structures``), also the kind
-    ``trained_selector``: those structures in ``trained_structure_batches``."""
+    repeat one batch); with ``trained`` (``trained_kinds``), also its kinds: each run's
+    structures in ``trained_structure_batches``."""
     n, h = estimator.n_blocks, estimator.levels
     rng = np.random.RandomState(1)
     kinds = {"full": [tf.fill([batch, n], h - 1)]}
@@ -196,14 +205,14 @@ def _structures(estimator, batch: int, count: int, lowest_level: int = 1,
     probabilities = selector_like_probabilities(h)
     kinds["selector_like"] = [tf.constant(rng.choice(h, (batch, n), p=probabilities), tf.int32)
                               for _ in range(count)]
-    if trained is not None:
-        kinds["trained_selector"] = [tf.constant(z) for z in
-                                     trained_structure_batches(*trained, batch, count)]
+    for kind, (structures, tasks) in (trained or {}).items():
+        kinds[kind] = [tf.constant(z) for z in
+                       trained_structure_batches(structures, tasks, batch, count)]
     return {k: v * count if len(v) == 1 else v for k, v in kinds.items()}
 
 
 def inference(estimator, reference: plain.PlainNetwork, batch: int, calls: int,
-              trained: tuple[np.ndarray, np.ndarray] | None = None
+              trained: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
               ) -> dict[str, dict[str, float]]:
     """Images/s, FLOPs fraction, speed-up over ``reference`` and ratio of each structure kind
     (``_structures``) on task 0."""
@@ -351,7 +360,8 @@ def folding(estimator, batch: int, calls: int, rounds: int) -> dict[str, dict]:
 
 
 def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int, rounds: int,
-           trained: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, dict]:
+           trained: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+           ) -> dict[str, dict]:
     """The ratios at one batch size with the machine's drift taken out: per structure kind on
     task 0 (the full structure, every block at each lower level, selector-like structures),
     the plain network, the folded path as exported (levels chosen by ``tf.switch_case`` per
@@ -363,9 +373,9 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int, rou
     those widths gets from Keras, with nothing chosen at run time) alternate in ``rounds``
     rounds of ``calls`` calls (a structure batch per call); each path's ratio (speed-up over
     the plain network x FLOPs fraction) is taken per round, against the same round's plain
-    network, with its 95% interval over the rounds. With ``trained``
-    (``load_trained_structures``), the kind ``trained_selector`` follows: a run's selector's
-    own structures. The mixed rows (selector-like, trained selector) also get, for the folded
+    network, with its 95% interval over the rounds. With ``trained`` (``trained_kinds``),
+    its kinds follow: each run's selector's own structures. The mixed rows (selector-like,
+    trained selectors) also get, for the folded
     and compact paths, ``partition_free_<path>_ratio``: per round, the ratio their mixed
     batches would reach from the uniform levels' ratios of that round if partitioning
     cost nothing (``partition_free_ratio``); for ``compact``, what static Keras networks of
@@ -383,7 +393,7 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int, rou
     costs = cost.cost_table(estimator)
     kinds = _structures(estimator, batch, calls, lowest_level=0, trained=trained)
     uniform = [f"level_{level}" for level in range(estimator.levels - 1)] + ["full"]
-    mixed = ["selector_like"] + (["trained_selector"] if trained is not None else [])
+    mixed = ["selector_like", *(trained or {})]
     result, round_ratios = {}, {}
     for kind in ["full", *uniform[:-1], *mixed]:
         structures = kinds[kind]
@@ -641,15 +651,12 @@ def main(argv):
     builders.require_selector(config, "the benchmark")
     estimator, selector = builders.build_models(config)
     batches = [int(b) for b in FLAGS.inference_batch_sizes]
-    trained = None
-    if FLAGS.structures:
-        try:
-            trained = load_trained_structures(FLAGS.structures, estimator.n_blocks,
-                                              estimator.levels)
-            for b in batches:  # too few images: say so before timing
-                trained_structure_batches(*trained, b, 1)
-        except ValueError as error:
-            raise app.UsageError(str(error)) from error
+    try:
+        trained = trained_kinds(FLAGS.structures or [], estimator.n_blocks, estimator.levels)
+        for (structures, tasks), b in itertools.product(trained.values(), batches):
+            trained_structure_batches(structures, tasks, b, 1)  # too few images: say so now
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
     result = {
         "benchmark": "model",
         "date": datetime.date.today().isoformat(),
@@ -660,6 +667,7 @@ def main(argv):
         "tensorflow": tf.__version__,
         "backbone": estimator.backbone.name,
         "tasks": [t.name for t in estimator.tasks],
+        "structures": dict(zip(trained, FLAGS.structures or [])),
     }
     if "training" in parts:
         result["training_batch_size_per_task"] = FLAGS.batch_size
@@ -701,10 +709,11 @@ if __name__ == "__main__":
     flags.DEFINE_integer("threads", 0, "TensorFlow's intra-op and inter-op threads and the "
                          "TFLite interpreter's (0: their defaults, which size them to the "
                          "machine).")
-    flags.DEFINE_string("structures", None, "A run's predictions.npz (den_tf.evaluation, a "
-                        "network of the config's blocks and levels): its selector's structures, "
-                        "batches of consecutive images of one task, become the kind "
-                        "'trained_selector' of the inference and choice parts.")
+    flags.DEFINE_list("structures", None, "Runs' predictions.npz (den_tf.evaluation, a "
+                      "network of the config's blocks and levels), comma-separated: each "
+                      "selector's structures, batches of consecutive images of one task, "
+                      "become the kind 'trained_selector_<i>' (i from 1, in the order given) "
+                      "of the inference and choice parts.")
     flags.DEFINE_integer("cpu_devices", 2, "Logical CPU devices for the mirrored strategy "
                          "line (without a GPU); 1: no mirrored line.")
     FLAGS = flags.FLAGS

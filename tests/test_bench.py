@@ -104,6 +104,20 @@ def test_load_trained_structures_checks_the_file(tmp_path):
         bench.load_trained_structures(good, n_blocks=3, levels=2)
 
 
+def test_trained_kinds_are_numbered_in_the_order_given(tmp_path):
+    """Each run's predictions become the kind ``trained_selector_<i>``, i from 1 in the order
+    of the paths; a bad file among them fails as it fails alone."""
+    first = _predictions(tmp_path / "a.npz", [[0, 1]], [0])
+    second = _predictions(tmp_path / "b.npz", [[1, 1], [0, 0]], [1, 1])
+    kinds = bench.trained_kinds([second, first], n_blocks=2, levels=2)
+    assert list(kinds) == ["trained_selector_1", "trained_selector_2"]
+    assert kinds["trained_selector_1"][0].tolist() == [[1, 1], [0, 0]]
+    assert kinds["trained_selector_2"][1].tolist() == [0]
+    assert bench.trained_kinds([], 2, 2) == {}
+    with pytest.raises(ValueError, match="no file"):
+        bench.trained_kinds([first, str(tmp_path / "absent.npz")], 2, 2)
+
+
 def test_trained_structure_batches_by_hand():
     """Batches of consecutive images of one task, the tasks taking turns; a task's last
     partial batch is left out, and the batches repeat when more are asked for."""
@@ -160,21 +174,22 @@ def test_inference_rows(tiny_evaluator, monkeypatch, batch):
 
     monkeypatch.setattr(bench, "mean_seconds", mean_seconds)
     n = estimator.n_blocks
-    trained = (np.ones((4, n), np.int32), np.zeros(4, np.int64))  # every block at level 1
+    trained = {"trained_selector_1": (np.ones((4, n), np.int32),  # every block at level 1
+                                      np.zeros(4, np.int64))}
     rows = bench.inference(estimator, bench.plain.PlainNetwork(estimator), batch=batch, calls=2,
                            trained=trained)
     fixed_kinds = ["full", "level_1"] + (["random_uniform", "selector_like"] if batch == 1
-                                         else []) + ["trained_selector"]
+                                         else []) + ["trained_selector_1"]
     assert list(rows) == ["plain_network", "full_masked", "full_sliced", "selector_like_sliced",
                           "full_folded", "level_1_folded", "random_uniform_folded",
-                          "selector_like_folded", "trained_selector_folded"] + [
+                          "selector_like_folded", "trained_selector_1_folded"] + [
                               f"{k}_fixed" for k in fixed_kinds]
     top = estimator.levels - 1
     assert [path for path, _ in timed] == ["plain", "masked", "sliced", "sliced", "folded",
                                            "folded", "folded", "folded", "folded"] + [
                                                "fixed"] * len(fixed_kinds)
     assert timed[8] == ("folded", 1)
-    assert rows["trained_selector_folded"]["flops_fraction"] == pytest.approx(
+    assert rows["trained_selector_1_folded"]["flops_fraction"] == pytest.approx(
         rows["level_1_folded"]["flops_fraction"])
     assert [timed[i][1] for i in (1, 2, 4, 5, 9, 10)] == [top, top, top, 1, top, 1]
     assert all(isinstance(z, tuple) and len(z) == estimator.n_blocks for z in untimed)
@@ -312,20 +327,23 @@ def test_choice_estimates_a_mixed_batch_from_the_uniform_levels_round_by_round(
         return seconds / 2 if path == "compact" else seconds
 
     monkeypatch.setattr(bench, "mean_seconds", timed)
-    # A trained selector's structures, three batches of 5 (two instances with every block at
-    # level 0, three at the top level): level shares 0.4 and 0.6.
-    levels_per_instance = np.tile([0, h - 1, h - 1, 0, h - 1], 3)[:, None]
-    trained = (levels_per_instance * np.ones((1, estimator.n_blocks), np.int32),
-               np.zeros(15, np.int64))
+    # Two trained selectors' structures, three batches of 5 each (instances with every block
+    # at level 0 or every block at the top level): level shares 0.4 and 0.6, then 0.6 and 0.4.
+    trained = {
+        f"trained_selector_{i}": (np.tile(pattern, 3)[:, None]
+                                  * np.ones((1, estimator.n_blocks), np.int32),
+                                  np.zeros(15, np.int64))
+        for i, pattern in ((1, [0, h - 1, h - 1, 0, h - 1]), (2, [0, h - 1, 0, 0, h - 1]))}
     rows = bench.choice(estimator, reference=None, batch=5, calls=3, rounds=4, trained=trained)
     assert list(rows) == ["full", *[f"level_{lv}" for lv in range(h - 1)], "selector_like",
-                          "trained_selector"]
+                          "trained_selector_1", "trained_selector_2"]
     mixed = bench._structures(estimator, 5, 3)["selector_like"]
     levels = np.concatenate([z.numpy().ravel() for z in mixed])
     fractions = [rows[f"level_{level}"]["flops_fraction"] for level in range(h - 1)]
     fractions.append(1.0)
     for kind, shares in (("selector_like", [np.mean(levels == level) for level in range(h)]),
-                         ("trained_selector", [0.4] + [0.0] * (h - 2) + [0.6])):
+                         ("trained_selector_1", [0.4] + [0.0] * (h - 2) + [0.6]),
+                         ("trained_selector_2", [0.6] + [0.0] * (h - 2) + [0.4])):
         flops = sum(s * f for s, f in zip(shares, fractions))
         for path, scale in (("folded", 1.0), ("compact", 0.5)):
             estimates = []
