@@ -74,8 +74,9 @@ from den_tf.datasets import pipeline, sources
 from den_tf.steps import EstimatorStep, SelectorStep
 
 # Level probabilities of the "selector-like" structures with four levels: mostly levels 1-2,
-# as the demo's trained selectors choose (41% of the full structure's FLOPs; the demo's seed 0
-# chose 0.4/41/39/20% on 2026-12-03, 49%: ``--structures`` benches a run's own).
+# as the demo's trained selectors choose (41% of the full structure's FLOPs; the demo's seeds
+# 0-2 chose 0.4-5.8/29-41/39-41/20-25% on 2026-12-03, 50-53%: ``--structures`` benches runs'
+# own).
 SELECTOR_LIKE = (0.05, 0.45, 0.40, 0.10)
 # The chunk size at which the choice part also times the plain network on a larger batch.
 CHUNK = 32
