@@ -36,9 +36,10 @@ Random images of each task's size (the input pipeline has its own benchmark,
   ratio is taken against the same round's plain network, with a 95% interval over the rounds
   (the ratios without the drift between rows, and what choosing the levels at run time
   costs), and the ratio the mixed batches would reach if partitioning cost nothing
-  (``partition_free_ratio``, from the uniform levels' ratios); above ``CHUNK`` images, the
-  plain network on the whole batch against in chunks and in two halves at once
-  (``plain_in_chunks``);
+  (``partition_free_ratio``, from the uniform levels' ratios); above ``CHUNK`` images, each
+  ratio also against the plain network in two halves at once, timed in the same rounds
+  (``_ratio_against_halves``), and the plain network on the whole batch against in chunks
+  one after another (``plain_in_chunks``);
 - export: the exported serving signature (``den_tf.export``; at batch 1 the one-image
   signature) against the same function in process;
 - lite: batch 1 on TensorFlow Lite (``den_tf.lite``, a signature per block and level): the
@@ -380,17 +381,20 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int, rou
     and compact paths, ``partition_free_<path>_ratio``: per round, the ratio their mixed
     batches would reach from the uniform levels' ratios of that round if partitioning
     cost nothing (``partition_free_ratio``); for ``compact``, what static Keras networks of
-    each level's widths would give. Above ``CHUNK`` images, ``plain_in_chunks`` times the
-    plain network on the batch in one call against in chunks of ``CHUNK`` one after another
-    and against two halves in one graph, alternated: where either runs faster, the batch's
-    ratios are taken against a reference slower than it could be (the README's Benchmarks
-    found chunks faster with oneDNN off, halves with it on)."""
+    each level's widths would give. Above ``CHUNK`` images, the plain network also runs in
+    two halves in one graph (``plain_halves``) in every round, and each path's ratio is also
+    taken against it (``<path>_ratio_against_halves``): with oneDNN on, the README's
+    Benchmarks found the halves faster than the whole batch, so the plain ratios are taken
+    against a reference slower than it could be; and ``plain_in_chunks`` times the plain
+    network on the batch in one call against in chunks of ``CHUNK`` one after another (faster
+    with oneDNN off), alternated."""
     task = 0
     size = estimator.tasks[task].input_size
     images = tf.random.normal([batch, size, size, 3], seed=0)
     paths = _paths(estimator, task)
     compact = _compact_path(estimator, task)
     run_plain = _plain_path(reference, task)
+    run_halves = _plain_path(reference, task, pieces=2) if batch > CHUNK else None
     costs = cost.cost_table(estimator)
     kinds = _structures(estimator, batch, calls, lowest_level=0, trained=trained)
     uniform = [f"level_{level}" for level in range(estimator.levels - 1)] + ["full"]
@@ -398,8 +402,10 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int, rou
     result, round_ratios = {}, {}
     for kind in ["full", *uniform[:-1], *mixed]:
         structures = kinds[kind]
-        runs = {"plain": lambda i: run_plain(images).numpy(),
-                "folded": lambda i, z=structures: paths["folded"](images, z[i]).numpy()}
+        runs = {"plain": lambda i: run_plain(images).numpy()}
+        if run_halves:
+            runs["plain_halves"] = lambda i: run_halves(images).numpy()
+        runs["folded"] = lambda i, z=structures: paths["folded"](images, z[i]).numpy()
         if all(_one_structure(z) for z in structures):
             fixed = _traced_fixed(paths["fixed"], images, structures)
             _traced_fixed(compact, images, structures)
@@ -407,13 +413,19 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int, rou
             runs["compact"] = lambda i, z=fixed: compact(images, z[i]).numpy()
         seconds = alternating(runs, calls, rounds)
         fraction = _flops_fraction(estimator, costs, structures, task)
-        row = {"flops_fraction": fraction, "plain_ms": 1e3 * float(np.mean(seconds["plain"]))}
+        row = {"flops_fraction": fraction}
+        row.update({f"{name}_ms": 1e3 * float(np.mean(seconds[name]))
+                    for name in runs if name.startswith("plain")})
         round_ratios[kind] = {}
-        for path in list(runs)[1:]:
+        for path in (name for name in runs if not name.startswith("plain")):
             round_ratios[kind][path] = [
                 speedup_ratio(p, s, fraction) for p, s in zip(seconds["plain"], seconds[path])]
             row[f"{path}_ms"] = 1e3 * float(np.mean(seconds[path]))
             row.update(_interval_fields(f"{path}_ratio", round_ratios[kind][path]))
+            if run_halves:
+                row.update(_interval_fields(f"{path}_ratio_against_halves", [
+                    speedup_ratio(p, s, fraction)
+                    for p, s in zip(seconds["plain_halves"], seconds[path])]))
         result[kind] = row
     fractions = [result[kind]["flops_fraction"] for kind in uniform]
     for kind in mixed:
@@ -427,17 +439,14 @@ def choice(estimator, reference: plain.PlainNetwork, batch: int, calls: int, rou
     if batch > CHUNK:
         remainder = [batch % CHUNK] if batch % CHUNK else []
         chunks = tf.split(images, [CHUNK] * (batch // CHUNK) + remainder)
-        run_halves = _plain_path(reference, task, pieces=2)
         seconds = alternating({"whole": lambda i: run_plain(images).numpy(),
-                               "chunks": lambda i: [run_plain(c).numpy() for c in chunks],
-                               "halves": lambda i: run_halves(images).numpy()},
+                               "chunks": lambda i: [run_plain(c).numpy() for c in chunks]},
                               calls, rounds)
         result["plain_in_chunks"] = {"chunk": CHUNK}
         for name in seconds:
             result["plain_in_chunks"][f"{name}_ms"] = 1e3 * float(np.mean(seconds[name]))
-        for name in ("chunks", "halves"):
-            result["plain_in_chunks"].update(_interval_fields(f"{name}_over_whole_time", [
-                t / w for t, w in zip(seconds[name], seconds["whole"])]))
+        result["plain_in_chunks"].update(_interval_fields("chunks_over_whole_time", [
+            t / w for t, w in zip(seconds["chunks"], seconds["whole"])]))
     return result
 
 

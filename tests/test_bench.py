@@ -290,6 +290,8 @@ def test_choice_alternates_four_paths_and_takes_ratios_per_round(tiny_evaluator,
     assert "fixed_ratio" not in rows["selector_like"]
     assert "compact_ratio" not in rows["selector_like"]
     assert "plain_in_chunks" not in rows  # a batch no larger than a chunk
+    assert "plain_halves_ms" not in rows["full"]
+    assert "folded_ratio_against_halves" not in rows["full"]
     row = rows["selector_like"]
     assert row["folded_ratio"] == pytest.approx(1.5 * row["flops_fraction"])
 
@@ -356,12 +358,13 @@ def test_choice_estimates_a_mixed_batch_from_the_uniform_levels_round_by_round(
     assert "partition_free_folded_ratio" not in rows["level_1"]
 
 
-def test_choice_times_the_plain_network_in_chunks_above_the_chunk_size(tiny_evaluator,
-                                                                      monkeypatch):
-    """Above ``CHUNK`` images the plain network also runs the batch in chunks (the last one
-    the remainder) and in two halves in one graph, alternated with the whole batch; the row
-    gives the time ratios. Here a whole batch takes 3 s, its chunks together 2.4 s and the
-    halves 2.7 s."""
+def test_choice_takes_ratios_against_the_plain_network_in_halves_above_the_chunk_size(
+        tiny_evaluator, monkeypatch):
+    """Above ``CHUNK`` images the plain network also runs in two halves in one graph in every
+    round, and each path's ratio is also taken against it; and the plain network runs the
+    batch in chunks (the last one the remainder), alternated with the whole batch. Here a
+    whole batch takes 3 s on the plain network, 2.7 s in halves and 2.4 s in chunks; the
+    folded path 2 s, the fixed graph 1.5 s and the compact network 1.2 s."""
     import tensorflow as tf
 
     estimator = tiny_evaluator.estimator
@@ -375,24 +378,43 @@ def test_choice_times_the_plain_network_in_chunks_above_the_chunk_size(tiny_eval
 
     _fake_choice_paths(monkeypatch, record)
     batch = 2 * bench.CHUNK + 6
+    times = {"plain": 3.0, "plain_in_2": 2.7, "folded": 2.0, "fixed": 1.5, "compact": 1.2}
+    timed_paths = []
 
     def timed(fn, calls):
         sizes.clear()
         fn(0)
-        if sizes == [("plain_in_2", batch)]:
-            return 2.7
-        return 2.4 if sizes == [("plain", bench.CHUNK)] * 2 + [("plain", 6)] else 3.0
+        if sizes == [("plain", bench.CHUNK)] * 2 + [("plain", 6)]:
+            return 2.4
+        (path, size), = sizes
+        assert size == batch
+        timed_paths.append(path)
+        return times[path]
 
     monkeypatch.setattr(bench, "mean_seconds", timed)
-    row = bench.choice(estimator, reference=None, batch=batch, calls=2, rounds=4)[
-        "plain_in_chunks"]
-    assert row["chunk"] == bench.CHUNK
-    assert row["whole_ms"] == pytest.approx(3000.0)
-    assert row["chunks_ms"] == pytest.approx(2400.0)
-    assert row["chunks_over_whole_time"] == pytest.approx(0.8)
-    assert row["chunks_over_whole_time_half_width"] == pytest.approx(0.0)
-    assert row["halves_ms"] == pytest.approx(2700.0)
-    assert row["halves_over_whole_time"] == pytest.approx(0.9)
+    rows = bench.choice(estimator, reference=None, batch=batch, calls=2, rounds=4)
+    assert timed_paths[:10] == ["plain", "plain_in_2", "folded", "fixed", "compact",
+                                "compact", "fixed", "folded", "plain_in_2", "plain"]
+    for kind in ("full", "level_0", "level_1", "selector_like"):
+        row = rows[kind]
+        assert row["plain_ms"] == pytest.approx(3000.0)
+        assert row["plain_halves_ms"] == pytest.approx(2700.0)
+        fraction = row["flops_fraction"]
+        assert row["folded_ratio"] == pytest.approx(1.5 * fraction)
+        assert row["folded_ratio_against_halves"] == pytest.approx(1.35 * fraction)
+        assert row["folded_ratio_against_halves_half_width"] == pytest.approx(0.0)
+    assert rows["level_1"]["fixed_ratio_against_halves"] == pytest.approx(
+        1.8 * rows["level_1"]["flops_fraction"])
+    assert rows["level_1"]["compact_ratio_against_halves"] == pytest.approx(
+        2.25 * rows["level_1"]["flops_fraction"])
+    assert "fixed_ratio_against_halves" not in rows["selector_like"]
+    chunks = rows["plain_in_chunks"]
+    assert chunks["chunk"] == bench.CHUNK
+    assert chunks["whole_ms"] == pytest.approx(3000.0)
+    assert chunks["chunks_ms"] == pytest.approx(2400.0)
+    assert chunks["chunks_over_whole_time"] == pytest.approx(0.8)
+    assert chunks["chunks_over_whole_time_half_width"] == pytest.approx(0.0)
+    assert "halves_ms" not in chunks
 
 
 def test_plain_path_in_pieces_computes_the_whole_batch(tiny_evaluator):
