@@ -38,7 +38,7 @@ Random images of each task's size (the input pipeline has its own benchmark,
   costs), and the ratio the mixed batches would reach if partitioning cost nothing
   (``partition_free_ratio``, from the uniform levels' ratios); above ``CHUNK`` images, each
   ratio also against the plain network in two halves at once, timed in the same rounds
-  (``_ratio_against_halves``), and the plain network on the whole batch against in chunks
+  (``<path>_ratio_against_halves``), and the plain network on the whole batch against in chunks
   one after another (``plain_in_chunks``);
 - export: the exported serving signature (``den_tf.export``; at batch 1 the one-image
   signature) against the same function in process;
