@@ -295,23 +295,44 @@ def plot_runs(runs: list[tuple[str, dict]], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def plot_budget_curve(curve: dict, path: str) -> None:
-    """Average accuracy against the FLOPs fraction used, for each chooser of structures under
-    a budget (``den_tf.budget.accuracy_against_budget``)."""
+BUDGET_LABELS = {"selector": "selector within the budget", "uniform": "one uniform structure",
+                 "random": "random structures within the budget"}
+
+
+def _plot_budget_series(series: dict, path: str, title: str) -> None:
+    """Accuracy against FLOPs fraction, one line per chooser: {name: (fractions, accuracies,
+    half-widths or None)}."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    labels = {"selector": "selector within the budget", "uniform": "one uniform structure",
-              "random": "random structures within the budget"}
-    for name, points in curve["choosers"].items():
-        ax.plot([p["flops_fraction"] for p in points],
-                [p["average"]["accuracy"] for p in points], "o-", label=labels.get(name, name))
+    for name, (x, y, errors) in series.items():
+        ax.errorbar(x, y, yerr=errors, fmt="o-", capsize=3, label=BUDGET_LABELS.get(name, name))
     ax.set_xlabel("FLOPs / full structure")
     ax.set_ylabel("average accuracy %")
-    ax.set_title("Accuracy under a FLOPs budget")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_budget_curve(curve: dict, path: str) -> None:
+    """Average accuracy against the FLOPs fraction used, for each chooser of structures under
+    a budget (``den_tf.budget.accuracy_against_budget``)."""
+    _plot_budget_series({
+        name: ([p["flops_fraction"] for p in points], [p["average"]["accuracy"] for p in points],
+               None)
+        for name, points in curve["choosers"].items()}, path, "Accuracy under a FLOPs budget")
+
+
+def plot_budget_sweep(report: dict, path: str) -> None:
+    """``plot_budget_curve`` over runs (``den_tf.budget.aggregate_curves``): mean accuracy
+    with its 95% interval against the mean FLOPs fraction used."""
+    _plot_budget_series({
+        name: ([p["flops_fraction"]["mean"] for p in points],
+               [p["accuracy"]["mean"] for p in points],
+               [p["accuracy"]["half_width"] or 0.0 for p in points])
+        for name, points in report["choosers"].items()},
+        path, f"Accuracy under a FLOPs budget, {report['runs']} runs (95% intervals)")
 
 
 def write_tensorboard(logdir: str, paths: list[str]) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from den_tf import evaluation
+from den_tf import evaluation, stats
 
 BISECTION_STEPS = 60
 
@@ -182,6 +182,60 @@ def accuracy_against_budget(
                 [e["flops"] / e["flops_full"] for e in report.values()]))
             curve[name].append(point)
     return {"points": points, "choosers": curve}
+
+
+def aggregate_curves(curves: Sequence[dict]) -> dict:
+    """Means and 95% intervals over runs (one ``accuracy_against_budget`` curve each, of the
+    same config) of each chooser's accuracy and FLOPs fraction at each budget, and of the
+    selector's accuracy minus each other chooser's, run by run (one estimator serves all three
+    choosers of a run, so the differences are paired)."""
+    if not curves:
+        raise ValueError("no budget curves to aggregate")
+    names, points = list(curves[0]["choosers"]), curves[0]["points"]
+    budgets = [p["budget_fraction"] for p in curves[0]["choosers"][names[0]]]
+    for curve in curves[1:]:
+        other = [p["budget_fraction"] for p in curve["choosers"][names[0]]]
+        if list(curve["choosers"]) != names or curve["points"] != points or not np.allclose(
+                other, budgets):
+            raise ValueError("budget curves of different configs: choosers "
+                             f"{list(curve['choosers'])} at {other} against {names} at {budgets}")
+    accuracy = {n: np.array([[p["average"]["accuracy"] for p in c["choosers"][n]]
+                             for c in curves]) for n in names}
+    fractions = {n: np.array([[p["flops_fraction"] for p in c["choosers"][n]] for c in curves])
+                 for n in names}
+    return {
+        "runs": len(curves),
+        "points": points,
+        "budget_fraction": budgets,
+        "choosers": {n: [{"accuracy": stats.mean_interval(accuracy[n][:, k]),
+                          "flops_fraction": stats.mean_interval(fractions[n][:, k])}
+                         for k in range(points)] for n in names},
+        "selector_minus": {n: [stats.paired_difference(accuracy["selector"][:, k],
+                                                       accuracy[n][:, k]) for k in range(points)]
+                           for n in names if n != "selector"},
+    }
+
+
+def aggregate_markdown(report: dict) -> str:
+    """``aggregate_curves`` as a table: per budget, each chooser's accuracy @ FLOPs fraction
+    (means ± 95% half-widths) and the selector's paired margins (* where the interval excludes
+    zero)."""
+    names, others = list(report["choosers"]), list(report["selector_minus"])
+    lines = [
+        f"Over {report['runs']} runs: mean ± half-width of the 95% t interval; accuracy % @ "
+        "FLOPs fraction used; the selector minus each chooser paired run by run (* where the "
+        "interval excludes zero).",
+        "",
+        "| budget (FLOPs / full) | " + " | ".join(names) + " | "
+        + " | ".join(f"selector minus {n}" for n in others) + " |",
+        "|---|" + "---|" * (len(names) + len(others)),
+    ]
+    for k, fraction in enumerate(report["budget_fraction"]):
+        cells = [f"{stats.interval_text(report['choosers'][n][k]['accuracy'])} @ "
+                 f"{report['choosers'][n][k]['flops_fraction']['mean']:.2f}" for n in names]
+        cells += [stats.paired_text(report["selector_minus"][n][k]) for n in others]
+        lines.append(f"| {fraction:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def curve_markdown(curve: dict) -> str:

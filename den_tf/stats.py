@@ -42,6 +42,20 @@ def mean_interval(values: Sequence[float]) -> dict:
             "high": mean + half}
 
 
+def interval_text(interval: dict, scale: float = 1.0, digits: int = 2) -> str:
+    """``mean_interval``'s result as "mean ± half-width" (the mean alone for one run), both
+    multiplied by ``scale``."""
+    mean = interval["mean"] * scale
+    if interval["half_width"] is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {interval['half_width'] * scale:.{digits}f}"
+
+
+def paired_text(paired: dict) -> str:
+    """``paired_difference``'s result as text, marked " *" where its interval excludes zero."""
+    return interval_text(paired) + (" *" if paired["excludes_zero"] else "")
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
     """``mean_interval`` of a - b over runs paired by position (same seed); ``excludes_zero``
     says whether the interval lies wholly on one side of zero."""

@@ -11,6 +11,11 @@ minus each of them (the same seed gives them the same estimator), and, where the
 each image's difficulty, the rank correlation of difficulty and FLOPs and the FLOPs spread
 between the easiest and the hardest quintile.
 
+``--budgets`` also measures each finished seed's accuracy under ten FLOPs budgets (``--mode=budget``
+of den_tf.main: ``seed_<s>/budget.json``, measured once) and aggregates the curves into
+``budget_sweep.json``, ``budget_sweep.md`` and ``budget_sweep.png``: each chooser's accuracy with
+its 95% interval, and the selector's margin over the others paired run by run.
+
 ``--branch_from=DIR --branch_step=N`` starts each seed from ``DIR/seed_<s>``'s checkpoint at
 global step N instead of from scratch: a paired experiment on what comes after step N (for
 example the demo's last selector phase with other settings, from the checkpoint that ends stage
@@ -24,11 +29,13 @@ import glob
 import json
 import os
 import shutil
+from collections.abc import Sequence
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from den_tf import evaluation, progress, stats, train
+from den_tf import analyze, budget, evaluation, progress, stats, train
 
 FLAGS = flags.FLAGS
 
@@ -42,6 +49,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("first_seed", 0, "The first seed: seeds run first_seed, first_seed+1...")
     flags.DEFINE_string("branch_from", None, "Sweep directory whose seeds' checkpoints start.")
     flags.DEFINE_integer("branch_step", None, "Global step of the checkpoint to start from.")
+    flags.DEFINE_bool("budgets", False, "Also measure and aggregate accuracy under budgets.")
     flags.mark_flags_as_required(["config", "workdir"])
 
 DEN = "DEN"
@@ -125,13 +133,6 @@ def aggregate(runs: list[dict]) -> dict:
     return report
 
 
-def _cell(interval: dict, scale: float = 1.0, digits: int = 2) -> str:
-    mean = interval["mean"] * scale
-    if interval["half_width"] is None:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {interval['half_width'] * scale:.{digits}f}"
-
-
 def sweep_markdown(report: dict, title: str) -> str:
     """The aggregate as markdown: methods, paired differences, instance-awareness."""
     lines = [
@@ -145,11 +146,9 @@ def sweep_markdown(report: dict, title: str) -> str:
     ]
     for name, entry in report["methods"].items():
         paired = entry.get("den_minus_this")
-        paired_cell = "" if paired is None else (
-            _cell(paired) + (" *" if paired["excludes_zero"] else "")
-        )
-        lines.append(f"| {name} | {_cell(entry['accuracy'])} | "
-                     f"{_cell(entry['flops_fraction'], 100, 1)}% | {paired_cell} |")
+        paired_cell = "" if paired is None else stats.paired_text(paired)
+        lines.append(f"| {name} | {stats.interval_text(entry['accuracy'])} | "
+                     f"{stats.interval_text(entry['flops_fraction'], 100, 1)}% | {paired_cell} |")
     if report.get("not_in_every_run"):
         lines += ["", "Not in every run, so left out: "
                   + ", ".join(report["not_in_every_run"]) + "."]
@@ -162,8 +161,8 @@ def sweep_markdown(report: dict, title: str) -> str:
         ]
         for task, entry in report["instance_awareness"].items():
             lines.append(
-                f"| {task} | {_cell(entry['spearman_difficulty_flops'])} | "
-                f"{_cell(entry['quintile_flops_spread'], 100, 1)}% | "
+                f"| {task} | {stats.interval_text(entry['spearman_difficulty_flops'])} | "
+                f"{stats.interval_text(entry['quintile_flops_spread'], 100, 1)}% | "
                 + " ".join(f"{x:.2f}" for x in entry["quintile_flops_fraction"]) + " |"
             )
     lines.append("")
@@ -210,6 +209,51 @@ def write_report(workdir: str, title: str) -> dict:
     return report
 
 
+def finished_budget_curves(workdir: str) -> list[dict]:
+    """The budget.json of every seed in ``workdir`` that has one, by seed."""
+    paths = glob.glob(os.path.join(workdir, "seed_*", "budget.json"))
+    paths.sort(key=lambda p: int(os.path.basename(os.path.dirname(p))[len("seed_"):]))
+    curves = []
+    for path in paths:
+        with open(path) as f:
+            curves.append(json.load(f))
+    return curves
+
+
+def write_budget_report(workdir: str) -> dict:
+    """Aggregates the seeds' budget curves into budget_sweep.json, .md and .png."""
+    report = budget.aggregate_curves(finished_budget_curves(workdir))
+    with open(os.path.join(workdir, "budget_sweep.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(workdir, "budget_sweep.md"), "w") as f:
+        f.write(budget.aggregate_markdown(report))
+    analyze.plot_budget_sweep(report, os.path.join(workdir, "budget_sweep.png"))
+    return report
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int],
+              budgets: bool = False, branch_from: str | None = None,
+              branch_step: int | None = None) -> None:
+    """Trains each seed into ``workdir/seed_<s>`` unless it finished (an interrupted one
+    resumes; with ``branch_from``, a new one starts from that sweep's checkpoint at
+    ``branch_step``), and with ``budgets`` measures each seed's budget curve once."""
+    for seed in seeds:
+        seed_dir = os.path.join(workdir, f"seed_{seed}")
+        seed_config = config.copy_and_resolve_references()
+        with seed_config.unlocked():
+            seed_config.seed = seed
+        if os.path.exists(os.path.join(seed_dir, "results.json")):
+            logging.info("seed %d already finished in %s", seed, seed_dir)
+        else:
+            logging.info("seed %d into %s", seed, seed_dir)
+            if branch_from and not glob.glob(os.path.join(seed_dir, "checkpoints", "ckpt-*")):
+                branch(os.path.join(branch_from, f"seed_{seed}"), branch_step, seed_dir)
+            train.train_and_evaluate(seed_config, seed_dir)
+        if budgets and not os.path.exists(os.path.join(seed_dir, "budget.json")):
+            logging.info("seed %d: accuracy under budgets", seed)
+            train.measure_budgets(seed_config, seed_dir)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -218,21 +262,15 @@ def main(argv):
         raise app.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     if (FLAGS.branch_from is None) != (FLAGS.branch_step is None):
         raise app.UsageError("--branch_from and --branch_step go together")
-    for seed in range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds):
-        workdir = os.path.join(FLAGS.workdir, f"seed_{seed}")
-        if os.path.exists(os.path.join(workdir, "results.json")):
-            logging.info("seed %d already finished in %s", seed, workdir)
-            continue
-        config = FLAGS.config.copy_and_resolve_references()
-        with config.unlocked():
-            config.seed = seed
-        logging.info("seed %d into %s", seed, workdir)
-        if FLAGS.branch_from and not glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*")):
-            branch(os.path.join(FLAGS.branch_from, f"seed_{seed}"), FLAGS.branch_step, workdir)
-        train.train_and_evaluate(config, workdir)
+    run_seeds(FLAGS.config, FLAGS.workdir,
+              range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds), FLAGS.budgets,
+              FLAGS.branch_from, FLAGS.branch_step)
     markdown = sweep_markdown(
         write_report(FLAGS.workdir, FLAGS.config.scenario), FLAGS.config.scenario
     )
+    if FLAGS.budgets:
+        markdown += "\n## Accuracy under FLOPs budgets\n\n" + budget.aggregate_markdown(
+            write_budget_report(FLAGS.workdir))
     print(markdown)
 
 

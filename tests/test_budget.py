@@ -93,3 +93,49 @@ def test_accuracy_against_budget_keeps_every_chooser_within_the_budget(tiny_eval
     assert np.isclose(curve["choosers"]["selector"][-1]["average"]["flops"],
                       np.mean([e["flops"] for e in argmax.values()]))
     assert curve["choosers"]["uniform"][-1]["flops_fraction"] == 1.0
+
+
+def _curve(accuracies: dict, budgets=(0.2, 1.0)):
+    """A budget curve whose chooser ``name`` has the given accuracies, at FLOPs 0.9 x budget."""
+    return {"points": len(budgets), "choosers": {
+        name: [{"budget_fraction": b, "flops_fraction": 0.9 * b, "average": {"accuracy": a}}
+               for b, a in zip(budgets, values)] for name, values in accuracies.items()}}
+
+
+def test_aggregate_curves_by_hand():
+    curves = [_curve({"selector": (60.0, 90.0), "uniform": (50.0, 89.0), "random": (40.0, 80.0)}),
+              _curve({"selector": (62.0, 91.0), "uniform": (50.0, 92.0), "random": (44.0, 81.0)}),
+              _curve({"selector": (64.0, 92.0), "uniform": (53.0, 89.0), "random": (42.0, 79.0)})]
+
+    report = budget.aggregate_curves(curves)
+
+    assert report["runs"] == 3 and report["budget_fraction"] == [0.2, 1.0]
+    selector = report["choosers"]["selector"]
+    # 60, 62, 64: mean 62, sd 2, t(2) = 4.303.
+    assert selector[0]["accuracy"]["mean"] == pytest.approx(62.0)
+    assert selector[0]["accuracy"]["half_width"] == pytest.approx(4.303 * 2 / np.sqrt(3))
+    assert selector[1]["flops_fraction"]["mean"] == pytest.approx(0.9)
+    # Paired, run by run: 10, 12, 11 over the uniform structure at 0.2 (mean 11, sd 1) ...
+    margin = report["selector_minus"]["uniform"][0]
+    assert margin["mean"] == pytest.approx(11.0)
+    assert margin["half_width"] == pytest.approx(4.303 / np.sqrt(3))
+    assert margin["excludes_zero"]
+    # ... and 1, -1, 3 at the full budget (mean 1, sd 2): inside the noise.
+    assert report["selector_minus"]["uniform"][1]["mean"] == pytest.approx(1.0)
+    assert not report["selector_minus"]["uniform"][1]["excludes_zero"]
+    assert set(report["selector_minus"]) == {"uniform", "random"}
+
+    lines = budget.aggregate_markdown(report).splitlines()
+    assert lines[2] == ("| budget (FLOPs / full) | selector | uniform | random | "
+                        "selector minus uniform | selector minus random |")
+    assert lines[4] == ("| 0.20 | 62.00 ± 4.97 @ 0.18 | 51.00 ± 4.30 @ 0.18 | 42.00 ± 4.97 @ 0.18"
+                        " | 11.00 ± 2.48 * | 20.00 ± 4.97 * |")
+    assert lines[5].endswith("| 1.00 ± 4.97 | 11.00 ± 4.30 * |")
+
+
+def test_aggregate_curves_refuses_curves_of_other_budgets():
+    with pytest.raises(ValueError, match="budget curves of different configs"):
+        budget.aggregate_curves([_curve({"selector": (1.0, 2.0)}),
+                                 _curve({"selector": (1.0, 2.0)}, budgets=(0.3, 1.0))])
+    with pytest.raises(ValueError, match="no budget curves"):
+        budget.aggregate_curves([])

@@ -39,6 +39,17 @@ def test_paired_difference_by_hand():
     assert stats.paired_difference([2.0, 2.1, 1.9], [0.0, 0.0, 0.0])["excludes_zero"]
 
 
+def test_interval_texts():
+    # 1, 2, 3: mean 2, sd 1, half-width 4.303 / sqrt(3) = 2.484.
+    assert stats.interval_text(stats.mean_interval([1.0, 2.0, 3.0])) == "2.00 ± 2.48"
+    assert stats.interval_text(stats.mean_interval([0.1, 0.2, 0.3]), 100, 1) == "20.0 ± 24.8"
+    assert stats.interval_text(stats.mean_interval([5.0])) == "5.00"  # one run: no interval
+    assert stats.paired_text(stats.paired_difference([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])) \
+        == "3.00 ± 2.48 *"
+    assert stats.paired_text(stats.paired_difference([1.0, -1.0, 3.0], [0.0, 0.0, 0.0])) \
+        == "1.00 ± 4.97"
+
+
 def test_ranks_and_spearman_by_hand():
     assert stats.ranks([10, 30, 20, 20]).tolist() == [1.0, 4.0, 2.5, 2.5]
     assert stats.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)

@@ -2,7 +2,9 @@
 
 import json
 import math
+import os
 
+import ml_collections
 import pytest
 
 from den_tf import stats, sweep
@@ -105,3 +107,58 @@ def test_report_files(tmp_path):
     assert "1.83 ± " in markdown and " *" in markdown
     with pytest.raises(ValueError, match="no finished runs"):
         sweep.aggregate([])
+
+
+def test_budget_report_over_seeds(tmp_path):
+    # Seeds 2 and 10: ordered by number, not by name; seed 5 has no curve yet.
+    for seed, margin in ((2, 1.0), (10, 3.0), (5, None)):
+        (tmp_path / f"seed_{seed}").mkdir()
+        if margin is None:
+            continue
+        curve = {"points": 2, "choosers": {
+            name: [{"budget_fraction": b, "flops_fraction": b, "average": {"accuracy": a + seed}}
+                   for b, a in zip((0.5, 1.0), accuracies)]
+            for name, accuracies in (("selector", (70.0 + margin, 80.0)),
+                                     ("uniform", (70.0, 80.0)))}}
+        (tmp_path / f"seed_{seed}" / "budget.json").write_text(json.dumps(curve))
+
+    report = sweep.write_budget_report(str(tmp_path))
+
+    assert report["runs"] == 2
+    assert [c[0]["accuracy"]["mean"] for c in report["choosers"].values()] == [
+        pytest.approx(70.0 + 6.0 + 2.0), pytest.approx(76.0)]
+    assert report["selector_minus"]["uniform"][0]["mean"] == pytest.approx(2.0)
+    assert json.loads((tmp_path / "budget_sweep.json").read_text())["runs"] == 2
+    assert "| 0.50 | 78.00 ± " in (tmp_path / "budget_sweep.md").read_text()
+    assert (tmp_path / "budget_sweep.png").stat().st_size > 10_000
+
+
+def test_run_seeds_trains_unfinished_seeds_and_measures_each_budget_curve_once(
+        tmp_path, monkeypatch):
+    calls = []
+
+    def train_and_evaluate(config, workdir):
+        calls.append(("train", config.seed, workdir))
+        os.makedirs(workdir)  # as the trainer does
+        (tmp_path / workdir / "results.json").write_text("{}")
+
+    def measure_budgets(config, workdir):
+        calls.append(("budget", config.seed, workdir))
+        (tmp_path / workdir / "budget.json").write_text("{}")
+
+    monkeypatch.setattr(sweep.train, "train_and_evaluate", train_and_evaluate)
+    monkeypatch.setattr(sweep.train, "measure_budgets", measure_budgets)
+    (tmp_path / "seed_3").mkdir()
+    (tmp_path / "seed_3" / "results.json").write_text("{}")  # finished before, no curve yet
+    config = ml_collections.ConfigDict({"seed": 0})
+
+    sweep.run_seeds(config, str(tmp_path), [3, 4])
+    assert calls == [("train", 4, str(tmp_path / "seed_4"))]
+    calls.clear()
+    sweep.run_seeds(config, str(tmp_path), [3, 4], budgets=True)
+    assert calls == [("budget", 3, str(tmp_path / "seed_3")),
+                     ("budget", 4, str(tmp_path / "seed_4"))]
+    calls.clear()
+    sweep.run_seeds(config, str(tmp_path), [3, 4], budgets=True)
+    assert calls == []  # every seed trained and measured: nothing runs again
+    assert config.seed == 0  # each seed gets its own copy of the config
