@@ -127,7 +127,7 @@ def mean_seconds(fn: Callable[[int], object], calls: int) -> float:
     """Mean wall time of ``fn(i)`` over ``calls`` calls, after one untimed call (tracing).
     Python's garbage collector runs before the timed calls and is held off during them: a
     full collection of a process holding TensorFlow's objects took about 0.2 s on the 2-core
-    Intel Xeon of the README's Benchmarks, half a batch-1 round, and fell on whichever path
+    Intel Xeon of docs/benchmarks.md, half a batch-1 round, and fell on whichever path
     was running."""
     fn(0)
     enabled = gc.isenabled()

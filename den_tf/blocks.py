@@ -132,8 +132,8 @@ def affine_relu(x: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
 
     Unless the batch is statically one image it runs as TensorFlow's fused batch norm (mean
     0, variance 1 - epsilon), which TensorFlow with oneDNN fuses with the ReLU into one pass
-    over ``x`` instead of three (multiply, add, ReLU). On the 2-core AMD EPYC of the
-    README's Benchmarks (2026-12-03, later) WRN-32-4 with every block at level 1 took 0.96-0.97
+    over ``x`` instead of three (multiply, add, ReLU). On the 2-core AMD EPYC of
+    docs/benchmarks.md (2026-12-03, later) WRN-32-4 with every block at level 1 took 0.96-0.97
     of the time at batch 128 (two runs); a single image took 1.10 times as long (one run), so
     it keeps the three."""
     scale, shift = tf.cast(scale, tf.float32), tf.cast(shift, tf.float32)

@@ -21,7 +21,7 @@ from den_tf.tasks import Task
 # On the sliced path a mixed batch is regrouped (one copy of the activations) every this many
 # blocks. Regrouping after every block made the copy 6-9% of a batch's time on 2-core CPUs;
 # every second block, each second block running up to levels**2 pieces, took 0.95-0.98 of the
-# time (README, Benchmarks, 2026-12-03 night); spans of three ran as fast, of five slower.
+# time (docs/benchmarks.md, 2026-12-03 night); spans of three ran as fast, of five slower.
 BLOCKS_PER_MERGE = 2
 
 
@@ -242,7 +242,7 @@ class Estimator(MultiTaskNetwork):
         otherwise the batch is grouped by the levels of a few blocks at a time
         (``blocks.run_span``).
         A batch traced with a static size of one (images and structure) runs the first way
-        with no test: on the Intel Xeon of the README's Benchmarks, the test's untaken
+        with no test: on the Intel Xeon of docs/benchmarks.md, the test's untaken
         partitioned branch cost a batch-1 call 0.4-0.8 ms."""
         if training:
             raise ValueError("the sliced path is for inference; train with 'masked'")

@@ -9,7 +9,7 @@ SavedModel loads with ``tf.saved_model.load`` alone: den_tf need not be installe
 served. (Keras also names the first task's signature ``serving_default``.) Each task also has
 ``<name>_budget`` (a FLOPs budget per image) and ``<name>_single``: the same function for a
 batch of exactly one image, traced for that size, so it skips the test of whether the batch
-shares one structure (0.4-0.8 ms a call on the Intel Xeon of the README's Benchmarks).
+shares one structure (0.4-0.8 ms a call on the Intel Xeon of docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def get_config():
     # No epsilon-greedy exploration and a larger rate: on one stage-1 estimator these reached
     # the lowest validation objective and FLOPs. The last selector phase is the one deployed:
     # 600 steps at the undecayed rate made the selector follow difficulty where 150 steps at a
-    # tenth of the rate did not (5 seeds; README, "Why the selector adds little").
+    # tenth of the rate did not (5 seeds; docs/selector-investigation.md).
     config.train.selector.initial_steps = 150
     config.train.selector.steps = 600
     config.train.selector.lr_decay = 1.0
@@ -64,14 +64,14 @@ def get_config():
     # times less noisy than the policy gradient's at |Z| = 8 and three times cheaper; with this
     # selector (twice the policy-gradient demo's widths) it matched the full structure's
     # accuracy and trained a seed in 4 minutes instead of 5.5-6, at the same margin over the
-    # matched random control (10 seeds; README, "Why the selector adds little").
+    # matched random control (10 seeds; docs/selector-investigation.md).
     config.train.selector.gradient = "straight_through"
     config.train.selector.samples = 1
     # A small entropy bonus (not in the paper): without it the selector becomes nearly certain
     # (top probability 0.89-0.96 per block) and in some seeds settles on one structure per
     # task; with 0.1 the last selector phase gave wider FLOPs spreads between easy and hard
     # images on every task and a larger margin over the matched random control, at the same
-    # accuracy and FLOPs (5 seeds; README, "Why the selector adds little"). 0.5 kept the
+    # accuracy and FLOPs (5 seeds; docs/selector-investigation.md). 0.5 kept the
     # distributions nearly uniform.
     config.train.selector.entropy = 0.1
     return config
