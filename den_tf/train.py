@@ -347,12 +347,21 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def write_results(workdir: str, results: dict) -> dict:
-    """results.json and its markdown table, results.md."""
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    """results.md, then results.json, which marks the run finished (``write_json``)."""
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(evaluation.results_markdown(results))
+    write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def write_json(path: str, value) -> None:
+    """``value`` as JSON at ``path``, through a temporary file beside it: an interruption
+    leaves the old file or none, never part of one. results.json and budget.json mark a
+    finished run and measurement (``sweep.run_seeds`` skips what they mark)."""
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(partial, path)
 
 
 def measure_budgets(config: ml_collections.ConfigDict, workdir: str, points: int = 10) -> dict:
@@ -362,8 +371,7 @@ def measure_budgets(config: ml_collections.ConfigDict, workdir: str, points: int
     evaluator = evaluator_for(config, workdir)
     curve = budget.accuracy_against_budget(
         evaluator, test_datasets(config, evaluator.estimator.tasks), points, seed=config.seed)
-    with open(os.path.join(workdir, "budget.json"), "w") as f:
-        json.dump(curve, f, indent=1)
+    write_json(os.path.join(workdir, "budget.json"), curve)
     return curve
 
 

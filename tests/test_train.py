@@ -178,6 +178,24 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path, monkeypatch
         cli.run(tiny_config(), str(tmp_path), "export")
 
 
+def test_finished_markers_are_never_left_half_written(tmp_path, monkeypatch):
+    """results.json and budget.json mark finished work for ``sweep.run_seeds``: a write cut off
+    part way leaves the previous file (or none), not a truncated one."""
+    path = tmp_path / "results.json"
+    train.write_json(str(path), {"accuracy": 1})
+
+    def cut_off(value, f, **kwargs):
+        f.write('{"accuracy": ')
+        raise Interrupted
+
+    monkeypatch.setattr(json, "dump", cut_off)
+    for target in (path, tmp_path / "budget.json"):
+        with pytest.raises(Interrupted):
+            train.write_json(str(target), {"accuracy": 2})
+    assert json.loads(path.read_text()) == {"accuracy": 1}
+    assert not (tmp_path / "budget.json").exists()
+
+
 class Interrupted(Exception):
     pass
 
