@@ -354,7 +354,7 @@ def write_results(workdir: str, results: dict) -> dict:
     return results
 
 
-def write_json(path: str, value) -> None:
+def write_json(path: str, value: dict | list) -> None:
     """``value`` as JSON at ``path``, through a temporary file beside it: an interruption
     leaves the old file or none, never part of one. results.json and budget.json mark a
     finished run and measurement (``sweep.run_seeds`` skips what they mark)."""
