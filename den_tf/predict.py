@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
@@ -59,12 +60,19 @@ def image_files(paths: Sequence[str]) -> Iterator[str]:
             yield path
 
 
+def decoder_message(message: str) -> str:
+    """The reason in an eager TensorFlow op's error message, without the op's wrapping: the
+    leading ``{{function_node ...}}`` and the trailing ``[Op:DecodeImage] name:``."""
+    message = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", message.splitlines()[0])
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", message)
+
+
 def load_image(path: str, size: int) -> np.ndarray:
     """The image at ``path`` as uint8 (size, size, 3); raises ValueError if it is not one."""
     try:
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        raise ValueError(error.message.splitlines()[0]) from None
+        raise ValueError(decoder_message(error.message)) from None
     if tuple(image.shape[:2]) != (size, size):
         image = tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
