@@ -151,8 +151,10 @@ def accuracy_against_budget(
     tasks = evaluator.estimator.tasks
     full = [2.0 * costs.full_macs(t) for t in range(len(tasks))]
     fixed = [2.0 * costs.fixed_macs[t] for t in range(len(tasks))]
-    lowest = [(f + level_flops.min(axis=1).sum()) / total for f, total in zip(fixed, full)]
-    fractions = [np.linspace(low, 1.0, points) for low in lowest]
+    # In FLOPs, so that the lowest budget is the cheapest structure's FLOPs exactly (as a
+    # fraction times the full FLOPs it could fall an ulp below and be refused).
+    budget_flops = [np.linspace(f + level_flops.min(axis=1).sum(), total, points)
+               for f, total in zip(fixed, full)]
     n_blocks, levels = level_flops.shape
     chosen = tf.function(structure_under_budget, input_signature=[
         tf.TensorSpec([None, n_blocks, levels], tf.float32),
@@ -165,7 +167,7 @@ def accuracy_against_budget(
         for name in CHOOSERS:
 
             def choose(t, logits, images, batch_seed, name=name, k=k):
-                allowed = fractions[t][k] * full[t]
+                allowed = budget_flops[t][k]
                 batch = tf.shape(logits)[0]
                 if name == "uniform":
                     structure = static_structure_under_budget(level_flops, allowed, fixed[t])
@@ -177,7 +179,8 @@ def accuracy_against_budget(
 
             report = evaluator.evaluate_structures(datasets, choose, seed)
             point = evaluation.operating_point(report)
-            point["budget_fraction"] = float(np.mean([f[k] for f in fractions]))
+            point["budget_fraction"] = float(np.mean(
+                [b[k] / f for b, f in zip(budget_flops, full)]))
             point["flops_fraction"] = float(np.mean(
                 [e["flops"] / e["flops_full"] for e in report.values()]))
             curve[name].append(point)

@@ -83,6 +83,7 @@ def serving_function(
     folded = estimator.fold() if folded is None else folded
     level_flops = 2.0 * costs.level_macs
     fixed_flops = 2.0 * costs.fixed_macs[task]
+    cheapest_flops = fixed_flops + float(level_flops.min(axis=1).sum())  # the lowest budget
 
     def serve(images, max_flops=None):
         if images.shape[0] is not None:
@@ -96,6 +97,8 @@ def serving_function(
         if max_flops is None:
             structure = policy.argmax_structure(level_logits)
         else:
+            tf.debugging.assert_equal(tf.shape(max_flops), tf.shape(images)[:1], message=(
+                "max_flops must hold one budget per image: shape (batch,)"))
             structure = budget.structure_under_budget(
                 tf.nn.log_softmax(level_logits), level_flops, max_flops, fixed_flops)
         logits = estimator(x, task=task, structure=structure, training=False,
@@ -110,6 +113,8 @@ def serving_function(
             "flops": costs.flops(structure, task),
             "full_flops": tf.fill([tf.shape(images)[0]],
                                   tf.constant(2.0 * costs.full_macs(task), tf.float64)),
+            "cheapest_flops": tf.fill([tf.shape(images)[0]],
+                                      tf.constant(cheapest_flops, tf.float64)),
         }
 
     if budgeted:
@@ -157,10 +162,10 @@ def export(
 
 def _restored(config: ml_collections.ConfigDict, workdir: str,
               what: str) -> tuple[Estimator, Selector, list[list[str]]]:
-    """The latest checkpoint of ``workdir`` and its tasks' class names (from the config's
-    data directory)."""
+    """The latest checkpoint of ``workdir``, whose training must have finished, and its
+    tasks' class names (from the config's data directory)."""
     builders.require_selector(config, what)
-    estimator, selector = train.restore_for_evaluation(config, workdir)
+    estimator, selector = train.restore_for_evaluation(config, workdir, finished=True)
     names = [task_class_names(task, config.data.data_dir or None) for task in estimator.tasks]
     return estimator, selector, names
 

@@ -274,7 +274,8 @@ class LiteNetwork:
 
     def _check_structure(self, structure: Sequence[int]) -> None:
         if len(structure) != len(self.blocks) or not all(
-                0 <= level < levels for level, levels in zip(structure, self.levels)):
+                isinstance(level, int | np.integer) and 0 <= level < levels
+                for level, levels in zip(structure, self.levels)):
             raise ValueError(f"a structure is one level per block, levels below {self.levels}; "
                              f"got {list(structure)}")
 
@@ -310,6 +311,10 @@ class LiteNetwork:
     def full_flops(self, task: str) -> float:
         """FLOPs per image of the task's full structure."""
         return self.flops([levels - 1 for levels in self.levels], task)
+
+    def cheapest_flops(self, task: str) -> float:
+        """FLOPs per image of the task's cheapest structure: the lowest budget."""
+        return self.flops([0] * len(self.levels), task)
 
     def predict(self, image: np.ndarray, task: str, max_flops: float | None = None) -> dict:
         """The selector's structure (within ``max_flops``, if given), the logits under it, the

@@ -5,13 +5,16 @@
         [--mode=train|evaluate|export|export_lite|budget|summary]
 
 ``train`` runs Algorithm 1 (resuming from DIR/checkpoints if a run stopped) and evaluates
-on the test split once; ``evaluate`` re-evaluates the latest checkpoint; ``export`` writes it
-as a SavedModel with one serving signature per task to DIR/export; ``export_lite`` writes it
-as one TensorFlow Lite model, a signature per block and level, served one image at a time by
-``den_tf.lite.LiteNetwork`` (DIR/export_lite); ``budget`` measures the
-test accuracy of the latest checkpoint at 10 FLOPs budgets for three choosers of structures
-(DIR/budget.json and budget.png); ``summary`` prints
-the model figures as one JSON object on stdout (logs go to stderr). ``--analyze`` ends a
+on the test split once; ``evaluate`` re-evaluates the latest checkpoint (of a run stopped
+before its last stage: into DIR/interim_results.json, as results.json marks a finished run);
+``export`` writes a finished run as a SavedModel with one serving signature per task to
+DIR/export; ``export_lite`` writes it as one TensorFlow Lite model, a signature per block and
+level, served one image at a time by ``den_tf.lite.LiteNetwork`` (DIR/export_lite);
+``budget`` measures the test accuracy of a finished run at 10 FLOPs budgets for three
+choosers of structures (DIR/budget.json and budget.png); ``summary`` prints the model figures
+as one JSON object on stdout (logs go to stderr). Every mode but ``summary`` refuses a DIR
+whose run was made with other settings (``train.check_run_config``; logging, checkpoint
+intervals, data location and the strategy may differ). ``--analyze`` ends a
 ``train`` or ``evaluate`` run by writing its analysis page (``den_tf.analyze``) in the same
 process, with the test images it already made. An unknown config key or a value of the wrong
 type stops the program before any work starts.
@@ -46,13 +49,17 @@ def define_flags() -> None:
 def run(config: ml_collections.ConfigDict, workdir: str, mode: str, analysis: bool = False) -> dict:
     """``--mode=train`` or ``evaluate``: the results, after writing them; with ``analysis``
     the run's analysis page too (``analyze.analyze``)."""
+    if mode not in ("train", "evaluate"):
+        raise ValueError(f"mode must be 'train' or 'evaluate', got {mode!r}")
+    if analysis and mode == "evaluate" and not train.training_finished(config, workdir):
+        raise ValueError(f"the run in {workdir} has not finished training: its analysis page "
+                         "would be of another evaluation (finish it first: --mode=train)")
     if mode == "train":
         results = train.train_and_evaluate(config, workdir)
-    elif mode == "evaluate":
-        results = train.evaluate_run(config, workdir)
     else:
-        raise ValueError(f"mode must be 'train' or 'evaluate', got {mode!r}")
-    logging.info("results written to %s/results.json", workdir)
+        results = train.evaluate_run(config, workdir)
+    prefix = train.INTERIM if "unfinished" in results else ""
+    logging.info("results written to %s/%sresults.json", workdir, prefix)
     if analysis:
         logging.info("analysis written to %s", analyze.analyze(workdir, config))
     return results

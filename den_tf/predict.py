@@ -71,7 +71,7 @@ def load_image(path: str, size: int) -> np.ndarray:
     """The image at ``path`` as uint8 (size, size, 3); raises ValueError if it is not one."""
     try:
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+    except tf.errors.OpError as error:  # (not found, not permitted, not an image...)
         raise ValueError(decoder_message(error.message)) from None
     if tuple(image.shape[:2]) != (size, size):
         image = tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
@@ -97,6 +97,15 @@ def predictions(outputs: dict[str, np.ndarray], files: Sequence[str]) -> Iterato
 Classifier = tuple[int, Callable[[np.ndarray], dict[str, np.ndarray]]]
 
 
+def check_budget(max_flops: float, cheapest: float, full: float, task: str) -> None:
+    """Refuses, before any image runs, a budget below the task's cheapest structure."""
+    if not max_flops >= cheapest:
+        raise app.UsageError(
+            f"a budget of {max_flops:.6g} FLOPs per image is below task {task!r}'s cheapest "
+            f"structure, {cheapest:.6g} FLOPs ({cheapest / full:.4f} of the full structure's "
+            f"{full:.6g})")
+
+
 def _saved_model_classifier(model_dir: str, task: str, max_flops: float | None,
                             max_fraction: float | None) -> Classifier:
     """(input size, classify): the SavedModel's signature for ``task`` on a uint8 batch."""
@@ -108,9 +117,12 @@ def _saved_model_classifier(model_dir: str, task: str, max_flops: float | None,
         raise app.UsageError(f"--task={task!r} is not in {model_dir}; its tasks: {tasks}")
     serve = model.signatures[name]
     size = serve.structured_input_signature[1]["images"].shape[1]
+    bounds = serve(images=tf.zeros([1, size, size, 3], tf.uint8))
     if max_fraction is not None:
-        blank = tf.zeros([1, size, size, 3], tf.uint8)
-        max_flops = max_fraction * float(serve(images=blank)["full_flops"][0])
+        max_flops = max_fraction * float(bounds["full_flops"][0])
+    if max_flops is not None:
+        check_budget(max_flops, float(bounds["cheapest_flops"][0]),
+                     float(bounds["full_flops"][0]), task)
     budgeted = model.signatures[f"{name}_budget"]
 
     def classify(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -133,6 +145,8 @@ def _lite_classifier(model_dir: str, task: str, max_flops: float | None,
                              f"{sorted(network.tasks)}")
     if max_fraction is not None:
         max_flops = max_fraction * network.full_flops(task)
+    if max_flops is not None:
+        check_budget(max_flops, network.cheapest_flops(task), network.full_flops(task), task)
 
     def classify(images: np.ndarray) -> dict[str, np.ndarray]:
         outputs = [network.predict(image, task, max_flops) for image in images]
@@ -151,7 +165,10 @@ def run(
     max_fraction: float | None = None,
 ) -> int:
     """Prints the predictions of every readable image; returns how many files were skipped.
-    ``model_dir``: a SavedModel, or a TFLite export (``lite.MANIFEST`` in it)."""
+    ``model_dir``: a SavedModel, or a TFLite export (``lite.MANIFEST`` in it). Raises
+    ``app.UsageError`` if ``paths`` name no file at all."""
+    if max_flops is not None and max_fraction is not None:
+        raise app.UsageError("give at most one of --max_flops and --max_fraction")
     if max_fraction is not None and not 0 < max_fraction <= 1:
         raise app.UsageError(f"--max_fraction must be in (0, 1], got {max_fraction}")
     uses_lite = os.path.exists(os.path.join(model_dir, lite.MANIFEST))
@@ -166,7 +183,9 @@ def run(
         batch.clear()
         files.clear()
 
+    found = 0
     for path in image_files(paths):
+        found += 1
         try:
             batch.append(load_image(path, size))
         except ValueError as error:
@@ -178,6 +197,8 @@ def run(
             flush()
     if batch:
         flush()
+    if not found:
+        raise app.UsageError(f"no files in {', '.join(paths)}")
     return skipped
 
 
@@ -196,8 +217,6 @@ def main(argv):
         mode = "export_lite" if FLAGS.lite or model_dir.rstrip("/").endswith("export_lite") \
             else "export"
         raise app.UsageError(f"{model_dir} holds no export: run --mode={mode} first")
-    if FLAGS.max_flops is not None and FLAGS.max_fraction is not None:
-        raise app.UsageError("give at most one of --max_flops and --max_fraction")
     skipped = run(model_dir, FLAGS.task, argv[1:], FLAGS.batch_size, FLAGS.max_flops,
                   FLAGS.max_fraction)
     return 1 if skipped else 0

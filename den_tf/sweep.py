@@ -4,7 +4,9 @@
         [--first_seed=0] [--branch_from=DIR --branch_step=N] [--config.key=value ...]
 
 Seed s trains into ``WORKDIR/seed_<s>`` (a finished seed is skipped, an interrupted one
-resumes), then ``sweep.json`` and ``sweep.md`` aggregate every finished seed in WORKDIR: for
+resumes, one whose loss diverges is reported and left out, and a seed finished under other
+settings is an error), then ``sweep.json`` and ``sweep.md`` aggregate every finished seed in
+WORKDIR: for
 each method (DEN, the full structure, the random controls, every uniform level, the oracle)
 the mean and 95% t interval of its accuracy and FLOPs fraction, the paired difference of DEN
 minus each of them (the same seed gives them the same estimator), and, where the data knows
@@ -152,6 +154,10 @@ def sweep_markdown(report: dict, title: str) -> str:
     if report.get("not_in_every_run"):
         lines += ["", "Not in every run, so left out: "
                   + ", ".join(report["not_in_every_run"]) + "."]
+    if report.get("failed_seeds"):
+        lines += ["", "**Failed in this sweep, so not in the means** (a rerun tries them again): "
+                  + "; ".join(f"seed {seed}: {error}"
+                              for seed, error in report["failed_seeds"].items()) + "."]
     if report["instance_awareness"]:
         lines += [
             "",
@@ -171,7 +177,9 @@ def sweep_markdown(report: dict, title: str) -> str:
 
 def branch(source: str, step: int, workdir: str) -> None:
     """Copies the checkpoint of global step ``step`` from run ``source`` into ``workdir``'s
-    empty checkpoint directory, so that training resumes from it."""
+    empty checkpoint directory, so that training resumes from it. The files are copied into a
+    directory beside it that is then renamed: an interrupted copy leaves no checkpoint (and
+    the next branch starts again), never some of its files."""
     target = os.path.join(workdir, "checkpoints")
     prefix = os.path.join(source, "checkpoints", f"ckpt-{step}")
     files = glob.glob(prefix + ".*")
@@ -179,29 +187,51 @@ def branch(source: str, step: int, workdir: str) -> None:
         kept = sorted(glob.glob(os.path.join(source, "checkpoints", "ckpt-*.index")))
         raise FileNotFoundError(f"no checkpoint of step {step} in {source}; it holds "
                                 f"{[os.path.basename(k)[:-6] for k in kept]}")
-    if glob.glob(os.path.join(target, "ckpt-*")):
+    if os.path.isdir(target) and os.listdir(target):
         raise FileExistsError(f"{target} already holds checkpoints; not branching over them")
-    os.makedirs(target, exist_ok=True)
+    partial = target + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
     for path in files:
-        shutil.copy(path, target)
-    with open(os.path.join(target, "checkpoint"), "w") as f:
+        shutil.copy(path, partial)
+    with open(os.path.join(partial, "checkpoint"), "w") as f:
         f.write(f'model_checkpoint_path: "ckpt-{step}"\n'
                 f'all_model_checkpoint_paths: "ckpt-{step}"\n')
+    os.replace(partial, target)  # (over an empty directory, as a rename may)
 
 
-def finished_runs(workdir: str) -> list[dict]:
-    """The results.json of every finished seed in ``workdir``, by seed."""
+def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    """``config`` with ``seed``."""
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.seed = seed
+    return config
+
+
+def finished_runs(workdir: str, config: ml_collections.ConfigDict | None = None) -> list[dict]:
+    """The results.json of every finished seed in ``workdir``, by seed; with ``config``,
+    after checking that each seed ran with its settings (``train.check_run_config``), so that
+    runs of other settings are never averaged in."""
     paths = glob.glob(os.path.join(workdir, "seed_*", "results.json"))
     runs = []
     for path in paths:
         with open(path) as f:
-            runs.append(json.load(f))
+            run = json.load(f)
+        if config is not None:
+            seed_dir = os.path.dirname(path)
+            seed = int(os.path.basename(seed_dir)[len("seed_"):])
+            train.check_run_config(seed_config(config, seed), seed_dir)
+        runs.append(run)
     return sorted(runs, key=lambda r: r.get("seed", 0))
 
 
-def write_report(workdir: str, title: str) -> dict:
-    """Aggregates the finished seeds of ``workdir`` into sweep.json and sweep.md."""
-    report = aggregate(finished_runs(workdir))
+def write_report(workdir: str, title: str, config: ml_collections.ConfigDict | None = None,
+                 failed: dict[int, str] | None = None) -> dict:
+    """Aggregates the finished seeds of ``workdir`` (checked against ``config``, as
+    ``finished_runs``) into sweep.json and sweep.md; ``failed`` names the seeds that stopped
+    with an error in this sweep (not averaged: the means are over the others)."""
+    report = aggregate(finished_runs(workdir, config))
+    report["failed_seeds"] = {str(seed): error for seed, error in (failed or {}).items()}
     with open(os.path.join(workdir, "sweep.json"), "w") as f:
         json.dump(report, f, indent=1)
     with open(os.path.join(workdir, "sweep.md"), "w") as f:
@@ -233,25 +263,33 @@ def write_budget_report(workdir: str) -> dict:
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int],
               budgets: bool = False, branch_from: str | None = None,
-              branch_step: int | None = None) -> None:
-    """Trains each seed into ``workdir/seed_<s>`` unless it finished (an interrupted one
-    resumes; with ``branch_from``, a new one starts from that sweep's checkpoint at
-    ``branch_step``), and with ``budgets`` measures each seed's budget curve once."""
+              branch_step: int | None = None) -> dict[int, str]:
+    """Trains each seed into ``workdir/seed_<s>`` unless it finished with the same settings
+    (an interrupted one resumes; with ``branch_from``, a new one starts from that sweep's
+    checkpoint at ``branch_step``), and with ``budgets`` measures each seed's budget curve
+    once. A seed whose loss diverges (``train.NonFiniteLossError``) is logged and the others
+    still run; returns those seeds' errors, by seed (a later sweep tries them again)."""
+    failed = {}
     for seed in seeds:
         seed_dir = os.path.join(workdir, f"seed_{seed}")
-        seed_config = config.copy_and_resolve_references()
-        with seed_config.unlocked():
-            seed_config.seed = seed
+        config_of_seed = seed_config(config, seed)
         if os.path.exists(os.path.join(seed_dir, "results.json")):
+            train.check_run_config(config_of_seed, seed_dir)
             logging.info("seed %d already finished in %s", seed, seed_dir)
         else:
             logging.info("seed %d into %s", seed, seed_dir)
             if branch_from and not glob.glob(os.path.join(seed_dir, "checkpoints", "ckpt-*")):
                 branch(os.path.join(branch_from, f"seed_{seed}"), branch_step, seed_dir)
-            train.train_and_evaluate(seed_config, seed_dir)
+            try:
+                train.train_and_evaluate(config_of_seed, seed_dir)
+            except train.NonFiniteLossError as error:
+                logging.error("seed %d failed: %s", seed, error)
+                failed[seed] = str(error)
+                continue
         if budgets and not os.path.exists(os.path.join(seed_dir, "budget.json")):
             logging.info("seed %d: accuracy under budgets", seed)
-            train.measure_budgets(seed_config, seed_dir)
+            train.measure_budgets(config_of_seed, seed_dir)
+    return failed
 
 
 def main(argv):
@@ -262,16 +300,18 @@ def main(argv):
         raise app.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     if (FLAGS.branch_from is None) != (FLAGS.branch_step is None):
         raise app.UsageError("--branch_from and --branch_step go together")
-    run_seeds(FLAGS.config, FLAGS.workdir,
-              range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds), FLAGS.budgets,
-              FLAGS.branch_from, FLAGS.branch_step)
+    failed = run_seeds(FLAGS.config, FLAGS.workdir,
+                       range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds), FLAGS.budgets,
+                       FLAGS.branch_from, FLAGS.branch_step)
     markdown = sweep_markdown(
-        write_report(FLAGS.workdir, FLAGS.config.scenario), FLAGS.config.scenario
+        write_report(FLAGS.workdir, FLAGS.config.scenario, FLAGS.config, failed),
+        FLAGS.config.scenario,
     )
     if FLAGS.budgets:
         markdown += "\n## Accuracy under FLOPs budgets\n\n" + budget.aggregate_markdown(
             write_budget_report(FLAGS.workdir))
     print(markdown)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

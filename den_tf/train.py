@@ -47,7 +47,66 @@ from den_tf.phases import Phase
 
 
 class NonFiniteLossError(RuntimeError):
-    """A training loss became NaN or Inf; the last good checkpoint is left as it was."""
+    """A training loss or validation objective became NaN or Inf; the last good checkpoint is
+    left as it was."""
+
+
+# Settings that change where and how a run is computed or logged, not what it trains: a run
+# may resume, or be evaluated and exported, under other values of these (check_run_config).
+RESUMABLE_SETTINGS = frozenset({
+    "scenario", "data.data_dir", "data.download", "train.log_every", "train.checkpoint_every",
+    "train.eval_batch_size", "strategy", "tpu", "deterministic", "jit_compile",
+})
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Each setting (a dotted key) whose value differs between two configs as dicts (a
+    config's ``to_json``), outside ``RESUMABLE_SETTINGS``, as 'key: saved there, current
+    here' ('missing' for a key one of them lacks)."""
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        name = prefix + key
+        old, new = saved.get(key, "missing"), current.get(key, "missing")
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, name + ".")
+        elif old != new and name not in RESUMABLE_SETTINGS:
+            differences.append(f"{name}: {old!r} there, {new!r} here")
+    return differences
+
+
+def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Raises ValueError, naming the settings, if ``workdir`` holds a run (its config.json)
+    made with settings that differ from ``config``'s: resuming, evaluating or exporting it
+    under them would mix two configs, or label one run with another's settings."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    differences = config_differences(saved, json.loads(config.to_json()))
+    if differences:
+        raise ValueError(
+            f"{workdir} holds a run made with other settings ({path}): "
+            + "; ".join(differences)
+            + ". Use that run's settings, or another --workdir for these.")
+
+
+def stages_done(workdir: str) -> int:
+    """The stages of Algorithm 1 that the run in ``workdir`` has completed (its latest
+    checkpoint's; 0 without one)."""
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    if latest is None:
+        return 0
+    return int(tf.train.load_variable(latest, "state/stage/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def training_finished(config: ml_collections.ConfigDict, workdir: str) -> bool:
+    """Whether the run in ``workdir`` has trained all its stages (every network's, for the
+    separate-networks baseline)."""
+    if _separate_networks(config):
+        return all(training_finished(single, os.path.join(workdir, "networks", single.tasks))
+                   for single in _single_task_configs(config))
+    return stages_done(workdir) >= builders.stages(config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +166,7 @@ class Trainer:
 
         # A distributed iterator cannot be checkpointed: it is made when the run starts.
         self.iterator = None if self.distributed else self._input(global_step=0)
+        self._restored_step = None  # the global step of the checkpoint resumed from
         self.generator = tf.random.Generator.from_seed(config.seed)
         self.state = {
             name: tf.Variable(0, dtype=tf.int64, name=name, trainable=False)
@@ -184,6 +244,7 @@ class Trainer:
         objects = self._checkpointed(with_input=restores_input)
         tf.train.Checkpoint(**objects).restore(latest).assert_existing_objects_matched()
         logging.info("resumed from %s", latest)
+        self._restored_step = int(self.state["global_step"])
         if not restores_input:
             global_step = int(self.state["global_step"])
             self.iterator = self._input(global_step)
@@ -194,8 +255,13 @@ class Trainer:
                             latest, global_step)
 
     def _save(self, check_interval: bool) -> None:
+        """Saves the state as checkpoint ``ckpt-<global step>``, except at the step just
+        resumed from: that checkpoint holds this very state (every phase trains at least one
+        step, so a phase end is a new step), and writing it again would put the only copy at
+        risk if the write were cut off."""
         step = int(self.state["global_step"])
-        self.manager.save(checkpoint_number=step, check_interval=check_interval)
+        if step != self._restored_step:
+            self.manager.save(checkpoint_number=step, check_interval=check_interval)
 
     def run(self) -> None:
         """Trains until every stage is done, resuming from the latest checkpoint if any."""
@@ -276,6 +342,11 @@ class Trainer:
         the phase aims at; returns True once the phase has converged."""
         report = phase.validate(self.evaluator, self.validation_data, self.config.seed, stage)
         objective = float(np.mean([r["objective"] for r in report.values()]))
+        if not np.isfinite(objective):  # (no evaluation would beat it: stale best weights)
+            raise NonFiniteLossError(
+                f"non-finite validation objective ({objective}) at stage {stage + 1}, "
+                f"{phase.name} phase; the last good checkpoint "
+                f"{self.manager.latest_checkpoint} is intact")
         self.writer.evaluation(phase.name, report, global_step)
         if all("level_probabilities" in entry for entry in report.values()):  # the selector ran
             self.writer.level_probabilities(evaluation.mean_level_probabilities(report),
@@ -289,22 +360,32 @@ class Trainer:
         return converged
 
 
-def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str):
-    """The models of the latest checkpoint in ``workdir`` (for ``--mode=evaluate``); the
-    selector is None for a fixed-structure method."""
-    estimator, selector = builders.build_models(config)
+def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str,
+                           finished: bool = False):
+    """The models of the latest checkpoint in ``workdir`` (for ``--mode=evaluate``), after
+    checking that the run was made with ``config``'s settings (``check_run_config``) and,
+    with ``finished``, that it has trained all its stages; the selector is None for a
+    fixed-structure method."""
+    check_run_config(config, workdir)
     directory = os.path.join(workdir, "checkpoints")
     latest = tf.train.latest_checkpoint(directory)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {directory}; train first (--mode=train)")
+    if finished and (done := stages_done(workdir)) < builders.stages(config):
+        raise ValueError(f"the run in {workdir} has not finished training ({done} of "
+                         f"{builders.stages(config)} stages done); finish it first: --mode=train "
+                         f"resumes it")
+    estimator, selector = builders.build_models(config)
     models = {"estimator": estimator, **({"selector": selector} if selector is not None else {})}
     tf.train.Checkpoint(**models).restore(latest).expect_partial()
     return estimator, selector
 
 
-def evaluator_for(config: ml_collections.ConfigDict, workdir: str) -> evaluation.Evaluator:
-    """An evaluator of the latest checkpoint's models, scoring with the run's cost R."""
-    estimator, selector = restore_for_evaluation(config, workdir)
+def evaluator_for(config: ml_collections.ConfigDict, workdir: str,
+                  finished: bool = False) -> evaluation.Evaluator:
+    """An evaluator of the latest checkpoint's models (``restore_for_evaluation``), scoring
+    with the run's cost R."""
+    estimator, selector = restore_for_evaluation(config, workdir, finished)
     return evaluation.Evaluator(estimator, selector, config.rho, builders.instance_cost(config))
 
 
@@ -317,11 +398,18 @@ def test_datasets(config: ml_collections.ConfigDict, tasks) -> list[tf.data.Data
     ]
 
 
+# The prefix of an unfinished run's evaluation files: results.json marks a finished run.
+INTERIM = "interim_"
+
+
 def evaluate_and_report(
-    config: ml_collections.ConfigDict, workdir: str, evaluator: evaluation.Evaluator
+    config: ml_collections.ConfigDict, workdir: str, evaluator: evaluation.Evaluator,
+    unfinished: str | None = None,
 ) -> dict:
     """Evaluates on the test split once and writes results.json, results.md and the
-    per-instance record predictions.npz."""
+    per-instance record predictions.npz; for a run that has not finished (``unfinished``: how
+    far it got, stored in the results), the same files named after ``INTERIM``."""
+    prefix = INTERIM if unfinished else ""
     estimator = evaluator.estimator
     test_data = test_datasets(config, estimator.tasks)
     level_reports = None
@@ -331,26 +419,39 @@ def evaluate_and_report(
             config, evaluator, test_data, levels, config.method)
     else:
         results, report, level_reports = evaluation.results(config, evaluator, test_data)
-    evaluation.write_predictions(os.path.join(workdir, "predictions.npz"), report,
+    if unfinished:
+        results["unfinished"] = unfinished
+    evaluation.write_predictions(os.path.join(workdir, prefix + "predictions.npz"), report,
                                  level_reports)
-    return write_results(workdir, results)
+    return write_results(workdir, results, prefix)
 
 
 def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """``--mode=evaluate``: evaluates the latest checkpoint of a finished or stopped run (of
-    every network of a separate-networks baseline) and rewrites its results."""
+    """``--mode=evaluate``: evaluates the latest checkpoint and rewrites the run's results
+    (of every network of a separate-networks baseline, which must all have finished). A run
+    stopped before its last stage is evaluated as it stands into interim_results.json,
+    interim_results.md and interim_predictions.npz, with ``unfinished`` ('k of S stages'):
+    results.json marks a finished run, and a sweep skips the seeds it marks."""
     if _separate_networks(config):
         return _combine(config, workdir, [
-            evaluate_run(single, os.path.join(workdir, "networks", single.tasks))
-            for single in _single_task_configs(config)])
-    return evaluate_and_report(config, workdir, evaluator_for(config, workdir))
+            evaluate_and_report(single, path, evaluator_for(single, path, finished=True))
+            for single in _single_task_configs(config)
+            for path in [os.path.join(workdir, "networks", single.tasks)]])
+    evaluator = evaluator_for(config, workdir)
+    done, stages = stages_done(workdir), builders.stages(config)
+    if done >= stages:
+        return evaluate_and_report(config, workdir, evaluator)
+    logging.warning("%s has trained %d of %d stages: its evaluation goes to %sresults.json",
+                    workdir, done, stages, INTERIM)
+    return evaluate_and_report(config, workdir, evaluator, f"{done} of {stages} stages")
 
 
-def write_results(workdir: str, results: dict) -> dict:
-    """results.md, then results.json, which marks the run finished (``write_json``)."""
-    with open(os.path.join(workdir, "results.md"), "w") as f:
+def write_results(workdir: str, results: dict, prefix: str = "") -> dict:
+    """results.md, then results.json (names after ``prefix``), which marks the run finished
+    (``write_json``)."""
+    with open(os.path.join(workdir, prefix + "results.md"), "w") as f:
         f.write(evaluation.results_markdown(results))
-    write_json(os.path.join(workdir, "results.json"), results)
+    write_json(os.path.join(workdir, prefix + "results.json"), results)
     return results
 
 
@@ -368,7 +469,7 @@ def measure_budgets(config: ml_collections.ConfigDict, workdir: str, points: int
     """Test accuracy of the latest checkpoint under ``points`` FLOPs budgets for the three
     choosers of ``budget.accuracy_against_budget``; written to ``workdir/budget.json``."""
     builders.require_selector(config, "a budget")
-    evaluator = evaluator_for(config, workdir)
+    evaluator = evaluator_for(config, workdir, finished=True)
     curve = budget.accuracy_against_budget(
         evaluator, test_datasets(config, evaluator.estimator.tasks), points, seed=config.seed)
     write_json(os.path.join(workdir, "budget.json"), curve)
@@ -391,6 +492,8 @@ def train_and_evaluate(
                                step_hooks)
             for single in _single_task_configs(config)])
     trainer = Trainer(config, workdir, step_hooks)
+    if trainer.manager.latest_checkpoint is not None:  # (a branched run has none yet)
+        check_run_config(config, trainer.workdir)
     _write_config(config, trainer.workdir)
     start = time.time()
     trainer.run()

@@ -1,5 +1,6 @@
 """Structures under a FLOPs budget: hand-computed cases, never over budget, argmax without one."""
 
+import collections
 import itertools
 
 import numpy as np
@@ -72,14 +73,42 @@ def test_static_structure_fills_the_budget_from_the_first_block():
         budget.static_structure_under_budget(level_flops, 0.5, fixed_flops=1.0)
 
 
-def test_accuracy_against_budget_keeps_every_chooser_within_the_budget(tiny_evaluator):
+def test_accuracy_against_budget_keeps_every_chooser_within_the_budget(tiny_evaluator,
+                                                                        monkeypatch):
     evaluator = tiny_evaluator
     rng = np.random.RandomState(0)
     datasets = [tf.data.Dataset.from_tensor_slices(
         {"image": rng.normal(size=(12, size, size, 3)).astype(np.float32),
          "label": rng.randint(0, 5, 12).astype(np.int32)}).batch(5) for size in (16, 32)]
+    # Every image's FLOPs, per evaluation (budget point k, then chooser) and task.
+    spent = []
+    evaluate = evaluator.evaluate_structures
+
+    def recording(datasets, choose, seed=0, **options):
+        calls = collections.defaultdict(list)
+        spent.append(calls)
+
+        def recorded(t, logits, images, batch_seed):
+            structure = choose(t, logits, images, batch_seed)
+            calls[t] += evaluator.costs.flops(structure, t).numpy().tolist()
+            return structure
+
+        return evaluate(datasets, recorded, seed, **options)
+
+    monkeypatch.setattr(evaluator, "evaluate_structures", recording)
 
     curve = budget.accuracy_against_budget(evaluator, datasets, points=4)
+    assert len(spent) == 4 * 3
+
+    # No image over its task's budget: from the cheapest structure's FLOPs (exactly, so the
+    # lowest budget admits it) to the full structure's.
+    costs = evaluator.costs
+    for t in range(2):
+        cheapest = costs.flops(tf.zeros([1, 3], tf.int32), t).numpy()[0]
+        budgets = np.linspace(cheapest, 2.0 * costs.full_macs(t), 4)
+        for k, budget_k in enumerate(budgets):
+            for calls in spent[3 * k:3 * k + 3]:
+                assert len(calls[t]) == 12 and max(calls[t]) <= budget_k * (1 + 1e-12)
 
     assert set(curve["choosers"]) == {"selector", "uniform", "random"}
     for points in curve["choosers"].values():

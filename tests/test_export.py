@@ -74,11 +74,12 @@ def test_served_outputs_match_the_sliced_path_without_den_tf(exported, tmp_path)
         class_names = synthetic.class_names(task.dataset)
         assert out["top_names"].tolist() == [[class_names[c] for c in row]
                                              for row in out["top_classes"]]
-        # FLOPs: the stem, head and every block at its chosen level (checked at the extremes).
-        flops = out["flops"]
-        assert flops.min() >= export.cost.cost_table(estimator).flops(
-            tf.zeros([1, estimator.n_blocks], tf.int32), t).numpy()[0]
-        assert flops.max() <= 2 * export.cost.cost_table(estimator).full_macs(t)
+        # FLOPs: the stem, head and every block at its chosen level; the budgets' range.
+        costs = export.cost.cost_table(estimator)
+        np.testing.assert_allclose(out["flops"], costs.flops(structure, t).numpy())
+        np.testing.assert_allclose(out["full_flops"], 2 * costs.full_macs(t))
+        cheapest = costs.flops(tf.zeros([1, estimator.n_blocks], tf.int32), t).numpy()[0]
+        np.testing.assert_allclose(out["cheapest_flops"], cheapest)
 
 
 @pytest.mark.parametrize("bad, expected", [
@@ -153,15 +154,31 @@ def test_predict_skips_unreadable_files_and_names_them(exported, tmp_path, capsy
                - float(served["top_probabilities"].numpy()[0, 0])) < 1e-6
     assert len(records[1]["structure"]) == estimator.n_blocks
 
-    # Under a budget of 40% of the full structure, every image stays within it.
-    predict.run(path, "synthetic_shapes", [str(folder)], max_fraction=0.4)
+    # Under a budget between the cheapest structure and both images' own, every image runs a
+    # cheaper structure within it.
     full = float(served["full_flops"].numpy()[0])
+    cheapest = float(served["cheapest_flops"].numpy()[0])
+    fraction = (cheapest + min(r["flops"] for r in records[:2])) / 2 / full
+    predict.run(path, "synthetic_shapes", [str(folder)], max_fraction=fraction)
     budgeted = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert len(budgeted) == 2 and all(r["flops"] <= 0.4 * full for r in budgeted)
+    assert len(budgeted) == 2
+    assert all(b["flops"] <= fraction * full and b["flops"] < r["flops"]
+               for b, r in zip(budgeted, records))
+
+    # Refused before any image runs: a budget below the cheapest structure, two budgets, and
+    # paths that hold no file.
+    with pytest.raises(predict.app.UsageError, match="below task 'synthetic_shapes''s cheapest"):
+        predict.run(path, "synthetic_shapes", [str(folder)], max_flops=0.5 * cheapest)
+    with pytest.raises(predict.app.UsageError, match="at most one of"):
+        predict.run(path, "synthetic_shapes", [str(folder)], max_flops=full, max_fraction=1.0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(predict.app.UsageError, match="no files in"):
+        predict.run(path, "synthetic_shapes", [str(tmp_path / "empty")])
+    assert capsys.readouterr().out == ""
 
 
 def test_budget_signature_stays_within_each_budget(exported):
-    estimator, _, path, names, images = exported
+    estimator, selector, path, names, images = exported
     model = tf.saved_model.load(path)
     batch = tf.constant(images[names[1]])
     plain = model.signatures[names[1]](images=batch)
@@ -174,3 +191,14 @@ def test_budget_signature_stays_within_each_budget(exported):
                                                      max_flops=tf.constant(budgets))
     assert np.all(limited["flops"].numpy() <= budgets)
     assert np.any(limited["flops"].numpy() < plain["flops"].numpy())
+    # The structures are the budget rule's on the selector's distribution.
+    x = pipeline.normalize(tf.cast(batch, tf.float32), sources.preprocessing(
+        estimator.tasks[1].dataset))
+    costs = export.cost.cost_table(estimator)
+    expected = export.budget.structure_under_budget(
+        tf.nn.log_softmax(selector(x, task=1)), 2.0 * costs.level_macs, tf.constant(budgets),
+        2.0 * costs.fixed_macs[1])
+    np.testing.assert_array_equal(limited["structure"], expected)
+    # One budget per image, no fewer.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one budget per image"):
+        model.signatures[f"{names[1]}_budget"](images=batch, max_flops=tf.constant(full[:1]))

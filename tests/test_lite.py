@@ -147,9 +147,12 @@ def test_bad_tasks_structures_and_directories(lite_export, tmp_path):
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         network.predict(image, "nope")
     n, h = estimator.n_blocks, estimator.levels
-    for structure in [(0,) * (n - 1), (h,) + (0,) * (n - 1), (-1,) + (0,) * (n - 1)]:
+    for structure in [(0,) * (n - 1), (h,) + (0,) * (n - 1), (-1,) + (0,) * (n - 1),
+                      (1.0,) + (0,) * (n - 1)]:
         with pytest.raises(ValueError, match="one level per block"):
             network.logits(image, estimator.tasks[0].name, structure)
+        with pytest.raises(ValueError, match="one level per block"):
+            network.flops(structure, estimator.tasks[0].name)
     with pytest.raises(FileNotFoundError, match="no TFLite export"):
         lite.LiteNetwork(str(tmp_path))
 
@@ -211,7 +214,9 @@ def test_predict_serves_the_lite_models_and_skips_unreadable_files(lite_export, 
     network = lite.LiteNetwork(path)
     full = network.full_flops(task)
     # A budget halfway between the cheapest structure and the selector's choice binds.
-    cheapest = network.flops([0] * estimator.n_blocks, task)
+    cheapest = network.cheapest_flops(task)
+    assert cheapest == pytest.approx(cost.cost_table(estimator).flops(
+        tf.zeros([1, estimator.n_blocks], tf.int32), 0).numpy()[0])
     fraction = (cheapest + records[0]["flops"]) / 2 / full
     predict.run(path, task, [str(folder)], max_fraction=fraction)
     budgeted = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
@@ -228,3 +233,5 @@ def test_predict_serves_the_lite_models_and_skips_unreadable_files(lite_export, 
     assert network.structure(exact, task, max_flops=full).tolist() == records[0]["structure"]
     with pytest.raises(predict.app.UsageError, match="its tasks"):
         predict.run(path, "nope", [str(folder)])
+    with pytest.raises(predict.app.UsageError, match=f"below task '{task}''s cheapest"):
+        predict.run(path, task, [str(folder)], max_fraction=0.5 * cheapest / full)

@@ -162,3 +162,60 @@ def test_run_seeds_trains_unfinished_seeds_and_measures_each_budget_curve_once(
     sweep.run_seeds(config, str(tmp_path), [3, 4], budgets=True)
     assert calls == []  # every seed trained and measured: nothing runs again
     assert config.seed == 0  # each seed gets its own copy of the config
+
+
+def test_run_seeds_goes_on_past_a_diverging_seed_and_refuses_other_settings(
+        tmp_path, monkeypatch):
+    trained = []
+
+    def train_and_evaluate(config, workdir):
+        if config.seed == 1:
+            raise sweep.train.NonFiniteLossError("non-finite loss (nan) at stage 1")
+        trained.append(config.seed)
+        os.makedirs(workdir)
+        (tmp_path / workdir / "config.json").write_text(config.to_json())
+        (tmp_path / workdir / "results.json").write_text("{}")
+
+    monkeypatch.setattr(sweep.train, "train_and_evaluate", train_and_evaluate)
+    config = ml_collections.ConfigDict({"seed": 0, "rho": 0.3})
+
+    failed = sweep.run_seeds(config, str(tmp_path), [0, 1, 2])
+    assert trained == [0, 2] and list(failed) == [1] and "non-finite loss" in failed[1]
+    # Seed 0 finished with rho 0.3: a sweep with rho 0.5 neither skips nor averages it.
+    other = ml_collections.ConfigDict({"seed": 0, "rho": 0.5})
+    with pytest.raises(ValueError, match="rho: 0.3 there, 0.5 here"):
+        sweep.run_seeds(other, str(tmp_path), [0])
+    with pytest.raises(ValueError, match="rho: 0.3 there, 0.5 here"):
+        sweep.finished_runs(str(tmp_path), other)
+
+
+def test_sweep_report_names_failed_seeds(tmp_path):
+    for run in RUNS:
+        (tmp_path / f"seed_{run['seed']}").mkdir()
+        (tmp_path / f"seed_{run['seed']}" / "results.json").write_text(json.dumps(run))
+    report = sweep.write_report(str(tmp_path), "t", failed={7: "non-finite loss"})
+    assert report["failed_seeds"] == {"7": "non-finite loss"}
+    assert report["runs"] == len(RUNS)
+    assert "seed 7: non-finite loss" in (tmp_path / "sweep.md").read_text()
+
+
+def test_an_interrupted_branch_leaves_no_checkpoint(tmp_path, monkeypatch):
+    source = tmp_path / "source" / "checkpoints"
+    source.mkdir(parents=True)
+    for name in ("ckpt-4.index", "ckpt-4.data-00000-of-00001"):
+        (source / name).write_text(name)
+    copy = sweep.shutil.copy
+
+    def copy_then_stop(path, target):
+        copy(path, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep.shutil, "copy", copy_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.branch(str(tmp_path / "source"), 4, str(tmp_path / "seed"))
+    assert not (tmp_path / "seed" / "checkpoints").exists()
+    monkeypatch.setattr(sweep.shutil, "copy", copy)
+    sweep.branch(str(tmp_path / "source"), 4, str(tmp_path / "seed"))
+    assert sorted(os.listdir(tmp_path / "seed" / "checkpoints")) == [
+        "checkpoint", "ckpt-4.data-00000-of-00001", "ckpt-4.index"]
+    assert not (tmp_path / "seed" / "checkpoints.partial").exists()

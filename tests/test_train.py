@@ -219,7 +219,37 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path):
     assert latest.endswith("-3")
     reader = tf.train.load_checkpoint(latest)
     assert reader.get_tensor("estimator_plateau/best/.ATTRIBUTES/VARIABLE_VALUE") < np.inf
-    resumed = train.train_and_evaluate(tiny_config(), str(tmp_path / "b"))
+
+    # The stopped run is evaluated as it stands, but not as a finished run; nothing that needs
+    # a trained run (an export, the budget curve, the analysis page) takes it.
+    interim = cli.run(tiny_config(), str(tmp_path / "b"), "evaluate")
+    assert interim["unfinished"] == "0 of 2 stages"
+    assert json.loads((tmp_path / "b" / "interim_results.json").read_text())["unfinished"]
+    assert (tmp_path / "b" / "interim_predictions.npz").exists()
+    assert not (tmp_path / "b" / "results.json").exists()
+    for refused in (lambda: export.export_run(tiny_config(), str(tmp_path / "b")),
+                    lambda: train.measure_budgets(tiny_config(), str(tmp_path / "b")),
+                    lambda: cli.run(tiny_config(), str(tmp_path / "b"), "evaluate", True)):
+        with pytest.raises(ValueError, match="not finished training"):
+            refused()
+    # Nor does a resume, or an evaluation, under other settings.
+    with pytest.raises(ValueError, match=r"other settings .*rho: 1.0 there, 0.5 here"):
+        train.train_and_evaluate(tiny_config(rho=0.5), str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="train.estimator.lr: 0.05 there, 0.1 here"):
+        train.evaluate_run(tiny_config(**{"train.estimator.lr": 0.1}), str(tmp_path / "b"))
+
+    # The resume does not write again the checkpoint it resumed from (a write cut off would
+    # leave the run nothing to resume from); a logging setting may change.
+    written = (tmp_path / "b" / "checkpoints" / "ckpt-3.index").stat().st_mtime_ns
+    seen = []
+
+    def after_first_step(trainer):
+        if not seen:
+            seen.append((tmp_path / "b" / "checkpoints" / "ckpt-3.index").stat().st_mtime_ns)
+
+    resumed = train.train_and_evaluate(tiny_config(**{"train.log_every": 5}),
+                                       str(tmp_path / "b"), [after_first_step])
+    assert seen == [written]
     assert resumed == uninterrupted
     # A branch from the checkpoint that ends stage 2's estimator phase (global step 6 + 4 + 4)
     # with the same config also continues exactly.
@@ -303,6 +333,29 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     assert reader.get_tensor("state/step/.ATTRIBUTES/VARIABLE_VALUE") >= 1
     estimator, _ = train.restore_for_evaluation(config, str(tmp_path))
     assert all(np.all(np.isfinite(w)) for w in estimator.get_weights())
+
+
+def test_non_finite_validation_objective_stops_the_run(tmp_path):
+    """Batch norm's moving variance made NaN after the first step: training (on batch
+    statistics) stays finite, the validation objective does not, and the run stops there
+    instead of keeping stale best weights."""
+    def poison(trainer):
+        variance = trainer.estimator.neck_bn.moving_variance
+        variance.assign(tf.fill(variance.shape, np.nan))
+
+    with pytest.raises(train.NonFiniteLossError, match="non-finite validation objective"):
+        train.train_and_evaluate(tiny_config(), str(tmp_path), [poison])
+
+
+def test_config_differences_name_each_setting_outside_the_resumable_ones():
+    saved = {"rho": 1.0, "train": {"lr": 0.1, "log_every": 100, "stages": 4},
+             "data": {"data_dir": "a"}, "old": 1}
+    current = {"rho": 1.0, "train": {"lr": 0.2, "log_every": 5, "stages": 4},
+               "data": {"data_dir": "b"}, "new": (1, 2)}
+    assert train.config_differences(saved, current) == [
+        "new: 'missing' there, (1, 2) here", "old: 1 there, 'missing' here",
+        "train.lr: 0.1 there, 0.2 here"]
+    assert train.config_differences(saved, saved) == []
 
 
 @pytest.mark.parametrize("override, message", [
