@@ -154,7 +154,7 @@ def accuracy_against_budget(
     # In FLOPs, so that the lowest budget is the cheapest structure's FLOPs exactly (as a
     # fraction times the full FLOPs it could fall an ulp below and be refused).
     budget_flops = [np.linspace(f + level_flops.min(axis=1).sum(), total, points)
-               for f, total in zip(fixed, full)]
+                    for f, total in zip(fixed, full)]
     n_blocks, levels = level_flops.shape
     chosen = tf.function(structure_under_budget, input_signature=[
         tf.TensorSpec([None, n_blocks, levels], tf.float32),

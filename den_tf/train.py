@@ -492,7 +492,9 @@ def train_and_evaluate(
                                step_hooks)
             for single in _single_task_configs(config)])
     trainer = Trainer(config, workdir, step_hooks)
-    if trainer.manager.latest_checkpoint is not None:  # (a branched run has none yet)
+    # A run stopped before its first checkpoint trained nothing, and may start again under
+    # other settings; a branched run (den_tf.sweep) has its checkpoint but no config.json yet.
+    if trainer.manager.latest_checkpoint is not None:
         check_run_config(config, trainer.workdir)
     _write_config(config, trainer.workdir)
     start = time.time()
