@@ -55,6 +55,11 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["config", "workdir"])
 
 DEN = "DEN"
+# Operating points that know what a deployed selector cannot, named as such in sweep.md.
+KNOWING_POINTS = {
+    "oracle over uniform levels": "it knows each test image's label",
+    "uniform levels by known difficulty": "its cut points are fitted on the test split",
+}
 
 
 def methods(results: dict) -> dict[str, dict]:
@@ -151,6 +156,10 @@ def sweep_markdown(report: dict, title: str) -> str:
         paired_cell = "" if paired is None else stats.paired_text(paired)
         lines.append(f"| {name} | {stats.interval_text(entry['accuracy'])} | "
                      f"{stats.interval_text(entry['flops_fraction'], 100, 1)}% | {paired_cell} |")
+    knowing = [name for name in report["methods"] if name in KNOWING_POINTS]
+    if knowing:
+        lines += ["", "Not methods but bounds: " + " and ".join(
+            f"{name} ({KNOWING_POINTS[name]})" for name in knowing) + "."]
     if report.get("not_in_every_run"):
         lines += ["", "Not in every run, so left out: "
                   + ", ".join(report["not_in_every_run"]) + "."]

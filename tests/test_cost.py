@@ -161,8 +161,18 @@ def test_m1_resnet_config_reproduces_the_paper_and_says_what_it_counts():
     spec.loader.exec_module(module)
     summary = cost.model_summary(*builders.build_models(module.get_config()))
     assert f"{summary['params']['paper'] / 1e6:.1f}" == "29.8"  # paper, Table 2a
-    assert sum(summary["params"]["paper_by_part"].values()) == summary["params"]["paper"]
-    for task in summary["tasks"].values():
+    # The parts by hand: three 3x3 stems to 64 channels (no bias); per stage of widths 64 to
+    # 512, five blocks of two 3x3 convolutions (the first widening, at stride 2 after the
+    # first stage: maps of 32, 16, 8, 4); heads of 512 x classes (not in the paper's count).
+    widths, maps = (64, 128, 256, 512), (32, 16, 8, 4)
+    stages = [9 * (w_in * w + w * w) + 4 * 18 * w * w
+              for w_in, w in zip((64, *widths[:-1]), widths)]
+    assert summary["params"]["paper_by_part"] == {
+        "stems": 3 * 27 * 64, "blocks": sum(stages), "hidden": 0}
+    for name, classes in (("cifar100", 100), ("tiny_imagenet", 200), ("stl10", 10)):
+        task = summary["tasks"][name]
         assert f"{task['flops_full'] / 1e9:.2f}" == "2.91"
-        assert sum(task["macs_full_by_part"].values()) == task["macs_full"]
+        assert task["macs_full_by_part"] == {
+            "stem": 32 * 32 * 27 * 64, "fully_connected": 512 * classes,
+            "blocks": sum(p * m * m for p, m in zip(stages, maps))}
     assert "stem" in summary["counts"] and "batch norm" in summary["counts"]

@@ -107,8 +107,10 @@ def test_tiny_imagenet_from_zip(tiny_manual, tmp_path):
         (lambda f: (f / "wnids.txt").unlink(), "expected the class list wnids.txt at"),
         (lambda f: shutil.rmtree(f / "train" / TINY_WNIDS[2]), f"missing: {TINY_WNIDS[2]}"),
         (lambda f: (f / "val" / "val_annotations.txt").unlink(), "val_annotations.txt"),
+        (lambda f: [p.unlink() for p in (f / "train" / TINY_WNIDS[1] / "images").iterdir()],
+         "holds no image files"),
     ],
-    ids=["no_wnids", "missing_class_folder", "no_val_annotations"],
+    ids=["no_wnids", "missing_class_folder", "no_val_annotations", "empty_class_folder"],
 )
 def test_tiny_imagenet_wrong_layout_says_what_is_expected(tmp_path, damage, message):
     folder = testing.fake_tiny_imagenet(tmp_path / "manual", TINY_WNIDS, 1, 1)
@@ -116,6 +118,15 @@ def test_tiny_imagenet_wrong_layout_says_what_is_expected(tmp_path, damage, mess
     with pytest.raises(datasets.DatasetLayoutError, match="expected") as error:
         _build("tiny_imagenet", tmp_path / "data", tmp_path / "manual")
     assert message in str(error.value) and "official layout" in str(error.value)
+
+
+def test_tiny_imagenet_listed_image_missing_stops_the_build(tmp_path):
+    """A file that val_annotations.txt lists but the folder lacks is an incomplete copy, not a
+    corrupt image to skip: the test split would silently shrink."""
+    folder = testing.fake_tiny_imagenet(tmp_path / "manual", TINY_WNIDS, 1, 1)
+    (folder / "val" / "images" / "val_1.JPEG").unlink()
+    with pytest.raises(datasets.DatasetLayoutError, match="val_1.JPEG is listed but does not"):
+        _build("tiny_imagenet", tmp_path / "data", tmp_path / "manual")
 
 
 # Mini-ImageNet
@@ -184,20 +195,30 @@ def test_mini_imagenet_flat_validation_folder(tmp_path, label_file):
     manual = testing.fake_ilsvrc(tmp_path / "m", ILSVRC_WNIDS, 1, val_per_class=2, flat_val=True)
     if label_file:  # relabel: the file's labels win over TFDS's ground truth
         names = sorted(p.name for p in (manual / "val").iterdir())
-        lines = [f"{name},{ILSVRC_WNIDS[0]} 1 2 3 4" for name in names]
+        lines = [f"{name},{ILSVRC_WNIDS[i % 2]} 1 2 3 4" for i, name in enumerate(names)]
         (manual / "val_labels.txt").write_text("ImageId,PredictionString\n" + "\n".join(lines))
     builder, _ = _build("mini_imagenet/84", tmp_path / "data", manual, wnids=ILSVRC_WNIDS[:2])
     labels = sorted(_labels_by_file(builder, "test").values())
-    assert labels == ([0] * 8 if label_file else [0, 0, 1, 1])
+    assert labels == ([0] * 4 + [1] * 4 if label_file else [0, 0, 1, 1])
 
 
 def test_mini_imagenet_wrong_layout(tmp_path):
     manual = testing.fake_ilsvrc(tmp_path / "manual", ILSVRC_WNIDS[:2], 1, 1)
     with pytest.raises(datasets.DatasetLayoutError, match=f"missing: {ILSVRC_WNIDS[2]}"):
         _build("mini_imagenet/84", tmp_path / "data", manual, wnids=ILSVRC_WNIDS[:3])
+    for path in (manual / "val" / ILSVRC_WNIDS[1]).iterdir():
+        path.unlink()
+    with pytest.raises(datasets.DatasetLayoutError,
+                       match=f"validation images of class {ILSVRC_WNIDS[1]} in .* no image"):
+        _build("mini_imagenet/84", tmp_path / "data3", manual, wnids=ILSVRC_WNIDS[:2])
     shutil.rmtree(manual / "val")
     with pytest.raises(datasets.DatasetLayoutError, match="expected the validation folder at"):
         _build("mini_imagenet/84", tmp_path / "data2", manual, wnids=ILSVRC_WNIDS[:2])
+    for path in (manual / "train" / ILSVRC_WNIDS[0]).iterdir():
+        path.unlink()
+    with pytest.raises(datasets.DatasetLayoutError,
+                       match=f"training images of class {ILSVRC_WNIDS[0]} in .* no image"):
+        _build("mini_imagenet/84", tmp_path / "data4", manual, wnids=ILSVRC_WNIDS[:2])
 
 
 # Sources: offline behaviour and registration
@@ -214,6 +235,8 @@ def test_missing_dataset_fails_fast_naming_the_command(tmp_path, dataset):
     assert f"make data DATASETS={dataset} DATA_DIR={tmp_path}" in message
     assert str(tmp_path) in message and repr(dataset) in message
     assert ("MANUAL_DIR=" in message) == (dataset != "cifar100")
+    command = next(line for line in message.splitlines() if "make data" in line)
+    assert not set("<>|;") & set(command)  # pastes into a shell as it is
 
 
 def test_unknown_dataset_and_bad_split_are_value_errors():

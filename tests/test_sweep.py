@@ -90,7 +90,12 @@ def test_allocation_by_difficulty_joins_the_methods():
     assert "uniform levels by known difficulty" not in report["methods"]
     assert report["not_in_every_run"] == ["same level shares at random",
                                           "uniform levels by known difficulty"]
-    assert "Not in every run, so left out: same level shares" in sweep.sweep_markdown(report, "t")
+    markdown = sweep.sweep_markdown(report, "t")
+    assert "Not in every run, so left out: same level shares" in markdown
+    assert "oracle over uniform levels (it knows each test image's label)" in markdown
+    # With every run holding it, the allocation by difficulty is named as fitted on the test.
+    markdown = sweep.sweep_markdown(sweep.aggregate([run, run]), "t")
+    assert "(its cut points are fitted on the test split)" in markdown
 
 
 def test_report_files(tmp_path):

@@ -106,6 +106,9 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path, monkeypatch
     for t, (selected, shuffled) in enumerate(shuffles):
         np.testing.assert_array_equal(selected, predictions["structure"][predictions["task"] == t])
         np.testing.assert_array_equal(shuffled, shuffle(selected, (0, t)))
+    # So it spends, task by task, exactly DEN's FLOPs (the same structures, other images).
+    for name, entry in saved["random_selector"]["shuffled"]["tasks"].items():
+        assert entry["flops"] == pytest.approx(saved["tasks"][name]["flops"], rel=1e-9)
     assert set(saved["uniform_levels"]) == {"1", "2", "3"}  # level 0 skips every block
     assert saved["uniform_levels"]["3"] == saved["full_structure"]
     assert saved["oracle"]["average"]["accuracy"] >= max(

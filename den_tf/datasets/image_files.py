@@ -51,6 +51,17 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def class_images(folder: Path, what: str, layout: str) -> list[Path]:
+    """``image_files(folder)``, or DatasetLayoutError naming ``what`` if there are none: a
+    class with no images (an incomplete copy) would otherwise train on nothing, silently."""
+    files = image_files(folder)
+    if not files:
+        raise DatasetLayoutError(
+            f"expected {what} in {folder}, but it holds no image files "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}); an incomplete copy or extraction? {layout}")
+    return files
+
+
 def open_image(path: Path, draft_size: int | None = None) -> tuple[bytes, Image.Image]:
     """The file's bytes and its fully decoded image; UnreadableImageError if it cannot be decoded.
 
@@ -80,6 +91,9 @@ def generate_examples(
     """
     skipped = []
     for path, label in items:
+        if not path.is_file():  # listed but absent: the copy is incomplete, not the file corrupt
+            raise DatasetLayoutError(f"{description}: {path} is listed but does not exist; an "
+                                     "incomplete copy or extraction?")
         try:
             image = encode(path)
         except UnreadableImageError as e:

@@ -142,7 +142,8 @@ class MiniImagenet(tfds.core.GeneratorBasedBuilder):
         image_files.require_class_folders(train_dir, self._wnids, "the training images", LAYOUT)
         items = []
         for wnid in self._wnids:
-            files = image_files.image_files(train_dir / wnid)
+            files = image_files.class_images(train_dir / wnid,
+                                             f"the training images of class {wnid}", LAYOUT)
             count = min(self._train_images_per_class, len(files))
             if count < self._train_images_per_class:
                 warnings.warn(  # ILSVRC-2012 classes have 732 to 1300 training images
@@ -171,7 +172,8 @@ def _val_items(root: Path, wnids: Sequence[str]) -> list[tuple[Path, str]]:
     val_dir = image_files.require(root / "val", "the validation folder", LAYOUT)
     if any(p.is_dir() for p in val_dir.iterdir()):
         image_files.require_class_folders(val_dir, wnids, "the validation images", LAYOUT)
-        return [(p, w) for w in wnids for p in image_files.image_files(val_dir / w)]
+        return [(p, w) for w in wnids for p in image_files.class_images(
+            val_dir / w, f"the validation images of class {w}", LAYOUT)]
     labels = _flat_val_labels(root)
     files = image_files.image_files(val_dir)
     unlabelled = [p.name for p in files if p.stem not in labels]
@@ -180,7 +182,12 @@ def _val_items(root: Path, wnids: Sequence[str]) -> list[tuple[Path, str]]:
             f"{len(unlabelled)} files in {val_dir} have no label (e.g. {unlabelled[0]}). {LAYOUT}"
         )
     chosen = set(wnids)
-    return [(p, labels[p.stem]) for p in files if labels[p.stem] in chosen]
+    items = [(p, labels[p.stem]) for p in files if labels[p.stem] in chosen]
+    if without := sorted(chosen - {wnid for _, wnid in items}):
+        raise image_files.DatasetLayoutError(
+            f"{val_dir} holds no validation images of {len(without)} chosen classes (e.g. "
+            f"{without[0]}); an incomplete copy? {LAYOUT}")
+    return items
 
 
 def _flat_val_labels(root: Path) -> dict[str, str]:

@@ -54,9 +54,9 @@ TFDS_DATASETS = (
 )
 # What MANUAL_DIR must hold for the datasets that read it.
 MANUAL_DIR_CONTENTS = {
-    "tiny_imagenet": "<folder with tiny-imagenet-200.zip or tiny-imagenet-200/; optional, "
-    "downloaded otherwise>",
-    "mini_imagenet": "<ILSVRC-2012 folder with train/<wnid>/*.JPEG and val/>",
+    "tiny_imagenet": "tiny-imagenet-200.zip or tiny-imagenet-200/ (optional: else it is "
+    "downloaded)",
+    "mini_imagenet": "ILSVRC-2012 as train/<wnid>/*.JPEG and val/",
 }
 
 SourceFn = Callable[[str, str], tuple]  # (images, labels) or (images, labels, extras)
@@ -149,14 +149,15 @@ def check_dataset(dataset: str) -> None:
         )
 
 
-def prepare_command(dataset: str, data_dir: str | None) -> str:
-    """The command that prepares ``dataset`` in ``data_dir`` (None: TFDS's default)."""
-    command = f"make data DATASETS={dataset}"
-    if data_dir is not None:
-        command += f" DATA_DIR={data_dir}"
+def prepare_command(dataset: str, data_dir: str) -> str:
+    """The command that prepares ``dataset`` in ``data_dir`` (always named: ``make data``'s own
+    default is the project's data/tfds), with what its manual directory must hold, if any, on
+    a line of its own (a placeholder in the command would be read by the shell)."""
+    command = f"make data DATASETS={dataset} DATA_DIR={data_dir}"
     manual = MANUAL_DIR_CONTENTS.get(dataset.split("/")[0])
     if manual is not None:
-        command += f" MANUAL_DIR={manual}"
+        command += (f" MANUAL_DIR={MANUAL_DIR}\n(MANUAL_DIR, default {MANUAL_DIR}: the folder "
+                    f"holding {manual})")
     return command
 
 
@@ -188,7 +189,7 @@ def load_source(
 
     Raises DatasetNotPreparedError within seconds if a TFDS dataset is not prepared and
     ``download`` is False; with ``download`` it is prepared first (manual data, if any, from
-    TFDS's default manual directory).
+    the project's ``MANUAL_DIR``, as ``make data``).
     """
     if split not in SOURCE_SPLITS:
         raise ValueError(f"split: expected one of {SOURCE_SPLITS}, got {split!r}")
@@ -202,9 +203,10 @@ def load_source(
             raise DatasetNotPreparedError(
                 f"dataset {dataset!r} is not prepared: {builder.data_dir} does not hold it "
                 f"(data directory searched: {builder.data_dir_root}). Prepare it with:\n  "
-                f"{prepare_command(dataset, data_dir)}\nor pass download=True."
+                f"{prepare_command(dataset, data_dir or builder.data_dir_root)}\nor pass "
+                f"download=True (manual data from {MANUAL_DIR})."
             )
-        builder = prepare_dataset(dataset, data_dir=data_dir)
+        builder = prepare_dataset(dataset, data_dir=data_dir, manual_dir=MANUAL_DIR)
     features = builder.info.features
     label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
     examples = builder.as_dataset(

@@ -100,7 +100,8 @@ def read_layout(root: Path) -> tuple[list[str], list[tuple[Path, str]], list[tup
     train_items = []
     for wnid in wnids:
         images = require(train_dir / wnid / "images", f"the images of class {wnid}", LAYOUT)
-        train_items += [(path, wnid) for path in image_files.image_files(images)]
+        train_items += [(path, wnid) for path in image_files.class_images(
+            images, f"the training images of class {wnid}", LAYOUT)]
 
     val_dir = root / "val"
     annotations = require(val_dir / "val_annotations.txt", "the validation labels", LAYOUT)
