@@ -6,10 +6,12 @@ Reads every ``results.json`` under the directories (not those of a separate base
 networks, whose figures its combined results.json already holds), puts each run in the table
 it belongs to (``published.TABLES``: scenario, backbone and tasks), and writes ``report.md``
 (in the first directory by default): each cell is our number, then the paper's. Several runs
-of one cell (seeds) are averaged and counted. Among our accuracies the best is bold and the
-second best underlined, as the paper marks them; a cell without a run says "missing", never a
-number; methods the paper quoted from other papers are marked as quoted. Runs on data the
-paper did not use (the demo) get a table of the same layout without published numbers.
+of one cell (seeds) are averaged and counted; they must share every setting but the seed
+(their config.json), or the report stops and names the settings. Among our accuracies the
+best is bold and the second best underlined, as the paper marks them; a cell without a run
+says "missing", never a number; methods the paper quoted from other papers are marked as
+quoted. Runs on data the paper did not use (the demo) get a table of the same layout without
+published numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from absl import app, flags
 
 from den_tf.published import TABLES, Method, Table
+from den_tf.train import RESUMABLE_SETTINGS, config_differences
 
 flags.DEFINE_string("output", None, "Where to write the report (default: <first dir>/report.md).")
 FLAGS = flags.FLAGS
@@ -40,11 +43,35 @@ def find_results(directories: Sequence[str]) -> list[dict]:
             if "results.json" in files:
                 path = os.path.join(root, "results.json")
                 with open(path) as f:
-                    runs.append({**json.load(f), "path": path})
-                if "method_id" not in runs[-1]:  # written before methods were recorded: DEN
+                    runs.append({**json.load(f), "path": path, "config": None})
+                if "config.json" in files:
                     with open(os.path.join(root, "config.json")) as f:
-                        runs[-1].update(method_id="den", rho=json.load(f)["rho"])
+                        runs[-1]["config"] = json.load(f)
+                if "method_id" not in runs[-1]:  # written before methods were recorded: DEN
+                    runs[-1].update(method_id="den", rho=runs[-1]["config"]["rho"])
     return sorted(runs, key=lambda r: r["path"])
+
+
+def check_pooled(label: str, runs: list[dict]) -> None:
+    """Raises ValueError unless ``runs``, averaged into ``label``'s cell, share every setting
+    but the seed (and where they ran, ``train.RESUMABLE_SETTINGS``): a mean over runs of
+    other epochs, widths or data would be labelled as seeds of one setting."""
+    if len(runs) < 2:
+        return
+    unknown = [r["path"] for r in runs if r["config"] is None]
+    if unknown:
+        raise ValueError(f"{label}: {len(runs)} runs would be averaged, but "
+                         f"{', '.join(unknown)} has no config.json beside it to check that "
+                         "they differ only in the seed")
+    first = runs[0]
+    for run in runs[1:]:
+        differences = config_differences(first["config"], run["config"],
+                                         ignored=RESUMABLE_SETTINGS | {"seed"})
+        if differences:
+            raise ValueError(
+                f"{label}: {first['path']} and {run['path']} would be averaged as seeds of "
+                f"one setting, but their settings differ: {'; '.join(differences)}. Point "
+                "the report at directories that each hold runs of one setting.")
 
 
 def belongs(table: Table, run: dict) -> bool:
@@ -115,9 +142,14 @@ def _cell(ours: str | None, paper, count: int) -> str:
 
 
 def _points(table: Table, runs: list[dict]) -> dict[str, list[dict]]:
+    """Each method's points in ``table``, after checking that its runs may be pooled."""
     mine = [r for r in runs if belongs(table, r)]
-    return {m.label: [p for r in mine if (p := point(m, r, table.accuracy_of)) is not None]
-            for m in table.methods}
+    points = {}
+    for m in table.methods:
+        pooled = [(r, p) for r in mine if (p := point(m, r, table.accuracy_of)) is not None]
+        check_pooled(f"{table.title}, {m.label}", [r for r, _ in pooled])
+        points[m.label] = [p for _, p in pooled]
+    return points
 
 
 def _flops_text(table: Table, points: list[dict]) -> str:

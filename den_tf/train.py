@@ -59,17 +59,18 @@ RESUMABLE_SETTINGS = frozenset({
 })
 
 
-def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+def config_differences(saved: dict, current: dict, prefix: str = "",
+                       ignored: frozenset[str] = RESUMABLE_SETTINGS) -> list[str]:
     """Each setting (a dotted key) whose value differs between two configs as dicts (a
-    config's ``to_json``), outside ``RESUMABLE_SETTINGS``, as 'key: saved there, current
-    here' ('missing' for a key one of them lacks)."""
+    config's ``to_json``), outside ``ignored``, as 'key: saved there, current here'
+    ('missing' for a key one of them lacks)."""
     differences = []
     for key in sorted(set(saved) | set(current)):
         name = prefix + key
         old, new = saved.get(key, "missing"), current.get(key, "missing")
         if isinstance(old, dict) and isinstance(new, dict):
-            differences += config_differences(old, new, name + ".")
-        elif old != new and name not in RESUMABLE_SETTINGS:
+            differences += config_differences(old, new, name + ".", ignored)
+        elif old != new and name not in ignored:
             differences.append(f"{name}: {old!r} there, {new!r} here")
     return differences
 

@@ -29,10 +29,19 @@ def _results(method, accuracies, rho=None, scenario="M1", backbone="WRN-32-4", f
     return results
 
 
-def _write(root, name, results):
+def _write(root, name, results, config=True, **settings):
+    """results.json, and (unless ``config`` is False) the config.json train writes beside it:
+    the run's method, rho and seed, a schedule, and ``settings`` over them."""
     path = root / name
     path.mkdir(parents=True)
     (path / "results.json").write_text(json.dumps(results))
+    if config:
+        saved = {"method": results["method_id"], "rho": results["rho"], "seed": results["seed"],
+                 "train": {"epochs": 10, "log_every": 100}, "data": {"data_dir": "/data"}}
+        for key, value in settings.items():
+            section, name = key.split("__")
+            saved[section][name] = value
+        (path / "config.json").write_text(json.dumps(saved))
 
 
 def test_table_2b_beside_the_paper(tmp_path):
@@ -110,6 +119,31 @@ def test_unpublished_scenario_and_errors(tmp_path):
         report.report([str(tmp_path / "empty")])
     with pytest.raises(FileNotFoundError, match="no such directory"):
         report.report([str(tmp_path / "absent")])
+
+
+def test_runs_pooled_in_a_cell_must_differ_only_in_the_seed(tmp_path):
+    demo = dict(scenario="demo", backbone="WRN-32 (widths 16/32/64)", tasks=("shapes",))
+    _write(tmp_path, "den/seed_0", _results("den", [90.0], rho=0.3, **demo))
+    # Where a run's data was and how often it logged do not change what it trained.
+    _write(tmp_path, "den/seed_1", _results("den", [80.0], rho=0.3, seed=1, **demo),
+           data__data_dir="/elsewhere", train__log_every=10)
+    row = next(line for line in report.report([str(tmp_path)]).splitlines()
+               if line.startswith("| shapes |"))
+    assert "85.00** (n=2)" in row
+    _write(tmp_path, "den/seed_2", _results("den", [70.0], rho=0.3, seed=2, **demo),
+           train__epochs=20)
+    with pytest.raises(ValueError, match=r"DEN \(rho=0.3\): .*seed_0.* and .*seed_2.* "
+                                         r"settings differ: train.epochs: 10 there, 20 here"):
+        report.report([str(tmp_path)])
+    # One setting per directory: each reports on its own.
+    assert "(n=2)" in report.report([str(tmp_path / "den" / "seed_0"),
+                                     str(tmp_path / "den" / "seed_1")])
+    assert "70.00" in report.report([str(tmp_path / "den" / "seed_2")])
+    _write(tmp_path, "other/seed_0", _results("den", [90.0], rho=0.3, **demo))
+    _write(tmp_path, "other/seed_1", _results("den", [80.0], rho=0.3, seed=1, **demo),
+           config=False)
+    with pytest.raises(ValueError, match=r"seed_1/results.json has no config.json"):
+        report.report([str(tmp_path / "other")])
 
 
 def test_published_tables_are_complete():
