@@ -15,7 +15,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from den_tf import datasets
-from den_tf.datasets import mini_imagenet, prepare, sources, testing, tiny_imagenet
+from den_tf.datasets import mini_imagenet, prepare, seeds, sources, testing, tiny_imagenet
 from den_tf.tasks import Task, get_task
 
 TINY_WNIDS = ("n01443537", "n01629819", "n01641577")
@@ -179,6 +179,18 @@ def test_mini_imagenet_training_choice_is_reproducible(mini_built):
     assert chosen_files[0] == chosen_files[1]  # two builds chose the same 3 of 4 per class
     per_class = {w: [f for f in chosen_files[0] if f.startswith(w)] for w in CHOSEN}
     assert all(len(files) == 3 for files in per_class.values())
+
+
+def test_derived_seeds_and_subsets_are_the_same_in_every_process_and_release():
+    """Pinned values: a salted ``hash`` or another generator would change the validation
+    split and Mini-ImageNet's training subset between processes or NumPy releases."""
+    assert seeds.derive_seed(2019, "n01440764") == 1713097532
+    assert seeds.derive_seed(0, "cifar100", "validation") == 663245793
+    np.testing.assert_array_equal(seeds.sample_indices(1300, 5, 1713097532),
+                                  [412, 637, 675, 708, 877])
+    np.testing.assert_array_equal(seeds.sample_indices(10, 3, 663245793), [0, 1, 5])
+    with pytest.raises(ValueError, match=r"count: must be in \[0, 3\], got 4"):
+        seeds.sample_indices(3, 4, 0)
 
 
 def test_mini_imagenet_reports_a_chosen_corrupt_file(tmp_path):
