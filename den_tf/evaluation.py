@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from den_tf import cost, metrics, policy, stats
+from den_tf import cost, files, metrics, policy, stats
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
 
@@ -36,9 +36,10 @@ QUINTILES = 5
 
 
 def structure_ids(structures: np.ndarray, levels: int) -> np.ndarray:
-    """Each structure as one integer (its levels read as base-h digits, block 0 first)."""
-    weights = levels ** np.arange(structures.shape[1] - 1, -1, -1, dtype=np.int64)
-    return structures.astype(np.int64) @ weights
+    """Each structure as one integer (its levels read as base-h digits, block 0 first), as
+    Python integers: h ** n_blocks outgrows int64 from 32 blocks of 4 levels."""
+    weights = np.array([levels ** k for k in range(structures.shape[1] - 1, -1, -1)], object)
+    return np.asarray(structures).astype(np.int64).astype(object) @ weights
 
 
 def check_mode(mode: str, levels: int) -> None:
@@ -145,8 +146,13 @@ class Evaluator:
         if mode == "selector" and self.selector is None:
             raise ValueError("mode 'selector' needs a selector (a fixed-structure method has none)")
         shape = (self.estimator.n_blocks, self.estimator.levels)
-        frequencies = [tf.constant(np.ones(shape) if marginals is None else marginals[t],
-                                   tf.float32) for t in range(len(self.estimator.tasks))]
+        tasks = len(self.estimator.tasks)
+        if mode == "marginal" and (marginals is None or len(marginals) != tasks or any(
+                np.shape(m) != shape for m in marginals)):
+            raise ValueError(f"mode 'marginal' draws from given level frequencies: marginals "
+                             f"must be {tasks} arrays of shape {shape}")
+        frequencies = [tf.constant(marginals[t] if mode == "marginal" else np.ones(shape),
+                                   tf.float32) for t in range(tasks)]
 
         def choose(t, logits, images, batch_seed):
             if mode == "selector":
@@ -583,11 +589,12 @@ def write_predictions(path: str, report: dict[str, dict],
                       level_reports: dict[int, dict[str, dict]] | None = None) -> None:
     """The per-instance record of an evaluation as one .npz: task id and names, label,
     prediction, correct, the selector's level probabilities (N, n_blocks, h; absent without
-    a selector), the structure
-    and its FLOPs, difficulty (NaN where the data has none), and per task the full
-    structure's FLOPs (``task_flops_full``). With ``level_reports`` (the same instances at
-    each uniform level) also ``uniform_levels`` (L,), and ``uniform_correct`` and
-    ``uniform_flops`` (N, L): each instance's result at each of those levels."""
+    a selector), the structure and its FLOPs, difficulty (NaN where the data has none), and
+    per task the full structure's FLOPs (``task_flops_full``). With ``level_reports`` (the
+    same instances at each uniform level) also ``uniform_levels`` (L,), and
+    ``uniform_correct`` and ``uniform_flops`` (N, L): each instance's result at each of those
+    levels. Replaced
+    atomically (``files.replaced_atomically``)."""
     names = list(report)
     parts = [report[name]["instances"] for name in names]
     count = [len(p["labels"]) for p in parts]
@@ -607,24 +614,25 @@ def write_predictions(path: str, report: dict[str, dict],
                 for name in names]) for key in ("correct", "flops")},
         }
         uniform["uniform_correct"] = uniform["uniform_correct"] > 0
-    np.savez_compressed(
-        path,
-        task_names=np.array(names),
-        task_flops_full=np.array([float(report[name].get("flops_full", np.nan))
-                                  for name in names]),
-        task=np.repeat(np.arange(len(names)), count),
-        label=np.concatenate([p["labels"] for p in parts]),
-        prediction=np.concatenate([p["predictions"] for p in parts]),
-        correct=np.concatenate([p["correct"] > 0 for p in parts]),
-        **({"probabilities": np.concatenate([p["probabilities"] for p in parts])}
-           if all("probabilities" in p for p in parts) else {}),
-        structure=np.concatenate([p["structures"] for p in parts]),
-        flops=np.concatenate([p["flops"] for p in parts]),
-        difficulty=np.concatenate([
-            p.get("difficulty", np.full(n, np.nan, np.float32)) for p, n in zip(parts, count)
-        ]),
-        **uniform,
-    )
+    with files.replaced_atomically(path, binary=True) as f:  # a file: no ".npz" appended
+        np.savez_compressed(
+            f,
+            task_names=np.array(names),
+            task_flops_full=np.array([float(report[name].get("flops_full", np.nan))
+                                      for name in names]),
+            task=np.repeat(np.arange(len(names)), count),
+            label=np.concatenate([p["labels"] for p in parts]),
+            prediction=np.concatenate([p["predictions"] for p in parts]),
+            correct=np.concatenate([p["correct"] > 0 for p in parts]),
+            **({"probabilities": np.concatenate([p["probabilities"] for p in parts])}
+               if all("probabilities" in p for p in parts) else {}),
+            structure=np.concatenate([p["structures"] for p in parts]),
+            flops=np.concatenate([p["flops"] for p in parts]),
+            difficulty=np.concatenate([
+                p.get("difficulty", np.full(n, np.nan, np.float32)) for p, n in zip(parts, count)
+            ]),
+            **uniform,
+        )
 
 
 def _giga(flops: float) -> str:

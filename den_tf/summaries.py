@@ -10,11 +10,23 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from den_tf.evaluation import structure_ids
 from den_tf.tasks import Task
 
 IMAGE_CELL = 8  # pixels per matrix entry in the level-probability image
+
+
+def level_histogram(levels: np.ndarray, count: int) -> np.ndarray:
+    """TensorBoard's histogram rows (left edge, right edge, instances) with one bucket per
+    level l, [l - 0.5, l + 0.5), whatever levels occur (``tf.summary.histogram`` would spread
+    its buckets over the data's range instead, so bucket i would not be level i)."""
+    left = np.arange(count, dtype=np.float64) - 0.5
+    instances = np.bincount(np.asarray(levels, np.int64), minlength=count)
+    if len(instances) > count:
+        raise ValueError(f"levels must be in [0, {count}), got {int(np.max(levels))}")
+    return np.stack([left, left + 1.0, instances.astype(np.float64)], axis=1)
 
 
 class Writer:
@@ -31,21 +43,23 @@ class Writer:
                 tf.summary.scalar(f"{prefix}/{name}", value)
 
     def evaluation(self, phase: str, report: dict[str, dict], step: int) -> None:
-        """Validation scalars per task, and histograms of the levels each block was given
-        and of the structure ids."""
+        """Validation scalars per task, and histograms of the level each block was given (a
+        bucket per level) and of the structure ids, under the phase's tag: the estimator
+        phase validates the full structure in stage 1, which must not be read as the
+        selector's choice."""
         with self.writer.as_default(step=step):
             for name, entry in report.items():
+                prefix = f"validation_{phase}/{name}"
                 for key in ("accuracy", "objective", "flops", "density"):
-                    tf.summary.scalar(f"validation_{phase}/{name}/{key}", entry[key])
+                    tf.summary.scalar(f"{prefix}/{key}", entry[key])
                 structures = entry["structures"]
                 for block in range(structures.shape[1]):
-                    tf.summary.histogram(
-                        f"levels/{name}/block_{block:02d}", structures[:, block],
-                        buckets=self.levels,
-                    )
-                tf.summary.histogram(
-                    f"structures/{name}", structure_ids(structures, self.levels).astype(np.float64)
-                )
+                    tag = f"{prefix}/levels/block_{block:02d}"
+                    tf.summary.write(
+                        tag, level_histogram(structures[:, block], self.levels),
+                        metadata=histogram_metadata.create_summary_metadata(tag, ""))
+                tf.summary.histogram(f"{prefix}/structures",
+                                     structure_ids(structures, self.levels).astype(np.float64))
 
     def level_probabilities(self, matrix: np.ndarray, step: int) -> None:
         """The mean level-probability matrix (h x n, like the paper's Fig. 6b) as an image."""

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from den_tf import budget, builders, distribute, evaluation, methods
+from den_tf import budget, builders, distribute, evaluation, files, methods
 from den_tf import summaries as summaries_lib
 from den_tf.datasets import multitask_dataset, task_dataset
 from den_tf.phases import Phase
@@ -53,9 +53,11 @@ class NonFiniteLossError(RuntimeError):
 
 # Settings that change where and how a run is computed or logged, not what it trains: a run
 # may resume, or be evaluated and exported, under other values of these (check_run_config).
+# Not train.eval_batch_size: the random controls draw with a seed per evaluation batch, so
+# another batch size would report other draws under the same run.
 RESUMABLE_SETTINGS = frozenset({
     "scenario", "data.data_dir", "data.download", "train.log_every", "train.checkpoint_every",
-    "train.eval_batch_size", "strategy", "tpu", "deterministic", "jit_compile",
+    "strategy", "tpu", "deterministic", "jit_compile",
 })
 
 
@@ -378,7 +380,14 @@ def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str,
                          f"resumes it")
     estimator, selector = builders.build_models(config)
     models = {"estimator": estimator, **({"selector": selector} if selector is not None else {})}
-    tf.train.Checkpoint(**models).restore(latest).expect_partial()
+    # Every weight must come from the checkpoint: a model missing from it (or renamed since)
+    # would otherwise be scored with its initial weights. The optimizers' slots are not read.
+    status = tf.train.Checkpoint(**models).restore(latest).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ValueError(f"{latest} does not hold every weight of {sorted(models)} as this "
+                         f"config builds them: {error}") from None
     return estimator, selector
 
 
@@ -449,21 +458,11 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def write_results(workdir: str, results: dict, prefix: str = "") -> dict:
     """results.md, then results.json (names after ``prefix``), which marks the run finished
-    (``write_json``)."""
-    with open(os.path.join(workdir, prefix + "results.md"), "w") as f:
+    (``files.write_json``)."""
+    with files.replaced_atomically(os.path.join(workdir, prefix + "results.md")) as f:
         f.write(evaluation.results_markdown(results))
-    write_json(os.path.join(workdir, prefix + "results.json"), results)
+    files.write_json(os.path.join(workdir, prefix + "results.json"), results)
     return results
-
-
-def write_json(path: str, value: dict | list) -> None:
-    """``value`` as JSON at ``path``, through a temporary file beside it: an interruption
-    leaves the old file or none, never part of one. results.json and budget.json mark a
-    finished run and measurement (``sweep.run_seeds`` skips what they mark)."""
-    partial = path + ".partial"
-    with open(partial, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(partial, path)
 
 
 def measure_budgets(config: ml_collections.ConfigDict, workdir: str, points: int = 10) -> dict:
@@ -473,7 +472,7 @@ def measure_budgets(config: ml_collections.ConfigDict, workdir: str, points: int
     evaluator = evaluator_for(config, workdir, finished=True)
     curve = budget.accuracy_against_budget(
         evaluator, test_datasets(config, evaluator.estimator.tasks), points, seed=config.seed)
-    write_json(os.path.join(workdir, "budget.json"), curve)
+    files.write_json(os.path.join(workdir, "budget.json"), curve)
     return curve
 
 
@@ -509,7 +508,7 @@ def train_and_evaluate(
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with files.replaced_atomically(os.path.join(workdir, "config.json")) as f:
         f.write(config.to_json(indent=1))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from den_tf import evaluation
+from den_tf import evaluation, summaries
 
 
 def _report(correct, flops, **extra):
@@ -98,7 +98,7 @@ def test_instance_awareness_by_hand():
     assert constant["spearman_difficulty_flops"] is None  # undefined, not 0
 
 
-def test_predictions_file_holds_every_instance(tmp_path):
+def test_predictions_file_holds_every_instance(tmp_path, monkeypatch):
     def instances(n, difficulty=None):
         entry = {"labels": np.arange(n), "predictions": np.arange(n)[::-1],
                  "correct": np.ones(n, np.float32), "probabilities": np.full((n, 2, 3), 1 / 3),
@@ -117,6 +117,16 @@ def test_predictions_file_holds_every_instance(tmp_path):
     assert saved["probabilities"].shape == (5, 2, 3) and saved["structure"].shape == (5, 2)
     assert np.allclose(saved["difficulty"][:3], [0.1, 0.2, 0.3])
     assert np.isnan(saved["difficulty"][3:]).all()
+    # Rewritten (a finished run evaluated again) and cut off part way: the old file stays.
+
+    def cut_off(f, **arrays):
+        f.write(b"PK\x03\x04")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.write_predictions(str(tmp_path / "p.npz"), {"a": instances(1)})
+    assert np.load(tmp_path / "p.npz")["task"].tolist() == [0, 0, 0, 1, 1]
 
 
 def test_shuffled_structures_give_the_same_rows_to_other_instances():
@@ -156,6 +166,18 @@ def test_given_structures_run_in_the_datasets_order(tiny_evaluator):
         evaluator.evaluate_assigned(datasets, given[:1])
 
 
+def test_structure_ids_and_level_histograms_by_hand():
+    structures = np.array([[1, 0, 3], [3, 3, 3], [1, 0, 3], [0, 0, 0]])
+    np.testing.assert_array_equal(evaluation.structure_ids(structures, 4),
+                                  [1 * 16 + 3, 63, 19, 0])
+    # 40 blocks of 4 levels: past int64, still exact.
+    assert evaluation.structure_ids(np.full((1, 40), 3), 4)[0] == 4 ** 40 - 1
+    np.testing.assert_array_equal(summaries.level_histogram(np.array([1, 1, 3, 3]), 4),
+                                  [[-0.5, 0.5, 0], [0.5, 1.5, 2], [1.5, 2.5, 0], [2.5, 3.5, 2]])
+    with pytest.raises(ValueError, match=r"levels must be in \[0, 2\), got 3"):
+        summaries.level_histogram(np.array([0, 3]), 2)
+
+
 def test_mode_names():
     evaluation.check_mode("level_2", 4)
     evaluation.check_mode("marginal", 4)
@@ -172,12 +194,31 @@ def _data(size, counts):
     ).batch(counts[0])
 
 
+def _even_marginals(evaluator):
+    shape = (evaluator.estimator.n_blocks, evaluator.estimator.levels)
+    return [np.full(shape, 1 / shape[1])] * len(evaluator.estimator.tasks)
+
+
+def test_marginal_mode_needs_a_frequency_table_per_task(tiny_evaluator):
+    """Without them it would draw uniformly under the marginal control's name."""
+    datasets = [_data(16, [3]), _data(32, [2])]
+    marginals = _even_marginals(tiny_evaluator)
+    for bad in (None, marginals[:1], [marginals[0], marginals[0][:, :2]]):
+        with pytest.raises(ValueError, match=r"marginals must be 2 arrays of shape \("):
+            tiny_evaluator.evaluate(datasets, "marginal", marginals=bad)
+    # One level only: every block of every instance is drawn at that level.
+    level_2 = [np.eye(m.shape[1])[np.full(m.shape[0], 2)] for m in marginals]
+    report = tiny_evaluator.evaluate(datasets, "marginal", marginals=level_2)
+    assert all((e["instances"]["structures"] == 2).all() for e in report.values())
+
+
 def test_each_task_is_traced_once_for_every_mode(tiny_evaluator):
     evaluator = tiny_evaluator
     datasets = [_data(16, [4, 4, 3]), _data(32, [5, 2])]  # partial last batches
+    marginals = _even_marginals(evaluator)
     for _ in range(2):
         for mode in ("selector", "level_1", "marginal"):
-            report = evaluator.evaluate(datasets, mode)
+            report = evaluator.evaluate(datasets, mode, marginals=marginals)
     counts = {key: f.experimental_get_tracing_count() for key, f in evaluator.compiled.items()}
     trunks = [key for key in counts if key[0] == "trunk"]
     assert len(trunks) == 1  # both tasks' stems feed one trunk: its sliced blocks traced once
@@ -196,7 +237,7 @@ def test_only_the_selector_mode_runs_the_selector(tiny_evaluator, monkeypatch):
     select = evaluator._select
     monkeypatch.setattr(evaluator, "_select", lambda t: selected.append(t) or select(t))
     for mode in ("full", "level_0", "uniform", "marginal"):
-        report = evaluator.evaluate(datasets, mode)
+        report = evaluator.evaluate(datasets, mode, marginals=_even_marginals(evaluator))
         assert not any("level_probabilities" in e or "probabilities" in e["instances"]
                        for e in report.values()), mode
     assert selected == []

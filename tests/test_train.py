@@ -6,12 +6,13 @@ import json
 import pathlib
 
 import keras
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from den_tf import analyze, builders, evaluation, export, lite, policy, sweep, train
+from den_tf import analyze, builders, evaluation, export, files, lite, policy, sweep, train
 from den_tf import main as cli
 from den_tf.builders import base_config
 from den_tf.datasets import synthetic
@@ -136,13 +137,23 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path, monkeypatch
     for tag in ("estimator/loss", "estimator/learning_rate", "estimator/density",
                 "estimator/flops_fraction", "selector/cost", "selector/epsilon",
                 "selector/accuracy", "selector/entropy", "level_probabilities",
-                "levels/synthetic_shapes/block_00", "structures/synthetic_colors"):
+                "validation_selector/synthetic_shapes/levels/block_00",
+                "validation_selector/synthetic_colors/structures"):
         assert tag in tags, tag
     image = accumulator.Tensors("level_probabilities")[-1].tensor_proto
     assert tf.make_ndarray(image).shape[0] == 3  # width, height, encoded PNG
-    histogram = tf.make_ndarray(accumulator.Tensors("levels/synthetic_shapes/block_00")[-1]
-                                .tensor_proto)
-    assert histogram.shape[1] == 3 and histogram[:, 2].sum() > 0  # counts of evaluated images
+
+    def histogram(phase, event):
+        return tf.make_ndarray(accumulator.Tensors(
+            f"validation_{phase}/synthetic_shapes/levels/block_00")[event].tensor_proto)
+
+    # A bucket per level; stage 1's estimator phase validates the full structure, under its
+    # own tag, apart from the selector's choices.
+    full = histogram("estimator", 0)
+    validated = full[3, 2]
+    np.testing.assert_array_equal(full, [[-0.5, 0.5, 0], [0.5, 1.5, 0], [1.5, 2.5, 0],
+                                         [2.5, 3.5, validated]])
+    assert validated > 0 and histogram("selector", -1)[:, 2].sum() == validated
 
     # The exported SavedModel serves the test images as the evaluation ran them.
     path, names = export.export_run(tiny_config(), str(tmp_path))
@@ -183,9 +194,12 @@ def test_two_stage_run_writes_every_result_and_tensorboard(tmp_path, monkeypatch
 
 def test_finished_markers_are_never_left_half_written(tmp_path, monkeypatch):
     """results.json and budget.json mark finished work for ``sweep.run_seeds``: a write cut off
-    part way leaves the previous file (or none), not a truncated one."""
+    part way leaves the previous file (or none), not a truncated one; config.json too, which
+    every later command reads."""
     path = tmp_path / "results.json"
-    train.write_json(str(path), {"accuracy": 1})
+    files.write_json(str(path), {"accuracy": 1})
+    train._write_config(tiny_config(), str(tmp_path))
+    saved_config = (tmp_path / "config.json").read_text()
 
     def cut_off(value, f, **kwargs):
         f.write('{"accuracy": ')
@@ -194,9 +208,28 @@ def test_finished_markers_are_never_left_half_written(tmp_path, monkeypatch):
     monkeypatch.setattr(json, "dump", cut_off)
     for target in (path, tmp_path / "budget.json"):
         with pytest.raises(Interrupted):
-            train.write_json(str(target), {"accuracy": 2})
+            files.write_json(str(target), {"accuracy": 2})
     assert json.loads(path.read_text()) == {"accuracy": 1}
     assert not (tmp_path / "budget.json").exists()
+    monkeypatch.setattr(ml_collections.ConfigDict, "to_json", cut_off_config)
+    with pytest.raises(Interrupted):
+        train._write_config(tiny_config(**{"train.stages": 5}), str(tmp_path))
+    assert (tmp_path / "config.json").read_text() == saved_config
+
+
+def cut_off_config(config, **kwargs):
+    raise Interrupted
+
+
+def test_json_files_are_strict_json(tmp_path):
+    """NaN and infinities (a quintile of fewer than five instances) are written as null."""
+    path = tmp_path / "results.json"
+    files.write_json(str(path), {"quintiles": [0.5, float("nan")], "best": np.float64(np.inf),
+                                 "nested": ({"x": -float("inf")}, 2)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"quintiles": [0.5, None], "best": None,
+                                "nested": [{"x": None}, 2]}
 
 
 class Interrupted(Exception):
@@ -336,6 +369,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     assert reader.get_tensor("state/step/.ATTRIBUTES/VARIABLE_VALUE") >= 1
     estimator, _ = train.restore_for_evaluation(config, str(tmp_path))
     assert all(np.all(np.isfinite(w)) for w in estimator.get_weights())
+    # Restored, not freshly initialised: the checkpointed step moved the weights.
+    initial, _ = builders.build_models(config)
+    assert any(not np.allclose(w, v) for w, v in zip(estimator.get_weights(),
+                                                      initial.get_weights()))
+
+
+def test_evaluation_refuses_a_checkpoint_without_the_models(tmp_path):
+    """Scoring initial weights as a trained run's would write wrong numbers silently."""
+    stage = tf.Variable(2, dtype=tf.int64)
+    tf.train.Checkpoint(state=tf.train.Checkpoint(stage=stage)).save(
+        str(tmp_path / "checkpoints" / "ckpt"))
+    with pytest.raises(ValueError, match=r"ckpt-1 does not hold every weight of "
+                                         r"\['estimator', 'selector'\]"):
+        train.restore_for_evaluation(tiny_config(), str(tmp_path))
 
 
 def test_non_finite_validation_objective_stops_the_run(tmp_path):

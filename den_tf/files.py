@@ -1,0 +1,42 @@
+"""Files that mark or feed later steps, written so that an interruption never leaves part of
+one: the old file stays, or none."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: str, binary: bool = False) -> Iterator[IO]:
+    """An open file that replaces ``path`` once the block completes: it is written beside it
+    (``<path>.partial``) and renamed, so readers see the old file or the whole new one."""
+    partial = path + ".partial"
+    with open(partial, "wb" if binary else "w") as f:
+        yield f
+    os.replace(partial, path)
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested in dicts, lists and tuples) made
+    None, which JSON writes as null: Python's NaN token is not JSON, and other readers fail
+    on it (a quintile of fewer than five instances has no accuracy)."""
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str, value: dict | list) -> None:
+    """``value`` as strict JSON at ``path`` (``finite_or_none``), replaced atomically:
+    results.json and budget.json mark a finished run and measurement (``sweep.run_seeds``
+    skips what they mark)."""
+    with replaced_atomically(path) as f:
+        json.dump(finite_or_none(value), f, indent=1, allow_nan=False)
