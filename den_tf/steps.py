@@ -156,8 +156,18 @@ class Step:
         self.optimizer = optimizer
         self.settings = settings
         self.strategy = tf.distribute.get_strategy()
+        if (settings.jit_compile and self.strategy.num_replicas_in_sync > 1
+                and not isinstance(self.strategy, tf.distribute.TPUStrategy)):
+            raise ValueError(
+                f"jit_compile with {self.strategy.num_replicas_in_sync} replicas under "
+                f"{type(self.strategy).__name__}: XLA compiles the step for one device and "
+                "cannot reach the other replicas' variables; train without jit_compile")
         self.task_weights = settings.weights_for(len(estimator.tasks))
         self.costs = cost.cost_table(estimator)
+        # Keras's loss-scale optimizer checks for an overflow in the gradients of the replica
+        # it runs on, as if they were summed already; they are not (apply_gradients sums).
+        self._shares_overflows = (isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+                                  and self.strategy.num_replicas_in_sync > 1)
         self._step = tf.function(self._step_fn, jit_compile=settings.jit_compile)
 
     @property
@@ -178,12 +188,28 @@ class Step:
         loss = self.strategy.experimental_local_results(loss)[0]  # the same on every replica
         finite = tf.math.is_finite(loss)
         if finite:
+            if self._shares_overflows:
+                overflows = self.strategy.reduce(
+                    "sum", self.strategy.run(_non_finite_count, args=(grads,)), axis=None)
+                grads = self.strategy.run(_poisoned, args=(grads, overflows > 0))
             self.strategy.run(self._apply, args=(grads,))
         means = {k: self.strategy.reduce("mean", v, axis=None) for k, v in means.items()}
         return {"loss": loss, "finite": finite, **means}
 
     def _apply(self, grads):
         self.optimizer.apply_gradients(zip(grads, self.variables))
+
+
+def _non_finite_count(grads: list[tf.Tensor]) -> tf.Tensor:
+    return tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32))
+                     for g in grads if g is not None])
+
+
+def _poisoned(grads: list[tf.Tensor], overflow: tf.Tensor) -> list[tf.Tensor]:
+    """``grads``, made NaN where some replica's gradients overflowed: the loss-scale optimizer
+    then skips the step and lowers its scale on every replica, as with one device."""
+    return [None if g is None else tf.where(overflow, tf.constant(float("nan"), g.dtype), g)
+            for g in grads]
 
 
 def _share(loss: tf.Tensor) -> tf.Tensor:

@@ -85,6 +85,51 @@ def test_two_replicas_train_as_one_device_with_the_same_global_batch(mirrored, e
         np.testing.assert_array_equal(first.numpy(), second.numpy())
 
 
+def test_an_overflow_on_one_replica_skips_the_step_on_every_replica(mirrored):
+    """Under dynamic loss scaling (mixed_float16) gradients overflow now and then, and the
+    step must be skipped with the scale lowered, as on one device; Keras's loss-scale
+    optimizer looks at one replica's gradients only, so the other's overflow must reach it."""
+    with mirrored.scope():
+        est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), TASKS,
+                        levels=3, trunk_size=16)
+        sel = Selector(TASKS, est.n_blocks, est.levels, widths=(8,), trunk_size=16,
+                       stem_channels=8)
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05))
+        optimizer.build(est.trainable_variables)
+        step = EstimatorStep(est, sel, optimizer, StepSettings(rho=0.3))
+    replica_step = step._replica_step
+
+    def overflow_on_the_second_replica(*args):
+        grads, loss, means = replica_step(*args)
+        second = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 1)
+        return [tf.where(second, tf.constant(np.inf, g.dtype), g) for g in grads], loss, means
+
+    step._replica_step = overflow_on_the_second_replica
+    before = [v.numpy() for v in est.trainable_variables]
+    scale = float(optimizer.dynamic_scale.numpy())
+    metrics = step(distribute.split_batch(mirrored, _batch(8)), tf.constant([0, 1], tf.int64),
+                   "initial")
+    assert bool(metrics["finite"])  # the loss was finite: training goes on
+    assert float(optimizer.dynamic_scale.numpy()) == scale / 2
+    for variable, value in zip(est.trainable_variables, before):
+        for local in mirrored.experimental_local_results(variable.value):
+            np.testing.assert_array_equal(local.numpy(), value)
+
+
+def test_xla_under_several_replicas_is_refused(mirrored):
+    """XLA compiles the cross-replica step for one device; it failed on the second replica's
+    variables ("Trying to access resource ... located in device CPU:1 from device CPU:0")."""
+    with mirrored.scope():
+        est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), TASKS,
+                        levels=3, trunk_size=16)
+        sel = Selector(TASKS, est.n_blocks, est.levels, widths=(8,), trunk_size=16,
+                       stem_channels=8)
+        with pytest.raises(ValueError, match="jit_compile with 2 replicas under "
+                                             "MirroredStrategy"):
+            EstimatorStep(est, sel, keras.optimizers.SGD(0.1),
+                          StepSettings(rho=0.3, execution="masked", jit_compile=True))
+
+
 def test_strategy_names(monkeypatch):
     monkeypatch.delenv("TPU_NAME", raising=False)
     assert not distribute.is_distributed(distribute.make_strategy("auto"))  # no GPU, no TPU
