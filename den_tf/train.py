@@ -155,6 +155,9 @@ class Trainer:
         # First: a multi-worker strategy must exist before TensorFlow runs any op.
         self.strategy = distribute.make_strategy(config.strategy, config.tpu)
         self.workdir = distribute.output_dir(self.strategy, workdir)
+        # Every worker resumes from the chief's checkpoints: a worker's own may lag or be lost,
+        # and workers resumed at different steps would drift apart or wait on each other.
+        self.resume_from = os.path.join(workdir, "checkpoints")
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -235,9 +238,9 @@ class Trainer:
         ))
 
     def _resume(self) -> None:
-        """Restores the latest checkpoint, if any, and makes the input iterator where it was
-        not restored."""
-        latest = self.manager.latest_checkpoint
+        """Restores the latest checkpoint of the chief, if any, and makes the input iterator
+        where it was not restored."""
+        latest = tf.train.latest_checkpoint(self.resume_from)
         if latest is None:
             if self.distributed:
                 self.iterator = self._input(global_step=0)

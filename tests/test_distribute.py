@@ -4,6 +4,7 @@ MirroredStrategy against one device with the same global batch."""
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,8 +40,8 @@ def _batch(size: int, seed: int = 0):
 
 def _train(strategy, weights, settings):
     """Two estimator steps (Eq. 8, then the selector's samples) and two selector steps on a
-    global batch of 8 per task, from ``weights`` (None: fresh ones). Returns the losses, the
-    weights before and after, and the models."""
+    global batch of 8 per task, from ``weights`` (None: fresh ones). Returns each step's
+    metrics, the weights before and after, and the models."""
     with strategy.scope():
         est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), TASKS,
                         levels=3, trunk_size=16)
@@ -57,12 +58,13 @@ def _train(strategy, weights, settings):
         est_step = EstimatorStep(est, sel, sgd, settings)
         sel_step = SelectorStep(est, sel, adam, settings)
     batch = distribute.split_batch(strategy, _batch(8))
-    losses = []
+    metrics = []
     for k, source in enumerate(("initial", "sample")):
-        losses.append(float(est_step(batch, tf.constant([k, 1], tf.int64), source)["loss"]))
+        metrics.append(est_step(batch, tf.constant([k, 1], tf.int64), source))
     for k in range(2):
-        losses.append(float(sel_step(batch, tf.constant([k, 2], tf.int64), 0.2)["loss"]))
-    return losses, before, est.get_weights() + sel.get_weights(), est.weights + sel.weights
+        metrics.append(sel_step(batch, tf.constant([k, 2], tf.int64), 0.2))
+    metrics = [{key: float(value) for key, value in m.items()} for m in metrics]
+    return metrics, before, est.get_weights() + sel.get_weights(), est.weights + sel.weights
 
 
 @pytest.mark.parametrize("execution,gradient", [("sliced", "reinforce"), ("masked", "reinforce"),
@@ -73,9 +75,13 @@ def test_two_replicas_train_as_one_device_with_the_same_global_batch(mirrored, e
     the loss is split over the replicas, batch norm takes the global batch's moments and the
     random structures are drawn for the global batch."""
     settings = StepSettings(rho=0.3, samples=3, execution=execution, gradient=gradient)
-    one_losses, initial, one_after, _ = _train(tf.distribute.get_strategy(), None, settings)
-    two_losses, _, two_after, variables = _train(mirrored, initial, settings)
-    np.testing.assert_allclose(two_losses, one_losses, rtol=1e-5, atol=1e-5)
+    one_metrics, initial, one_after, _ = _train(tf.distribute.get_strategy(), None, settings)
+    two_metrics, _, two_after, variables = _train(mirrored, initial, settings)
+    # Every metric, not only the loss: each replica's batch means are averaged, not summed.
+    for one, two in zip(one_metrics, two_metrics):
+        assert set(one) == set(two) and {"loss", "accuracy", "density"} <= set(one)
+        for key in one:
+            np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-5, err_msg=key)
     for a, b in zip(one_after, two_after):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-5)
     # The steps moved the weights, and both replicas hold the same ones.
@@ -203,28 +209,33 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def test_two_worker_processes_train_to_the_same_weights(tmp_path):
-    """MultiWorkerMirroredStrategy, two worker processes on 127.0.0.1 (TF_CONFIG): the tiny
-    two-stage run finishes within 6 minutes; the chief writes the results in the work
-    directory, the other worker its checkpoints under workers/, and both end with the same
-    weights."""
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(tests=str(pathlib.Path(__file__).parent)))
+def _run_two_workers(script: pathlib.Path, workdir: pathlib.Path, timeout: int) -> None:
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
             {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
         processes.append(subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "run")], env=env,
+            [sys.executable, str(script), str(workdir)], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:
-        outputs = [p.communicate(timeout=360)[0] for p in processes]
+        outputs = [p.communicate(timeout=timeout)[0] for p in processes]
     finally:
         for p in processes:
             p.kill()
     for p, output in zip(processes, outputs):
         assert p.returncode == 0, output[-3000:]
+
+
+def test_two_worker_processes_train_to_the_same_weights(tmp_path):
+    """MultiWorkerMirroredStrategy, two worker processes on 127.0.0.1 (TF_CONFIG): the tiny
+    two-stage run finishes within 6 minutes; the chief writes the results in the work
+    directory, the other worker its checkpoints under workers/, and both end with the same
+    weights. Run again with the other worker's checkpoints lost, both resume from the chief's
+    (the worker would otherwise train from scratch while the chief, finished, evaluates)."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(tests=str(pathlib.Path(__file__).parent)))
+    _run_two_workers(script, tmp_path / "run", timeout=360)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert 0 < results["average"]["accuracy"] <= 100
     chief = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints"))
@@ -234,3 +245,9 @@ def test_two_worker_processes_train_to_the_same_weights(tmp_path):
     assert len(names) > 10
     for name in names:
         np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name))
+    worker = tmp_path / "run" / "workers" / "worker_1"
+    shutil.rmtree(worker / "checkpoints")
+    (worker / "results.json").unlink()
+    _run_two_workers(script, tmp_path / "run", timeout=180)
+    again = json.loads((worker / "results.json").read_text())
+    assert again["average"]["accuracy"] == results["average"]["accuracy"]
