@@ -167,8 +167,8 @@ def difficulty_allocation_curve(tasks: dict, points: int = 10) -> list[dict] | N
             budget * e["flops_full"]) for e in tasks.values()]
         curve.append({
             "budget": float(budget),
-            "flops_fraction": float(np.mean([c["flops"] / e["flops_full"]
-                                             for c, e in zip(chosen, tasks.values())])),
+            "flops_fraction": evaluation.fraction_of_full(
+                [c["flops"] for c in chosen], [e["flops_full"] for e in tasks.values()]),
             "by_difficulty": float(np.mean([c["accuracy"] for c in chosen])),
             "at_random": float(np.mean([c["random_accuracy"] for c in chosen])),
         })

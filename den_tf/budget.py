@@ -179,10 +179,11 @@ def accuracy_against_budget(
 
             report = evaluator.evaluate_structures(datasets, choose, seed)
             point = evaluation.operating_point(report)
-            point["budget_fraction"] = float(np.mean(
-                [b[k] / f for b, f in zip(budget_flops, full)]))
-            point["flops_fraction"] = float(np.mean(
-                [e["flops"] / e["flops_full"] for e in report.values()]))
+            point["budget_fraction"] = evaluation.fraction_of_full(
+                [b[k] for b in budget_flops], full)
+            point["flops_fraction"] = evaluation.fraction_of_full(
+                [e["flops"] for e in report.values()],
+                [e["flops_full"] for e in report.values()])
             curve[name].append(point)
     return {"points": points, "choosers": curve}
 

@@ -178,6 +178,19 @@ def test_structure_ids_and_level_histograms_by_hand():
         summaries.level_histogram(np.array([0, 3]), 2)
 
 
+def test_fraction_of_full_is_the_average_flops_over_the_average_full_flops():
+    # A 32-pixel task at half its 2 MFLOPs and a 96-pixel one at a quarter of its 18:
+    # (1 + 4.5) / (2 + 18), not the mean of 0.5 and 0.25.
+    assert evaluation.fraction_of_full([1e6, 4.5e6], [2e6, 18e6]) == pytest.approx(0.275)
+    tasks = {"small": {"accuracy": 80.0, "flops": 1e6, "macs": 5e5, "flops_full": 2e6,
+                       "params_used": 1.0},
+             "large": {"accuracy": 60.0, "flops": 4.5e6, "macs": 2.25e6, "flops_full": 18e6,
+                       "params_used": 1.0}}
+    average = evaluation._averages(tasks)
+    assert average["flops_fraction"] == pytest.approx(0.275)
+    assert average["compression"] == pytest.approx(1 / 0.275)
+
+
 def test_mode_names():
     evaluation.check_mode("level_2", 4)
     evaluation.check_mode("marginal", 4)
