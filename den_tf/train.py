@@ -318,7 +318,11 @@ class Trainer:
             self.state["global_step"].assign_add(1)
             step += 1
             global_step = int(self.state["global_step"])
-            if step % self.loop.log_every == 0 or step == max_steps:
+            converged = False
+            if step % self.loop.eval_every == 0 or step == max_steps:
+                converged = self._validate(phase, stage, global_step)
+            # A phase that converges between logging steps logs its last, shorter window.
+            if step % self.loop.log_every == 0 or step == max_steps or converged:
                 now = time.time()
                 seconds_per_step = (now - last_time) / max(step - last_step, 1)
                 last_time, last_step = now, step
@@ -333,9 +337,6 @@ class Trainer:
                 )
                 scalars.update(phase.schedule_scalars(stage, step - 1))
                 self.writer.scalars(phase.name, scalars, global_step)
-            converged = False
-            if step % self.loop.eval_every == 0 or step == max_steps:
-                converged = self._validate(phase, stage, global_step)
             for hook in self.step_hooks:
                 hook(self)
             if converged:

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from den_tf import analyze, builders, evaluation, export, files, lite, policy, sweep, train
+from den_tf import analyze, builders, evaluation, export, files, lite, phases, policy, sweep, train
 from den_tf import main as cli
 from den_tf.builders import base_config
 from den_tf.datasets import synthetic
@@ -383,6 +383,22 @@ def test_evaluation_refuses_a_checkpoint_without_the_models(tmp_path):
     with pytest.raises(ValueError, match=r"ckpt-1 does not hold every weight of "
                                          r"\['estimator', 'selector'\]"):
         train.restore_for_evaluation(tiny_config(), str(tmp_path))
+
+
+def test_a_phase_that_converges_between_logging_steps_logs_its_last_window(tmp_path,
+                                                                          monkeypatch):
+    """Every phase converges at its first evaluation (step 3; logging every 2 steps): the
+    scalars of its third step are written at that step, not dropped."""
+    original = phases.Plateau.update
+    monkeypatch.setattr(phases.Plateau, "update",
+                        lambda plateau, objective: original(plateau, objective) or True)
+    train.train_and_evaluate(tiny_config(**{"train.stages": 1}), str(tmp_path))
+    accumulator = event_accumulator.EventAccumulator(
+        str(tmp_path / "tensorboard"), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    logged = {phase: [event.step for event in accumulator.Tensors(f"{phase}/loss")]
+              for phase in ("estimator", "selector")}
+    assert logged == {"estimator": [2, 3], "selector": [5, 6]}
 
 
 def test_non_finite_validation_objective_stops_the_run(tmp_path):
