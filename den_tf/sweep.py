@@ -37,7 +37,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from den_tf import analyze, budget, evaluation, progress, stats, train
+from den_tf import analyze, budget, evaluation, files, progress, stats, train
 
 FLAGS = flags.FLAGS
 
@@ -241,9 +241,8 @@ def write_report(workdir: str, title: str, config: ml_collections.ConfigDict | N
     with an error in this sweep (not averaged: the means are over the others)."""
     report = aggregate(finished_runs(workdir, config))
     report["failed_seeds"] = {str(seed): error for seed, error in (failed or {}).items()}
-    with open(os.path.join(workdir, "sweep.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(workdir, "sweep.md"), "w") as f:
+    files.write_json(os.path.join(workdir, "sweep.json"), report)
+    with files.replaced_atomically(os.path.join(workdir, "sweep.md")) as f:
         f.write(sweep_markdown(report, title))
     return report
 
@@ -262,9 +261,8 @@ def finished_budget_curves(workdir: str) -> list[dict]:
 def write_budget_report(workdir: str) -> dict:
     """Aggregates the seeds' budget curves into budget_sweep.json, .md and .png."""
     report = budget.aggregate_curves(finished_budget_curves(workdir))
-    with open(os.path.join(workdir, "budget_sweep.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(workdir, "budget_sweep.md"), "w") as f:
+    files.write_json(os.path.join(workdir, "budget_sweep.json"), report)
+    with files.replaced_atomically(os.path.join(workdir, "budget_sweep.md")) as f:
         f.write(budget.aggregate_markdown(report))
     analyze.plot_budget_sweep(report, os.path.join(workdir, "budget_sweep.png"))
     return report
