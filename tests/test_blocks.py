@@ -340,6 +340,52 @@ def test_block_statistics_ignore_inactive_channels():
                        atol=1e-4)
 
 
+# Which entries each batch norm of a block normalises, by block kind: "instance": every
+# channel of an instance that runs the block (level > 0); "nested": channel c of an instance
+# whose level keeps c; "all": every instance (a plain block always runs).
+NORM_SCOPES = {
+    "basic": {"bn_in": "instance", "bn_mid": "nested"},
+    "bottleneck": {"bn_in": "instance", "bn_reduce": "nested", "bn_grouped": "nested"},
+    "plain1": {"bn_a": "nested"},
+    "plain2": {"bn_a": "nested", "bn_b": "all"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_every_batch_norm_takes_its_moments_over_the_entries_that_run(kind, monkeypatch):
+    """Each batch norm's moving statistics after one training pass, from its own input and
+    the entries that run (NumPy, from the levels alone): moments over every instance would
+    still give masked and sliced paths that agree, both reading the same wrong statistics."""
+    inputs = {}
+    call = blocks.MaskedBatchNorm.call
+
+    def recording(norm, x, training=False, active=None):
+        inputs[id(norm)] = np.asarray(x, np.float32)
+        return call(norm, x, training=training, active=active)
+
+    monkeypatch.setattr(blocks.MaskedBatchNorm, "call", recording)
+    block = _block(kind)
+    levels = np.arange(8) % block.levels
+    block(tf.random.normal((8, 8, 8, IN_CHANNELS), seed=3) * 2.0 + 0.5, tf.constant(levels),
+          training=True)
+    kept = np.array(block.level_channels)[levels]
+    for name, scope in NORM_SCOPES[kind].items():
+        norm = getattr(block, name)
+        x = inputs[id(norm)]
+        channels = np.arange(x.shape[-1])
+        runs = {"instance": np.repeat((kept > 0)[:, None], x.shape[-1], 1),
+                "nested": channels[None, :] < kept[:, None],
+                "all": np.ones((len(levels), x.shape[-1]), bool)}[scope]
+        m = norm.momentum
+        for c in channels:
+            values = x[runs[:, c], ..., c]
+            mean, variance = (values.mean(), values.var()) if values.size else (0.0, 1.0)
+            expected = ((1 - m) * mean, m + (1 - m) * variance) if values.size else (0.0, 1.0)
+            np.testing.assert_allclose(
+                [norm.moving_mean.numpy()[c], norm.moving_variance.numpy()[c]], expected,
+                rtol=1e-4, atol=1e-5, err_msg=f"{name} channel {c}")
+
+
 @pytest.mark.parametrize("kind", sorted(BLOCKS))
 def test_keras_layer_contract(kind):
     """Config round trip, eager = tf.function, and a one-step training loop."""

@@ -109,6 +109,48 @@ def test_backbones_reproduce_paper(spec, tasks, kwargs, paper_params, computed_p
             assert abs(table.full_macs(t) - macs) / macs < 0.5 / 100
 
 
+def _graph_macs(estimator: Estimator, task: int, structure: tuple[int, ...]) -> int:
+    """Multiply-adds of the Conv2D and MatMul ops in the traced sliced graph of one image:
+    what TensorFlow will compute, counted without the cost table."""
+    size = estimator.tasks[task].input_size
+    graph = tf.function(lambda x: estimator(x, task=task, structure=structure,
+                                            execution="sliced")).get_concrete_function(
+        tf.TensorSpec([1, size, size, 3])).graph
+    macs = 0
+    for op in graph.get_operations():
+        if op.type == "Conv2D":
+            out, kernel = op.outputs[0].shape, op.inputs[1].shape
+            macs += out[1] * out[2] * out[3] * kernel[0] * kernel[1] * kernel[2]
+        elif op.type == "MatMul":
+            macs += op.inputs[1].shape[0] * op.inputs[1].shape[1]
+    return macs
+
+
+@pytest.mark.parametrize("backbone", ["resnext", "wrn", "vgg", "simple_convnet"])
+def test_cost_table_counts_what_the_sliced_graph_computes(backbone):
+    """At random structures of every block kind (grouped bottlenecks, basic blocks, plain
+    blocks of two convolutions and of one), the cost table's multiply-adds equal the traced
+    graph's: a level ignored in one convolution's count would show here."""
+    two = [Task("a", "a", 16, 5), Task("b", "b", 32, 7)]
+    spec, tasks, levels, trunk = {
+        "resnext": (backbones.resnext(cardinality=4, base_width=2, depth=11, widths=(8, 16, 16),
+                                      stem_channels=8), two, 4, 16),
+        "wrn": (backbones.wrn(depth=8, widths=(8, 8, 16), stem_channels=8), two, 3, 16),
+        "vgg": (backbones.vgg(widths=(8, 8, 16, 16, 16), hidden_units=(12,)),
+                [Task("a", "a", 32, 5)], 3, 32),
+        "simple_convnet": (backbones.simple_convnet(channels=8, num_blocks=3, hidden_units=(12,)),
+                           [Task("a", "a", 21, 5)], 3, 21),
+    }[backbone]
+    estimator = Estimator(spec, tasks, levels=levels, trunk_size=trunk)
+    table = cost.cost_table(estimator)
+    rng = np.random.RandomState(0)
+    task = len(tasks) - 1
+    for structure in [tuple(int(v) for v in rng.randint(0, levels, estimator.n_blocks))
+                      for _ in range(2)] + [(levels - 1,) * estimator.n_blocks]:
+        counted = int(table.macs(tf.constant([structure]), task).numpy()[0])
+        assert counted == _graph_macs(estimator, task, structure), structure
+
+
 def test_nestednet_levels_cost_seven_twelfths():
     """Levels at 1/4, 1/2, 1 of each block: NestedNet's mean is 7/12 of the trunk (1.24G)."""
     est = Estimator(backbones.wrn(), CIFAR)
