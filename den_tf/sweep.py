@@ -7,11 +7,12 @@ Seed s trains into ``WORKDIR/seed_<s>`` (a finished seed is skipped, an interrup
 resumes, one whose loss diverges is reported and left out, and a seed finished under other
 settings is an error), then ``sweep.json`` and ``sweep.md`` aggregate every finished seed in
 WORKDIR: for
-each method (DEN, the full structure, the random controls, every uniform level, the oracle)
-the mean and 95% t interval of its accuracy and FLOPs fraction, the paired difference of DEN
-minus each of them (the same seed gives them the same estimator), and, where the data knows
-each image's difficulty, the rank correlation of difficulty and FLOPs and the FLOPs spread
-between the easiest and the hardest quintile.
+each method (DEN, or BlockDrop, the full structure, the random controls, every uniform level,
+the oracle) the mean and 95% t interval of its accuracy and FLOPs fraction, the paired
+difference of DEN (BlockDrop) minus each of them (the same seed gives them the same
+estimator), and, where the data knows each image's difficulty, the rank correlation of
+difficulty and FLOPs (a run where it is undefined is left out and counted) and the FLOPs
+spread between the easiest and the hardest quintile.
 
 ``--budgets`` also measures each finished seed's accuracy under ten FLOPs budgets (``--mode=budget``
 of den_tf.main: ``seed_<s>/budget.json``, measured once) and aggregates the curves into
@@ -62,13 +63,20 @@ KNOWING_POINTS = {
 }
 
 
+def selected_name(results: dict) -> str:
+    """The name of a run's own operating point in a sweep: DEN's, else its method's (a
+    compared method with a selector, BlockDrop, or one without)."""
+    return DEN if results.get("method_id", "den") == "den" else results["method"]
+
+
 def methods(results: dict) -> dict[str, dict]:
     """Every operating point of one run, by name: {'average': ..., 'tasks': ...}; a method
     without a selector (den_tf/methods.py) has only its own, under its name."""
+    own = {selected_name(results): {"tasks": results["tasks"], "average": results["average"]}}
     if "random_selector" not in results:
-        return {results["method"]: {"tasks": results["tasks"], "average": results["average"]}}
+        return own
     points = {
-        DEN: {"tasks": results["tasks"], "average": results["average"]},
+        **own,
         "full structure": results["full_structure"],
         # Runs made before the shuffled control have only the other two.
         **{evaluation.CONTROLS[key]: point for key, point in results["random_selector"].items()},
@@ -103,7 +111,9 @@ def aggregate(runs: list[dict]) -> dict:
     # A point some runs lack (the allocation by difficulty needs the selector's FLOPs within
     # reach of the cheapest uniform level) is named, not averaged over fewer runs.
     names = [name for name in per_method[0] if all(name in m for m in per_method)]
-    report = {"runs": len(runs), "seeds": seeds, "method": runs[0]["method"], "methods": {},
+    selected = selected_name(runs[0])
+    report = {"runs": len(runs), "seeds": seeds, "method": runs[0]["method"],
+              "selected": selected, "methods": {},
               "not_in_every_run": sorted({name for m in per_method for name in m} - set(names))}
     for name in names:
         accuracy = [m[name]["average"]["accuracy"] for m in per_method]
@@ -116,20 +126,21 @@ def aggregate(runs: list[dict]) -> dict:
                 for t in tasks
             },
         }
-        if name != DEN and DEN in per_method[0]:
-            den = [m[DEN]["average"]["accuracy"] for m in per_method]
-            entry["den_minus_this"] = stats.paired_difference(den, accuracy)
+        if name != selected and "random_selector" in runs[0]:
+            own = [m[selected]["average"]["accuracy"] for m in per_method]
+            entry["selected_minus_this"] = stats.paired_difference(own, accuracy)
         report["methods"][name] = entry
     awareness = {}
     for t in tasks:
         entries = [r["tasks"][t].get("instance_awareness") for r in runs]
         if any(e is None for e in entries):
             continue
-        correlations = [e["spearman_difficulty_flops"] for e in entries]
+        # Undefined where a run gave every image the same FLOPs: left out and counted, not
+        # averaged in as 0.
+        defined = [c for e in entries if (c := e["spearman_difficulty_flops"]) is not None]
         awareness[t] = {
-            "spearman_difficulty_flops": stats.mean_interval(
-                [0.0 if c is None else c for c in correlations]
-            ),
+            "spearman_difficulty_flops": stats.mean_interval(defined) if defined else None,
+            "spearman_undefined_runs": len(entries) - len(defined),
             "quintile_flops_spread": stats.mean_interval([quintile_spread(e) for e in entries]),
             "quintile_flops_fraction": [
                 stats.mean_interval([e["quintile_flops_fraction"][q] for e in entries])["mean"]
@@ -142,17 +153,19 @@ def aggregate(runs: list[dict]) -> dict:
 
 def sweep_markdown(report: dict, title: str) -> str:
     """The aggregate as markdown: methods, paired differences, instance-awareness."""
+    selected = report["selected"]
     lines = [
         f"# {title}: {report['runs']} runs (seeds {', '.join(map(str, report['seeds']))})",
         "",
-        "Mean ± half-width of the 95% t interval over runs. Paired: DEN minus the method, run "
-        "by run (same seed, same estimator); * marks an interval that excludes zero.",
+        f"Mean ± half-width of the 95% t interval over runs. Paired: {selected} minus the "
+        "method, run by run (same seed, same estimator); * marks an interval that excludes "
+        "zero.",
         "",
-        "| method | average accuracy % | FLOPs / full | DEN minus this (accuracy) |",
+        f"| method | average accuracy % | FLOPs / full | {selected} minus this (accuracy) |",
         "|---|---|---|---|",
     ]
     for name, entry in report["methods"].items():
-        paired = entry.get("den_minus_this")
+        paired = entry.get("selected_minus_this")
         paired_cell = "" if paired is None else stats.paired_text(paired)
         lines.append(f"| {name} | {stats.interval_text(entry['accuracy'])} | "
                      f"{stats.interval_text(entry['flops_fraction'], 100, 1)}% | {paired_cell} |")
@@ -175,8 +188,13 @@ def sweep_markdown(report: dict, title: str) -> str:
             "|---|---|---|---|",
         ]
         for task, entry in report["instance_awareness"].items():
+            correlation, undefined = entry["spearman_difficulty_flops"], entry.get(
+                "spearman_undefined_runs", 0)
+            cell = "undefined" if correlation is None else stats.interval_text(correlation)
+            if undefined and correlation is not None:
+                cell += f" (undefined in {undefined} of {report['runs']} runs, left out)"
             lines.append(
-                f"| {task} | {stats.interval_text(entry['spearman_difficulty_flops'])} | "
+                f"| {task} | {cell} | "
                 f"{stats.interval_text(entry['quintile_flops_spread'], 100, 1)}% | "
                 + " ".join(f"{x:.2f}" for x in entry["quintile_flops_fraction"]) + " |"
             )
@@ -239,7 +257,11 @@ def write_report(workdir: str, title: str, config: ml_collections.ConfigDict | N
     """Aggregates the finished seeds of ``workdir`` (checked against ``config``, as
     ``finished_runs``) into sweep.json and sweep.md; ``failed`` names the seeds that stopped
     with an error in this sweep (not averaged: the means are over the others)."""
-    report = aggregate(finished_runs(workdir, config))
+    runs = finished_runs(workdir, config)
+    if not runs and failed:
+        raise ValueError(f"no seed of {workdir} finished; failed: " + "; ".join(
+            f"seed {seed}: {error}" for seed, error in failed.items()))
+    report = aggregate(runs)
     report["failed_seeds"] = {str(seed): error for seed, error in (failed or {}).items()}
     files.write_json(os.path.join(workdir, "sweep.json"), report)
     with files.replaced_atomically(os.path.join(workdir, "sweep.md")) as f:

@@ -53,14 +53,14 @@ def test_aggregate_by_hand():
     assert den["flops_fraction"]["mean"] == pytest.approx(0.5)
     assert den["task_accuracy"]["b"]["mean"] == pytest.approx(88.0)
     # Paired against the marginal control: 87 - 85, 88 - 86, 86 - 84.5 = 2, 2, 1.5.
-    paired = report["methods"]["random (selector's level frequencies)"]["den_minus_this"]
+    paired = report["methods"]["random (selector's level frequencies)"]["selected_minus_this"]
     assert paired["mean"] == pytest.approx(11 / 6)
     expected = stats.paired_difference([87.0, 88.0, 86.0], [85.0, 86.0, 84.5])
     assert paired["half_width"] == pytest.approx(expected["half_width"])
     assert paired["excludes_zero"]
     full = report["methods"]["full structure"]
     assert full["flops_fraction"]["mean"] == pytest.approx(1.0)
-    assert not full["den_minus_this"]["excludes_zero"]  # 1, 1.5, 0.5 over 86, 86.5, 85.5
+    assert not full["selected_minus_this"]["excludes_zero"]  # 1, 1.5, 0.5 over 86, 86.5, 85.5
     assert set(report["methods"]) >= {"uniform level 1", "uniform level 3",
                                       "oracle over uniform levels", "random (uniform)"}
     aware = report["instance_awareness"]["a"]
@@ -202,6 +202,35 @@ def test_sweep_report_names_failed_seeds(tmp_path):
     assert report["failed_seeds"] == {"7": "non-finite loss"}
     assert report["runs"] == len(RUNS)
     assert "seed 7: non-finite loss" in (tmp_path / "sweep.md").read_text()
+    # Every seed failed: the error says why, not only that nothing finished.
+    (tmp_path / "none").mkdir()
+    with pytest.raises(ValueError, match=r"no seed of .*none finished; failed: seed 7: "
+                                         r"non-finite loss"):
+        sweep.write_report(str(tmp_path / "none"), "t", failed={7: "non-finite loss"})
+
+
+def test_a_blockdrop_sweep_is_reported_under_its_own_name():
+    """BlockDrop's runs have a selector and the random controls too; their own point is
+    BlockDrop's, and the paired column is BlockDrop minus the control, never "DEN"."""
+    runs = [{**run, "method": "BlockDrop", "method_id": "blockdrop"} for run in RUNS]
+    report = sweep.aggregate(runs)
+    assert "DEN" not in report["methods"] and report["selected"] == "BlockDrop"
+    assert report["methods"]["BlockDrop"]["accuracy"]["mean"] == pytest.approx(87.0)
+    paired = report["methods"]["random (selector's level frequencies)"]["selected_minus_this"]
+    assert paired["mean"] == pytest.approx(11 / 6)
+    markdown = sweep.sweep_markdown(report, "blockdrop")
+    assert "| BlockDrop minus this (accuracy) |" in markdown and "DEN" not in markdown
+
+
+def test_undefined_rank_correlations_are_left_out_and_counted():
+    runs = [json.loads(json.dumps(run)) for run in RUNS]
+    runs[1]["tasks"]["a"]["instance_awareness"]["spearman_difficulty_flops"] = None
+    report = sweep.aggregate(runs)
+    aware = report["instance_awareness"]["a"]
+    # Seeds 0 and 2: 0.1 and 0.3 (not 0.1, 0 and 0.3).
+    assert aware["spearman_difficulty_flops"]["mean"] == pytest.approx(0.2)
+    assert aware["spearman_undefined_runs"] == 1
+    assert "(undefined in 1 of 3 runs, left out)" in sweep.sweep_markdown(report, "t")
 
 
 def test_an_interrupted_branch_leaves_no_checkpoint(tmp_path, monkeypatch):
