@@ -317,6 +317,32 @@ def test_blockdrop_cost_and_squash_against_hand_values():
         policy.squash(tf.zeros([1, 2, 3]), 0.8)
 
 
+def test_packnet_phases_train_at_their_decayed_rates():
+    """PackNet*'s phases hold its decays (one stage): each sets lr x 0.1^decay at its start."""
+    config = tiny_config(method="packnet", **{"train.stages": 3})
+    estimator, _ = builders.build_models(config)
+    phases = builders.build_phases(config, estimator, None)
+    assert sorted({phase.decay for phase in phases}) == [0, 1, 2]
+    for phase in phases:
+        phase.start(0)
+        assert float(phase.optimizer.learning_rate.numpy()) == pytest.approx(
+            config.train.estimator.lr * 0.1 ** phase.decay)
+
+
+def test_blockdrop_selector_phase_explores_only_by_squashing():
+    """BlockDrop explores through its squashed policy alpha p + (1 - alpha)(1 - p), not
+    epsilon-greedy: the selector step draws from and scores under the squashed policy."""
+    config = tiny_config(method="blockdrop", tasks="synthetic_shapes")
+    estimator, selector = builders.build_models(config)
+    _, selector_phase = builders.build_phases(config, estimator, selector)
+    assert selector_phase.epsilon == 0.0
+    logits = tf.math.log(tf.constant([[[0.9, 0.1]] * estimator.n_blocks]))
+    alpha = config.blockdrop.alpha
+    np.testing.assert_allclose(
+        tf.exp(selector_phase._step._explored(logits))[0, 0],
+        [alpha * 0.9 + (1 - alpha) * 0.1, alpha * 0.1 + (1 - alpha) * 0.9], atol=1e-6)
+
+
 def test_blockdrop_run(tmp_path):
     """BlockDrop on one task: two levels (skip, whole), its settings replace the selector's,
     the first phase trains the full network, and results name it."""
