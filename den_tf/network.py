@@ -50,6 +50,13 @@ class MultiTaskNetwork(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Keras gives the layers made below the global policy, not this model's.
+        if "dtype" in kwargs and self.dtype_policy.name != keras.config.dtype_policy().name:
+            raise ValueError(
+                f"{type(self).__name__} with dtype policy {self.dtype_policy.name!r} must be "
+                f"built under that policy (den_tf.builders.precision"
+                f"({self.dtype_policy.name!r})); its layers would take the global one, "
+                f"{keras.config.dtype_policy().name!r}")
         self.tasks = tuple(task_from_config(t) for t in tasks)
         if not self.tasks:
             raise ValueError("tasks: at least one task is required")

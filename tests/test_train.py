@@ -355,6 +355,14 @@ def test_mixed_precision(tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         with builders.precision("float8"):
             pass
+    # Rebuilt from its config under its own policy, the same model; outside it, an error
+    # (its blocks would have computed in float32 under a mixed_float16 label).
+    with builders.precision(config.precision):
+        clone = type(estimator).from_config(estimator.get_config())
+    assert clone.blocks[0].compute_dtype == "float16"
+    with pytest.raises(ValueError, match=r"dtype policy 'mixed_float16' must be built under "
+                                         r"that policy .*'float32'"):
+        type(estimator).from_config(estimator.get_config())
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
