@@ -11,6 +11,16 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 
+def check_local(directory: str) -> None:
+    """Raises ValueError for a URL (gs://, s3://...): results, configs and figures are written
+    with Python's file functions, which would put its files in a local folder named after it
+    while TensorFlow's checkpoints went to the URL."""
+    if "://" in directory:
+        raise ValueError(
+            f"{directory}: the work directory must be a local path (or a mounted one); on a "
+            "Cloud TPU VM use the VM's disk and copy the directory to a bucket afterwards")
+
+
 @contextlib.contextmanager
 def replaced_atomically(path: str, binary: bool = False) -> Iterator[IO]:
     """An open file that replaces ``path`` once the block completes: it is written beside it

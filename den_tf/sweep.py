@@ -298,6 +298,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[i
     checkpoint at ``branch_step``), and with ``budgets`` measures each seed's budget curve
     once. A seed whose loss diverges (``train.NonFiniteLossError``) is logged and the others
     still run; returns those seeds' errors, by seed (a later sweep tries them again)."""
+    files.check_local(workdir)
     failed = {}
     for seed in seeds:
         seed_dir = os.path.join(workdir, f"seed_{seed}")

@@ -81,6 +81,7 @@ def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Raises ValueError, naming the settings, if ``workdir`` holds a run (its config.json)
     made with settings that differ from ``config``'s: resuming, evaluating or exporting it
     under them would mix two configs, or label one run with another's settings."""
+    files.check_local(workdir)
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
@@ -152,7 +153,8 @@ class Trainer:
         self.loop = LoopSettings.from_config(config)
         self.stages = builders.stages(config)
         self.step_hooks = tuple(step_hooks)
-        # First: a multi-worker strategy must exist before TensorFlow runs any op.
+        files.check_local(workdir)
+        # A multi-worker strategy must exist before TensorFlow runs any op.
         self.strategy = distribute.make_strategy(config.strategy, config.tpu)
         self.workdir = distribute.output_dir(self.strategy, workdir)
         # Every worker resumes from the chief's checkpoints: a worker's own may lag or be lost,

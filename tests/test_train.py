@@ -432,6 +432,20 @@ def test_config_differences_name_each_setting_outside_the_resumable_ones():
     assert train.config_differences(saved, saved) == []
 
 
+def test_a_url_work_directory_is_refused_before_any_work(tmp_path, monkeypatch):
+    """os.makedirs("gs://b/m1") would make a local folder "gs:" for the results while the
+    checkpoints went to the bucket."""
+    monkeypatch.chdir(tmp_path)
+    for call in (lambda: train.train_and_evaluate(tiny_config(), "gs://bucket/m1"),
+                 lambda: train.evaluate_run(tiny_config(), "gs://bucket/m1"),
+                 lambda: sweep.run_seeds(tiny_config(), "s3://bucket/sweep", [0])):
+        with pytest.raises(ValueError, match=r"://bucket/\w+: the work directory must be a "
+                                             r"local path"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+    files.check_local(str(tmp_path))  # a local path passes
+
+
 @pytest.mark.parametrize("override, message", [
     ({"train.selector.baseline": "mean"}, r"baseline must be one of \('none'"),
     ({"train.selector.baseline": "leave_one_out", "train.selector.samples": 1},
