@@ -182,7 +182,10 @@ def plot_difficulty_allocation(tasks: dict, curve: list[dict], path: str) -> Non
     ax.plot(x, [p["by_difficulty"] for p in curve], "o-",
             label="uniform levels by known difficulty (fitted on the test split)")
     ax.plot(x, [p["at_random"] for p in curve], "s--", label="the same level shares at random")
-    ax.plot(np.mean([e["flops"].mean() / e["flops_full"] for e in tasks.values()]),
+    from den_tf import evaluation
+
+    ax.plot(evaluation.fraction_of_full([e["flops"].mean() for e in tasks.values()],
+                                        [e["flops_full"] for e in tasks.values()]),
             np.mean([100 * e["correct"].mean() for e in tasks.values()]), "r*", markersize=14,
             label="the selector's structures")
     ax.set_xlabel("FLOPs / full structure")

@@ -201,8 +201,11 @@ def aggregate_curves(curves: Sequence[dict]) -> dict:
         other = [p["budget_fraction"] for p in curve["choosers"][names[0]]]
         if list(curve["choosers"]) != names or curve["points"] != points or not np.allclose(
                 other, budgets):
-            raise ValueError("budget curves of different configs: choosers "
-                             f"{list(curve['choosers'])} at {other} against {names} at {budgets}")
+            raise ValueError(
+                "budget curves of different configs: choosers "
+                f"{list(curve['choosers'])} at {other} against {names} at {budgets} (a "
+                "budget.json written before 2026-12-07 gives tasks of different sizes the "
+                "mean of their fractions: delete it and measure again with --mode=budget)")
     accuracy = {n: np.array([[p["average"]["accuracy"] for p in c["choosers"][n]]
                              for c in curves]) for n in names}
     fractions = {n: np.array([[p["flops_fraction"] for p in c["choosers"][n]] for c in curves])

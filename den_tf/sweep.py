@@ -35,6 +35,7 @@ import shutil
 from collections.abc import Sequence
 
 import ml_collections
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -94,9 +95,22 @@ def _fraction(point: dict, flops_full: float) -> float:
     return point["average"]["flops"] / flops_full
 
 
-def quintile_spread(awareness: dict) -> float:
-    """FLOPs of the hardest quintile over the easiest's, minus 1 (0.3: 30% more)."""
+def _defined(value) -> bool:
+    """A figure that exists: not None (JSON's null) and not NaN (an empty quintile)."""
+    return value is not None and bool(np.isfinite(value))
+
+
+def _mean_of_defined(values: list) -> float | None:
+    defined = [v for v in values if _defined(v)]
+    return float(np.mean(defined)) if defined else None
+
+
+def quintile_spread(awareness: dict) -> float | None:
+    """FLOPs of the hardest quintile over the easiest's, minus 1 (0.3: 30% more); None when
+    either is empty (a task of fewer than five test images)."""
     flops = awareness["quintile_flops_fraction"]
+    if not (_defined(flops[0]) and _defined(flops[-1])):
+        return None
     return flops[-1] / flops[0] - 1.0
 
 
@@ -135,15 +149,17 @@ def aggregate(runs: list[dict]) -> dict:
         entries = [r["tasks"][t].get("instance_awareness") for r in runs]
         if any(e is None for e in entries):
             continue
-        # Undefined where a run gave every image the same FLOPs: left out and counted, not
-        # averaged in as 0.
+        # Undefined figures (a run that gave every image the same FLOPs has no correlation,
+        # a task of fewer than five test images an empty quintile) are left out, not
+        # averaged in as 0; the undefined correlations are counted.
         defined = [c for e in entries if (c := e["spearman_difficulty_flops"]) is not None]
+        spreads = [s for e in entries if (s := quintile_spread(e)) is not None]
         awareness[t] = {
             "spearman_difficulty_flops": stats.mean_interval(defined) if defined else None,
             "spearman_undefined_runs": len(entries) - len(defined),
-            "quintile_flops_spread": stats.mean_interval([quintile_spread(e) for e in entries]),
+            "quintile_flops_spread": stats.mean_interval(spreads) if spreads else None,
             "quintile_flops_fraction": [
-                stats.mean_interval([e["quintile_flops_fraction"][q] for e in entries])["mean"]
+                _mean_of_defined([e["quintile_flops_fraction"][q] for e in entries])
                 for q in range(len(entries[0]["quintile_flops_fraction"]))
             ],
         }
@@ -195,8 +211,10 @@ def sweep_markdown(report: dict, title: str) -> str:
                 cell += f" (undefined in {undefined} of {report['runs']} runs, left out)"
             lines.append(
                 f"| {task} | {cell} | "
-                f"{stats.interval_text(entry['quintile_flops_spread'], 100, 1)}% | "
-                + " ".join(f"{x:.2f}" for x in entry["quintile_flops_fraction"]) + " |"
+                + ("undefined | " if entry["quintile_flops_spread"] is None else
+                   f"{stats.interval_text(entry['quintile_flops_spread'], 100, 1)}% | ")
+                + " ".join("-" if x is None else f"{x:.2f}"
+                           for x in entry["quintile_flops_fraction"]) + " |"
             )
     lines.append("")
     return "\n".join(lines)

@@ -95,10 +95,26 @@ def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
             + ". Use that run's settings, or another --workdir for these.")
 
 
+def latest_checkpoint(directory: str) -> str | None:
+    """The latest checkpoint listed in ``directory`` (None when it lists none). Raises
+    FileNotFoundError when that checkpoint's files are missing: ``tf.train.latest_checkpoint``
+    returns None then, and a run would start again from scratch over its own work."""
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None or not state.model_checkpoint_path:
+        return None
+    latest = state.model_checkpoint_path
+    if not tf.io.gfile.exists(latest + ".index"):
+        raise FileNotFoundError(
+            f"{directory}/checkpoint lists {latest}, whose files are missing; restore them, or "
+            "point that file at a checkpoint that is there (or remove the directory to start "
+            "again)")
+    return latest
+
+
 def stages_done(workdir: str) -> int:
     """The stages of Algorithm 1 that the run in ``workdir`` has completed (its latest
     checkpoint's; 0 without one)."""
-    latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    latest = latest_checkpoint(os.path.join(workdir, "checkpoints"))
     if latest is None:
         return 0
     return int(tf.train.load_variable(latest, "state/stage/.ATTRIBUTES/VARIABLE_VALUE"))
@@ -242,7 +258,12 @@ class Trainer:
     def _resume(self) -> None:
         """Restores the latest checkpoint of the chief, if any, and makes the input iterator
         where it was not restored."""
-        latest = tf.train.latest_checkpoint(self.resume_from)
+        latest = latest_checkpoint(self.resume_from)
+        if latest is None and self.manager.latest_checkpoint is not None:
+            raise ValueError(
+                f"this worker has checkpoints ({self.manager.latest_checkpoint}) but the "
+                f"chief's directory {self.resume_from} has none: every worker must see the "
+                "chief's work directory (a shared file system)")
         if latest is None:
             if self.distributed:
                 self.iterator = self._input(global_step=0)
@@ -377,7 +398,7 @@ def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str,
     fixed-structure method."""
     check_run_config(config, workdir)
     directory = os.path.join(workdir, "checkpoints")
-    latest = tf.train.latest_checkpoint(directory)
+    latest = latest_checkpoint(directory)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {directory}; train first (--mode=train)")
     if finished and (done := stages_done(workdir)) < builders.stages(config):

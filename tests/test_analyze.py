@@ -93,6 +93,16 @@ def test_difficulty_allocation_curve(workdir):
     assert curve[-1]["flops_fraction"] == pytest.approx(cheapest_right.mean(axis=1).mean())
     assert all(p["by_difficulty"] >= p["at_random"] - 1e-9 for p in curve)
     assert curve[-1]["at_random"] < 100.0
+    # A task nine times larger (its full and uniform FLOPs) weighs nine times more in the
+    # fraction: the average FLOPs over the average full FLOPs, as results.json's.
+    last = list(tasks)[-1]
+    tasks[last] = {**tasks[last], "flops_full": 9 * tasks[last]["flops_full"],
+                   "uniform_flops": 9 * tasks[last]["uniform_flops"]}
+    weights = np.array([1.0] * (len(tasks) - 1) + [9.0])
+    weighted = analyze.difficulty_allocation_curve(tasks, points=4)
+    assert weighted[-1]["flops_fraction"] == pytest.approx(
+        (weights * cheapest_right.mean(axis=1)).sum() / weights.sum())
+    assert weighted[-1]["by_difficulty"] == pytest.approx(100.0)
     del tasks["synthetic_shapes"]["uniform_correct"]
     assert analyze.difficulty_allocation_curve(tasks) is None
 

@@ -231,6 +231,18 @@ def test_undefined_rank_correlations_are_left_out_and_counted():
     assert aware["spearman_difficulty_flops"]["mean"] == pytest.approx(0.2)
     assert aware["spearman_undefined_runs"] == 1
     assert "(undefined in 1 of 3 runs, left out)" in sweep.sweep_markdown(report, "t")
+    # An empty quintile (null in results.json): that run's spread and quintile left out.
+    runs[0]["tasks"]["a"]["instance_awareness"]["quintile_flops_fraction"][0] = None
+    aware = sweep.aggregate(runs)["instance_awareness"]["a"]
+    assert aware["quintile_flops_spread"]["mean"] == pytest.approx(0.2)  # seeds 1 and 2
+    assert aware["quintile_flops_fraction"][0] == pytest.approx(0.4)
+    for run in runs:
+        run["tasks"]["a"]["instance_awareness"]["quintile_flops_fraction"][0] = None
+    report = sweep.aggregate(runs)
+    assert report["instance_awareness"]["a"]["quintile_flops_spread"] is None
+    row = next(line for line in sweep.sweep_markdown(report, "t").splitlines()
+               if line.startswith("| a |"))
+    assert row.endswith("| undefined | - 0.45 0.50 0.55 0.52 |")  # 0.4 x (1.5, 1.3, 1.1)
 
 
 def test_an_interrupted_branch_leaves_no_checkpoint(tmp_path, monkeypatch):

@@ -377,10 +377,31 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     assert reader.get_tensor("state/step/.ATTRIBUTES/VARIABLE_VALUE") >= 1
     estimator, _ = train.restore_for_evaluation(config, str(tmp_path))
     assert all(np.all(np.isfinite(w)) for w in estimator.get_weights())
-    # Restored, not freshly initialised: the checkpointed step moved the weights.
+    # Restored, not freshly initialised: every kernel is one of the checkpoint's tensors (a
+    # variable is saved once, under the first path that reaches it: maybe the optimizer's).
+    saved = [reader.get_tensor(name) for name, shape in reader.get_variable_to_shape_map().items()
+             if len(shape) > 1]
+    kernels = [w for w in estimator.get_weights() if w.ndim > 1]
+    assert len(kernels) > 5
+    for kernel in kernels:
+        assert any(s.shape == kernel.shape and np.array_equal(s, kernel) for s in saved)
     initial, _ = builders.build_models(config)
-    assert any(not np.allclose(w, v) for w, v in zip(estimator.get_weights(),
-                                                      initial.get_weights()))
+    assert not any(np.array_equal(s, w) for w in initial.get_weights() if w.ndim > 1
+                   for s in saved if s.shape == w.shape)  # as a fresh model's would not be
+
+
+def test_a_listed_checkpoint_whose_files_are_missing_stops_the_run(tmp_path):
+    """tf.train.latest_checkpoint says None then: the run would start again over its work."""
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    (directory / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"\n'
+                                          'all_model_checkpoint_paths: "ckpt-5"\n')
+    for call in (lambda: train.train_and_evaluate(tiny_config(), str(tmp_path)),
+                 lambda: train.evaluate_run(tiny_config(), str(tmp_path))):
+        with pytest.raises(FileNotFoundError, match=r"checkpoint lists .*ckpt-5, whose files "
+                                                    r"are missing"):
+            call()
+    assert sorted(p.name for p in directory.iterdir()) == ["checkpoint"]
 
 
 def test_evaluation_refuses_a_checkpoint_without_the_models(tmp_path):
