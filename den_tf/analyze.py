@@ -177,13 +177,13 @@ def difficulty_allocation_curve(tasks: dict, points: int = 10) -> list[dict] | N
 
 def plot_difficulty_allocation(tasks: dict, curve: list[dict], path: str) -> None:
     """The curve of ``difficulty_allocation_curve`` with the selector's own point."""
+    from den_tf import evaluation
+
     fig, ax = plt.subplots(figsize=(6, 4.5))
     x = [p["flops_fraction"] for p in curve]
     ax.plot(x, [p["by_difficulty"] for p in curve], "o-",
             label="uniform levels by known difficulty (fitted on the test split)")
     ax.plot(x, [p["at_random"] for p in curve], "s--", label="the same level shares at random")
-    from den_tf import evaluation
-
     ax.plot(evaluation.fraction_of_full([e["flops"].mean() for e in tasks.values()],
                                         [e["flops_full"] for e in tasks.values()]),
             np.mean([100 * e["correct"].mean() for e in tasks.values()]), "r*", markersize=14,

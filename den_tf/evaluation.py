@@ -603,8 +603,7 @@ def write_predictions(path: str, report: dict[str, dict],
     per task the full structure's FLOPs (``task_flops_full``). With ``level_reports`` (the
     same instances at each uniform level) also ``uniform_levels`` (L,), and
     ``uniform_correct`` and ``uniform_flops`` (N, L): each instance's result at each of those
-    levels. Replaced
-    atomically (``files.replaced_atomically``)."""
+    levels. Replaced atomically (``files.replaced_atomically``)."""
     names = list(report)
     parts = [report[name]["instances"] for name in names]
     count = [len(p["labels"]) for p in parts]
