@@ -404,6 +404,21 @@ def test_a_listed_checkpoint_whose_files_are_missing_stops_the_run(tmp_path):
     assert sorted(p.name for p in directory.iterdir()) == ["checkpoint"]
 
 
+def test_a_worker_that_cannot_see_the_chiefs_checkpoints_stops(tmp_path, monkeypatch):
+    """A non-chief worker saves into its own directory but resumes from the chief's; with
+    checkpoints of its own and none of the chief's, the work directory is not shared, and
+    starting again from scratch would train apart from the chief."""
+    own = tmp_path / "workers" / "worker_1"
+    monkeypatch.setattr(train.distribute, "output_dir", lambda strategy, workdir: str(own))
+    with pytest.raises(Interrupted):
+        train.train_and_evaluate(tiny_config(), str(tmp_path), [interrupt_after(5)])
+    assert tf.train.latest_checkpoint(str(own / "checkpoints")).endswith("-3")
+    assert not (tmp_path / "checkpoints").exists()
+    with pytest.raises(ValueError, match=r"this worker has checkpoints .*ckpt-3.* but the "
+                                         r"chief's directory .* has none"):
+        train.train_and_evaluate(tiny_config(), str(tmp_path))
+
+
 def test_evaluation_refuses_a_checkpoint_without_the_models(tmp_path):
     """Scoring initial weights as a trained run's would write wrong numbers silently."""
     stage = tf.Variable(2, dtype=tf.int64)
