@@ -23,7 +23,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from den_tf import budget, builders, cost, lite, policy, train
+from den_tf import budget, builders, cost, files, lite, policy, train
 from den_tf.datasets import pipeline, sources
 from den_tf.estimator import Estimator, FoldedWeights
 from den_tf.selector import Selector
@@ -39,6 +39,7 @@ def signature_name(task_name: str) -> str:
 
 
 EXTRA_SIGNATURES = ("budget", "single")
+BUDGET_SHAPE = "max_flops must hold one budget per image: shape (batch,)"
 
 
 def extra_signatures(names: Sequence[str]) -> list[str]:
@@ -79,26 +80,26 @@ def serving_function(
     costs = cost.cost_table(estimator)
     k = min(TOP_K, spec.num_classes)
     size = spec.input_size
-    expected = f"images for task {spec.name!r} must be uint8 of shape (batch, {size}, {size}, 3)"
     folded = estimator.fold() if folded is None else folded
     level_flops = 2.0 * costs.level_macs
     fixed_flops = 2.0 * costs.fixed_macs[task]
     cheapest_flops = fixed_flops + float(level_flops.min(axis=1).sum())  # the lowest budget
 
     def serve(images, max_flops=None):
-        if images.shape[0] is not None:
-            # A static batch size (the one-image signature): the graph is built for it, and a
-            # SavedModel's signature does not check its inputs' shapes, so check them here.
-            images = tf.ensure_shape(images, [images.shape[0], size, size, 3])
-        tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant([size, size, 3]),
-                                  message=expected)
+        # A SavedModel's signature does not check its inputs' shapes, and an assertion on a
+        # shape the graph takes as known is folded away: an image without its batch axis
+        # reached the convolutions (and aborted the process under oneDNN). EnsureShape checks
+        # when it runs, and everything below is computed from its output.
+        images = tf.ensure_shape(images, [images.shape[0], size, size, 3])
         x = pipeline.normalize(tf.cast(images, tf.float32), normalisation)
         level_logits = selector(x, task=task, training=False)
         if max_flops is None:
             structure = policy.argmax_structure(level_logits)
         else:
-            tf.debugging.assert_equal(tf.shape(max_flops), tf.shape(images)[:1], message=(
-                "max_flops must hold one budget per image: shape (batch,)"))
+            max_flops = tf.ensure_shape(max_flops, [None])
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    tf.shape(max_flops), tf.shape(images)[:1], message=BUDGET_SHAPE)]):
+                max_flops = tf.identity(max_flops)
             structure = budget.structure_under_budget(
                 tf.nn.log_softmax(level_logits), level_flops, max_flops, fixed_flops)
         logits = estimator(x, task=task, structure=structure, training=False,
@@ -156,7 +157,8 @@ def export(
             serving_function(estimator, selector, t, class_names[t], folded, budgeted=True),
             input_signature=[images, tf.TensorSpec([None], tf.float64, name="max_flops")],
         )
-    archive.write_out(path, verbose=False)
+    with files.replaced_directory(path) as partial:
+        archive.write_out(partial, verbose=False)
     return names
 
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -29,6 +30,28 @@ def replaced_atomically(path: str, binary: bool = False) -> Iterator[IO]:
     with open(partial, "wb" if binary else "w") as f:
         yield f
     os.replace(partial, path)
+
+
+@contextlib.contextmanager
+def replaced_directory(path: str) -> Iterator[str]:
+    """A new directory to fill, which replaces ``path`` once the block completes: it is
+    filled beside it (``<path>.partial``, removed if the block fails), then renamed into
+    place, the old directory moved aside (``<path>.old``) just before and removed after. So
+    ``path`` holds the old directory or the whole new one, never a mix (an export whose
+    model is new and whose manifest is old would load)."""
+    partial, old = path + ".partial", path + ".old"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if os.path.exists(path):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(partial, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def finite_or_none(value: Any) -> Any:

@@ -41,7 +41,7 @@ from absl import logging
 # variables as resource variables that its interpreter leaves uninitialised (NaN outputs).
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from den_tf import budget, cost
+from den_tf import budget, cost, files
 from den_tf.datasets import pipeline, sources
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
@@ -149,13 +149,13 @@ def export(estimator: Estimator, selector: Selector, directory: str,
             tf.TensorSpec(shape, tf.float32, name="x"))
         tasks.append({"name": task.name, "input_size": task.input_size,
                       "class_names": list(names), "fixed_flops": 2.0 * costs.fixed_macs[t]})
-    os.makedirs(directory, exist_ok=True)
-    write_model(os.path.join(directory, MODEL), convert(functions))
-    np.savez(os.path.join(directory, PROBES), **probes(functions))
     manifest = {"tasks": tasks, "levels": [b.levels for b in estimator.blocks],
                 "level_flops": (2.0 * costs.level_macs).tolist()}
-    with open(os.path.join(directory, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=1)
+    with files.replaced_directory(directory) as partial:
+        write_model(os.path.join(partial, MODEL), convert(functions))
+        np.savez(os.path.join(partial, PROBES), **probes(functions))
+        with open(os.path.join(partial, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=1)
     return manifest
 
 
@@ -259,9 +259,12 @@ class LiteNetwork:
                                  for part in ("selector", "stem", "head")}
                           for t, name in enumerate(self.tasks)}
 
-    def _image(self, image: np.ndarray, task: str) -> np.ndarray:
+    def _check_task(self, task: str) -> None:
         if task not in self.tasks:
             raise ValueError(f"unknown task {task!r}; tasks: {', '.join(self.tasks)}")
+
+    def _image(self, image: np.ndarray, task: str) -> np.ndarray:
+        self._check_task(task)
         size = self.tasks[task]["input_size"]
         image = np.asarray(image)
         if image.shape == (size, size, 3):
@@ -304,6 +307,7 @@ class LiteNetwork:
 
     def flops(self, structure: Sequence[int], task: str) -> float:
         """FLOPs per image of the task under ``structure`` (``cost.CostTable.flops``)."""
+        self._check_task(task)
         self._check_structure(structure)
         per_block = self.level_flops[np.arange(len(self.blocks)), np.asarray(structure)]
         return float(self.tasks[task]["fixed_flops"] + per_block.sum())

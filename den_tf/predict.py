@@ -49,15 +49,25 @@ def define_flags() -> None:
     flags.DEFINE_float("max_fraction", None, "Budget as a fraction of the full structure.")
 
 
-def image_files(paths: Sequence[str]) -> Iterator[str]:
-    """The files named, and every file under the folders named (recursively, sorted)."""
+def image_files(paths: Sequence[str]) -> list[str]:
+    """The files named, and every file under the folders named (recursively, sorted). Raises
+    ``app.UsageError`` naming each path that does not exist or holds no file (a mistyped
+    name, which skipping would hide among unreadable images)."""
+    found, empty = [], []
     for path in paths:
         if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
+            files = []
+            for root, dirs, names in os.walk(path):
                 dirs.sort()
-                yield from (os.path.join(root, name) for name in sorted(files))
+                files.extend(os.path.join(root, name) for name in sorted(names))
         else:
-            yield path
+            files = [path] if os.path.lexists(path) else []
+        if not files:
+            empty.append(path)
+        found.extend(files)
+    if empty:
+        raise app.UsageError(f"no files in {', '.join(empty)}")
+    return found
 
 
 def decoder_message(message: str) -> str:
@@ -70,7 +80,9 @@ def decoder_message(message: str) -> str:
 def load_image(path: str, size: int) -> np.ndarray:
     """The image at ``path`` as uint8 (size, size, 3); raises ValueError if it is not one."""
     try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        # (the name as bytes: a name that is not UTF-8 is still a file)
+        image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=3,
+                                   expand_animations=False)
     except tf.errors.OpError as error:  # (not found, not permitted, not an image...)
         raise ValueError(decoder_message(error.message)) from None
     if tuple(image.shape[:2]) != (size, size):
@@ -167,7 +179,10 @@ def run(
 ) -> int:
     """Prints the predictions of every readable image; returns how many files were skipped.
     ``model_dir``: a SavedModel, or a TFLite export (``lite.MANIFEST`` in it). Raises
-    ``app.UsageError`` if ``paths`` name no file at all."""
+    ``app.UsageError``, before any image runs, if a path holds no file (``image_files``)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise app.UsageError(f"--batch_size must be a positive int, got {batch_size!r}")
+    paths = image_files(paths)
     if max_flops is not None and max_fraction is not None:
         raise app.UsageError("give at most one of --max_flops and --max_fraction")
     if max_fraction is not None and not 0 < max_fraction <= 1:
@@ -184,9 +199,7 @@ def run(
         batch.clear()
         files.clear()
 
-    found = 0
-    for path in image_files(paths):
-        found += 1
+    for path in paths:
         try:
             batch.append(load_image(path, size))
         except ValueError as error:
@@ -198,8 +211,6 @@ def run(
             flush()
     if batch:
         flush()
-    if not found:
-        raise app.UsageError(f"no files in {', '.join(paths)}")
     return skipped
 
 

@@ -227,22 +227,19 @@ def branch(source: str, step: int, workdir: str) -> None:
     the next branch starts again), never some of its files."""
     target = os.path.join(workdir, "checkpoints")
     prefix = os.path.join(source, "checkpoints", f"ckpt-{step}")
-    files = glob.glob(prefix + ".*")
-    if not files:
+    saved = glob.glob(prefix + ".*")
+    if not saved:
         kept = sorted(glob.glob(os.path.join(source, "checkpoints", "ckpt-*.index")))
         raise FileNotFoundError(f"no checkpoint of step {step} in {source}; it holds "
                                 f"{[os.path.basename(k)[:-6] for k in kept]}")
     if os.path.isdir(target) and os.listdir(target):
         raise FileExistsError(f"{target} already holds checkpoints; not branching over them")
-    partial = target + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-    for path in files:
-        shutil.copy(path, partial)
-    with open(os.path.join(partial, "checkpoint"), "w") as f:
-        f.write(f'model_checkpoint_path: "ckpt-{step}"\n'
-                f'all_model_checkpoint_paths: "ckpt-{step}"\n')
-    os.replace(partial, target)  # (over an empty directory, as a rename may)
+    with files.replaced_directory(target) as partial:
+        for path in saved:
+            shutil.copy(path, partial)
+        with open(os.path.join(partial, "checkpoint"), "w") as f:
+            f.write(f'model_checkpoint_path: "ckpt-{step}"\n'
+                    f'all_model_checkpoint_paths: "ckpt-{step}"\n')
 
 
 def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:

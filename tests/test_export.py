@@ -3,6 +3,7 @@ never imports den_tf; bad input fails with the expected shape named."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -82,16 +83,53 @@ def test_served_outputs_match_the_sliced_path_without_den_tf(exported, tmp_path)
         np.testing.assert_allclose(out["cheapest_flops"], cheapest)
 
 
-@pytest.mark.parametrize("bad, expected", [
-    (np.zeros((2, 30, 30, 3), np.uint8), r"\(batch, 32, 32, 3\)"),
-    (np.zeros((2, 32, 32, 1), np.uint8), r"\(batch, 32, 32, 3\)"),
-    (np.zeros((2, 32, 32, 3), np.float32), r"uint8"),
-])
-def test_bad_input_names_the_expected_input(exported, bad, expected):
+BAD_INPUT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+serve, budgeted = model.signatures[sys.argv[2]], model.signatures[sys.argv[2] + "_budget"]
+zeros = lambda shape, dtype=tf.uint8: tf.zeros(shape, dtype)
+good = zeros((2, 32, 32, 3))
+cases = {
+    "size": lambda: serve(images=zeros((2, 30, 30, 3))),
+    "channels": lambda: serve(images=zeros((2, 32, 32, 1))),
+    "four channels": lambda: serve(images=zeros((2, 32, 32, 4))),
+    "no batch axis": lambda: serve(images=zeros((32, 32, 3))),
+    "rank 5": lambda: serve(images=zeros((1, 2, 32, 32, 3))),
+    "dtype": lambda: serve(images=zeros((2, 32, 32, 3), tf.float32)),
+    "scalar budget": lambda: budgeted(images=good, max_flops=tf.constant(1e9, tf.float64)),
+    "budget length": lambda: budgeted(images=good, max_flops=tf.constant([1e9] * 3, tf.float64)),
+}
+errors = {}
+for name, call in cases.items():
+    for _ in range(5):  # a check that races the computation would not always win
+        try:
+            call()
+            errors.setdefault(name, []).append("no error")
+        except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+            errors.setdefault(name, []).append(str(error))
+print(json.dumps(errors))
+"""
+
+
+def test_bad_input_names_the_expected_input(exported):
+    """In a process without den_tf (an image without its batch axis used to abort it in the
+    convolutions under oneDNN): every call fails, every time, naming what was expected."""
     _, _, path, names, _ = exported
-    model = tf.saved_model.load(path)
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match=expected):
-        model.signatures[names[0]](images=tf.constant(bad))
+    run = subprocess.run([sys.executable, "-c", BAD_INPUT, path, names[0]],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    errors = json.loads(run.stdout.strip().splitlines()[-1])
+    shape = r"expected shape \[\?,32,32,3\]"
+    expected = {"size": shape, "channels": shape, "four channels": shape,
+                "no batch axis": shape, "rank 5": shape, "dtype": "uint8",
+                "scalar budget": r"expected shape \[\?\]",
+                "budget length": "max_flops must hold one budget per image"}
+    assert set(errors) == set(expected)
+    for case, pattern in expected.items():
+        for message in errors[case]:
+            assert re.search(pattern, message), (case, message[:500])
 
 
 def test_predict_takes_only_tasks(exported):
@@ -174,7 +212,23 @@ def test_predict_skips_unreadable_files_and_names_them(exported, tmp_path, capsy
     (tmp_path / "empty").mkdir()
     with pytest.raises(predict.app.UsageError, match="no files in"):
         predict.run(path, "synthetic_shapes", [str(tmp_path / "empty")])
+    # Each path that holds no file is named, even beside one that does; so is a bad batch size.
+    missing = str(tmp_path / "mistyped.png")
+    with pytest.raises(predict.app.UsageError,
+                       match=f"no files in {tmp_path / 'empty'}, {missing}$"):
+        predict.run(path, "synthetic_shapes",
+                    [str(folder / "a_exact.png"), str(tmp_path / "empty"), missing])
+    with pytest.raises(predict.app.UsageError, match="--batch_size must be a positive int"):
+        predict.run(path, "synthetic_shapes", [str(folder)], batch_size=0)
     assert capsys.readouterr().out == ""
+
+    # A file whose name is not UTF-8 is classified like any other.
+    odd = tmp_path / "odd" / os.fsdecode(b"\xff_exact.png")
+    odd.parent.mkdir()
+    odd.write_bytes((folder / "a_exact.png").read_bytes())
+    assert predict.run(path, "synthetic_shapes", [str(odd.parent)]) == 0
+    [record] = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert record["file"] == str(odd) and record["structure"] == first["structure"]
 
 
 def test_budget_signature_stays_within_each_budget(exported):

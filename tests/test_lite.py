@@ -4,6 +4,7 @@ TFLite ratios come from the given timings."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -25,6 +26,33 @@ def lite_export(served_models, tmp_path_factory):
 
 def _normalized(images, task):
     return pipeline.normalize(tf.cast(images, tf.float32), sources.preprocessing(task.dataset))
+
+
+def test_an_interrupted_export_leaves_the_earlier_one_whole(lite_export, tmp_path, monkeypatch):
+    """A re-export cut off after the new model is written keeps the old model, probes and
+    manifest together (a new model with old probes would load and blame the kernels)."""
+    estimator, selector, _, path, _ = lite_export
+    target = tmp_path / "export_lite"
+    shutil.copytree(path, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    monkeypatch.setattr(lite, "convert", lambda functions: b"a new model")
+
+    def cut_off(functions):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lite, "probes", cut_off)
+    names = [[f"renamed {c}" for c in range(t.num_classes)] for t in estimator.tasks]
+    with pytest.raises(KeyboardInterrupt):
+        lite.export(estimator, selector, str(target), names)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export_lite"]
+    # Completed, the new export replaces the old one whole, with nothing left beside it.
+    monkeypatch.setattr(lite, "probes", lambda functions: {"probe": np.zeros(1)})
+    lite.export(estimator, selector, str(target), names)
+    assert (target / lite.MODEL).read_bytes() == b"a new model"
+    assert json.loads((target / lite.MANIFEST).read_text())["tasks"][0]["class_names"][0] == (
+        "renamed 0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export_lite"]
 
 
 def test_manifest_probes_and_signatures(lite_export):
@@ -144,8 +172,10 @@ def test_bad_tasks_structures_and_directories(lite_export, tmp_path):
     estimator, _, images, path, _ = lite_export
     network = lite.LiteNetwork(path)
     image = images["synthetic_shapes"][0]
-    with pytest.raises(ValueError, match="unknown task 'nope'"):
-        network.predict(image, "nope")
+    for call in (lambda: network.predict(image, "nope"), lambda: network.full_flops("nope"),
+                 lambda: network.cheapest_flops("nope")):
+        with pytest.raises(ValueError, match="unknown task 'nope'"):
+            call()
     n, h = estimator.n_blocks, estimator.levels
     for structure in [(0,) * (n - 1), (h,) + (0,) * (n - 1), (-1,) + (0,) * (n - 1),
                       (1.0,) + (0,) * (n - 1)]:
