@@ -74,20 +74,25 @@ ablation-initial: $(STAMP)
 # The paper's scenarios (real data, prepared with `make data`; a GPU is advised), with any
 # compared method (den_tf/methods.py): make m1 METHOD=nestednet [RHO=0.1] trains into
 # runs/m1_wrn/<method>[_rho<r>].
+# DEN runs are named by their rho, the config's own (the second argument) unless RHO is given,
+# as the table targets name them: `make m3` trains the run `make table4` reports, not a copy.
+# RHO goes only with the methods that have a selector.
 METHOD ?= den
-RUN = $(METHOD)$(if $(RHO),_rho$(RHO))
-METHOD_ARGS = --config.method=$(METHOD) $(if $(RHO),--config.rho=$(RHO))
+$(if $(and $(RHO),$(filter baseline nestednet packnet,$(METHOD))),$(error RHO sets the selector's cost; METHOD=$(METHOD) has no selector))
+scenario_rho = $(if $(filter den,$(METHOD)),$(or $(RHO),$(1)),$(RHO))
+# $(call scenario,CONFIG,DIR,CONFIG'S RHO)
+scenario = $(PY) -m den_tf.main --config=$(1) --workdir=$(WORKDIR)/$(2)/$(METHOD)$(if $(call scenario_rho,$(3)),_rho$(call scenario_rho,$(3))) --config.method=$(METHOD) $(if $(call scenario_rho,$(3)),--config.rho=$(call scenario_rho,$(3))) $(ARGS)
 m1: $(STAMP)
-	$(PY) -m den_tf.main --config=experiments/m1_wrn.py --workdir=$(WORKDIR)/m1_wrn/$(RUN) $(METHOD_ARGS) $(ARGS)
+	$(call scenario,experiments/m1_wrn.py,m1_wrn,1)
 
 m2: $(STAMP)
-	$(PY) -m den_tf.main --config=experiments/m2.py:84 --workdir=$(WORKDIR)/m2_84/$(RUN) $(METHOD_ARGS) $(ARGS)
+	$(call scenario,experiments/m2.py:84,m2_84,1)
 
 m3: $(STAMP)
-	$(PY) -m den_tf.main --config=experiments/m3.py --workdir=$(WORKDIR)/m3/$(RUN) $(METHOD_ARGS) $(ARGS)
+	$(call scenario,experiments/m3.py,m3,1)
 
 c1: $(STAMP)
-	$(PY) -m den_tf.main --config=experiments/c1_resnext.py:8 --workdir=$(WORKDIR)/c1_resnext8/$(RUN) $(METHOD_ARGS) $(ARGS)
+	$(call scenario,experiments/c1_resnext.py:8,c1_resnext8,0.1)
 
 # The paper's tables: every method of a table in sequence (a run that finished, with its
 # results.json, is skipped; an interrupted one resumes), then the table beside the published

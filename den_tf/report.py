@@ -72,6 +72,14 @@ def check_pooled(label: str, runs: list[dict]) -> None:
                 f"{label}: {first['path']} and {run['path']} would be averaged as seeds of "
                 f"one setting, but their settings differ: {'; '.join(differences)}. Point "
                 "the report at directories that each hold runs of one setting.")
+    by_seed: dict[int, str] = {}
+    for run in runs:
+        seed = run["config"]["seed"]
+        if seed in by_seed:
+            raise ValueError(
+                f"{label}: {by_seed[seed]} and {run['path']} are the same setting with the same "
+                f"seed ({seed}): averaged, one run would count twice. Keep one of them.")
+        by_seed[seed] = run["path"]
 
 
 def belongs(table: Table, run: dict) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import json
 import os
 import time
@@ -513,6 +514,10 @@ def train_and_evaluate(
     resumable from) ``workdir/networks/<task>``, and combines their results: every task's
     figures and the parameters of all the networks (Table 2's "[3]")."""
     methods.check_method(config.method)
+    if _holds_work(workdir):
+        # (before the separate-networks baseline goes to its networks' own directories, and
+        # before another method would write over that baseline's config and results)
+        check_run_config(config, workdir)
     if _separate_networks(config):
         return _combine(config, workdir, [
             train_and_evaluate(single, os.path.join(workdir, "networks", single.tasks),
@@ -531,6 +536,15 @@ def train_and_evaluate(
     logging.info("%s (%s): training took %.0f s in this process, the test evaluation %.0f s",
                  results["method"], trainer.workdir, trained - start, time.time() - trained)
     return results
+
+
+def _holds_work(workdir: str) -> bool:
+    """Whether ``workdir`` holds a run's work: a checkpoint, its own or one of the
+    separate-networks baseline's networks', or results."""
+    return (latest_checkpoint(os.path.join(workdir, "checkpoints")) is not None
+            or os.path.exists(os.path.join(workdir, "results.json"))
+            or bool(glob.glob(os.path.join(workdir, "networks", "*", "checkpoints",
+                                           "checkpoint"))))
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -143,6 +143,14 @@ def test_baseline_trains_one_network_per_task(tmp_path):
         assert single["tasks"][name] == results["tasks"][name]
         assert single["tasks"][name]["flops"] == single["tasks"][name]["flops_full"]
     assert results["average"]["compression"] == pytest.approx(1.0)
+    # Its directory keeps its settings: DEN is not trained over it (which would write over its
+    # config and results), nor is the baseline run again under other settings.
+    saved = (tmp_path / "results.json").read_text()
+    for other in (tiny_config(), tiny_config(method="baseline", **{"train.stages": 1,
+                                                                   "train.estimator.lr": 0.1})):
+        with pytest.raises(ValueError, match="holds a run made with other settings"):
+            train.train_and_evaluate(other, str(tmp_path))
+    assert (tmp_path / "results.json").read_text() == saved
 
 
 def test_shared_baseline_is_one_network(tmp_path):

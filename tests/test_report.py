@@ -144,6 +144,13 @@ def test_runs_pooled_in_a_cell_must_differ_only_in_the_seed(tmp_path):
            config=False)
     with pytest.raises(ValueError, match=r"seed_1/results.json has no config.json"):
         report.report([str(tmp_path / "other")])
+    # The same setting and seed twice (`make m3` and `make table4` once trained one run into
+    # two directories) would count one run as two seeds.
+    _write(tmp_path, "twice/den", _results("den", [90.0], rho=0.3, **demo))
+    _write(tmp_path, "twice/den_rho0.3", _results("den", [90.5], rho=0.3, **demo))
+    with pytest.raises(ValueError, match=r"twice/den/results.json and .*den_rho0.3/results.json "
+                                         r"are the same setting with the same seed \(0\)"):
+        report.report([str(tmp_path / "twice")])
 
 
 def test_published_tables_are_complete():
