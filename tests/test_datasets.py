@@ -152,7 +152,7 @@ def mini_built(tmp_path_factory):
         tmp_path_factory.mktemp("ilsvrc"), ILSVRC_WNIDS, train_per_class=4, val_per_class=2
     )
     data_dir = tmp_path_factory.mktemp("mini_data")
-    kwargs = {"wnids": CHOSEN, "train_images_per_class": 3}
+    kwargs = {"wnids": CHOSEN, "train_images_per_class": 3, "val_images_per_class": 2}
     return {
         size: _build(f"mini_imagenet/{size}", data_dir, manual, **kwargs)[0] for size in (84, 224)
     }
@@ -196,7 +196,8 @@ def test_derived_seeds_and_subsets_are_the_same_in_every_process_and_release():
 def test_mini_imagenet_reports_a_chosen_corrupt_file(tmp_path):
     manual = testing.fake_ilsvrc(tmp_path / "manual", ILSVRC_WNIDS[:1], train_per_class=2)
     (manual / "train" / ILSVRC_WNIDS[0] / "zz_corrupt.JPEG").write_bytes(b"\xff\xd8junk")
-    builder, skipped = _build("mini_imagenet/84", tmp_path / "data", manual, wnids=ILSVRC_WNIDS[:1])
+    builder, skipped = _build("mini_imagenet/84", tmp_path / "data", manual, wnids=ILSVRC_WNIDS[:1],
+                              val_images_per_class=1)
     assert builder.info.splits["train"].num_examples == 2  # all 3 files chosen, 1 skipped
     assert len(skipped) == 1 and "skipped 1 unreadable" in skipped[0]
     assert "zz_corrupt.JPEG" in skipped[0]
@@ -209,9 +210,26 @@ def test_mini_imagenet_flat_validation_folder(tmp_path, label_file):
         names = sorted(p.name for p in (manual / "val").iterdir())
         lines = [f"{name},{ILSVRC_WNIDS[i % 2]} 1 2 3 4" for i, name in enumerate(names)]
         (manual / "val_labels.txt").write_text("ImageId,PredictionString\n" + "\n".join(lines))
-    builder, _ = _build("mini_imagenet/84", tmp_path / "data", manual, wnids=ILSVRC_WNIDS[:2])
+    per_class = 4 if label_file else 2
+    builder, _ = _build("mini_imagenet/84", tmp_path / "data", manual, wnids=ILSVRC_WNIDS[:2],
+                        val_images_per_class=per_class)
     labels = sorted(_labels_by_file(builder, "test").values())
-    assert labels == ([0] * 4 + [1] * 4 if label_file else [0, 0, 1, 1])
+    assert labels == [0] * per_class + [1] * per_class
+    # A missing validation image is an incomplete copy: the test split would shrink.
+    next((manual / "val").iterdir()).unlink()
+    with pytest.raises(datasets.DatasetLayoutError,
+                       match=f"must have {per_class} validation images .* 1 have another number"):
+        _build("mini_imagenet/84", tmp_path / "data2", manual, wnids=ILSVRC_WNIDS[:2],
+               val_images_per_class=per_class)
+
+
+def test_mini_imagenet_per_class_validation_folders_must_be_complete(tmp_path):
+    manual = testing.fake_ilsvrc(tmp_path / "m", ILSVRC_WNIDS[:2], 1, val_per_class=3)
+    next((manual / "val" / ILSVRC_WNIDS[1]).iterdir()).unlink()
+    with pytest.raises(datasets.DatasetLayoutError,
+                       match=f"must have 3 validation images .*: {ILSVRC_WNIDS[1]} \\(2\\)"):
+        _build("mini_imagenet/84", tmp_path / "data", manual, wnids=ILSVRC_WNIDS[:2],
+               val_images_per_class=3)
 
 
 def test_mini_imagenet_wrong_layout(tmp_path):

@@ -35,6 +35,7 @@ from den_tf.datasets import image_files, seeds
 
 NUM_CLASSES = 50
 TRAIN_IMAGES_PER_CLASS = 800
+VAL_IMAGES_PER_CLASS = 50  # every ILSVRC-2012 class's validation images: the test split
 CLASS_SEED = 2019  # seed of the class choice and of the per-class training-image choice
 RESIZE = 256
 CROP = 224
@@ -92,9 +93,11 @@ class MiniImagenet(tfds.core.GeneratorBasedBuilder):
         *,
         wnids: Sequence[str] | None = None,
         train_images_per_class: int = TRAIN_IMAGES_PER_CLASS,
+        val_images_per_class: int = VAL_IMAGES_PER_CLASS,
         **kwargs,
     ):
-        """``wnids`` (default: the stored 50) and ``train_images_per_class`` are for small fakes."""
+        """``wnids`` (default: the stored 50), ``train_images_per_class`` and
+        ``val_images_per_class`` (how many each class must have) are for small fakes."""
         self._wnids = list(wnids) if wnids is not None else default_wnids()
         if not self._wnids or len(set(self._wnids)) != len(self._wnids):
             raise ValueError(f"wnids: expected distinct WordNet ids, got {self._wnids}")
@@ -103,6 +106,7 @@ class MiniImagenet(tfds.core.GeneratorBasedBuilder):
                 f"train_images_per_class: must be positive, got {train_images_per_class}"
             )
         self._train_images_per_class = train_images_per_class
+        self._val_images_per_class = val_images_per_class
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -126,7 +130,7 @@ class MiniImagenet(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = Path(dl_manager.manual_dir)
         train_items = self._train_items(root)
-        test_items = _val_items(root, self._wnids)
+        test_items = _val_items(root, self._wnids, self._val_images_per_class)
         self.info.features["label"].names = self._wnids
         return {
             "train": self._generate_examples(train_items, "train"),
@@ -167,13 +171,17 @@ class MiniImagenet(tfds.core.GeneratorBasedBuilder):
         return np.asarray(image)
 
 
-def _val_items(root: Path, wnids: Sequence[str]) -> list[tuple[Path, str]]:
-    """(file, wnid) of the validation images of ``wnids``, from per-class or flat folders."""
+def _val_items(root: Path, wnids: Sequence[str], per_class: int) -> list[tuple[Path, str]]:
+    """(file, wnid) of the validation images of ``wnids``, from per-class or flat folders.
+    Raises DatasetLayoutError unless each class has ``per_class`` of them: an incomplete copy
+    would shrink the test split without a word."""
     val_dir = image_files.require(root / "val", "the validation folder", LAYOUT)
     if any(p.is_dir() for p in val_dir.iterdir()):
         image_files.require_class_folders(val_dir, wnids, "the validation images", LAYOUT)
-        return [(p, w) for w in wnids for p in image_files.class_images(
+        items = [(p, w) for w in wnids for p in image_files.class_images(
             val_dir / w, f"the validation images of class {w}", LAYOUT)]
+        _check_val_counts(val_dir, items, wnids, per_class)
+        return items
     labels = _flat_val_labels(root)
     files = image_files.image_files(val_dir)
     unlabelled = [p.name for p in files if p.stem not in labels]
@@ -187,7 +195,20 @@ def _val_items(root: Path, wnids: Sequence[str]) -> list[tuple[Path, str]]:
         raise image_files.DatasetLayoutError(
             f"{val_dir} holds no validation images of {len(without)} chosen classes (e.g. "
             f"{without[0]}); an incomplete copy? {LAYOUT}")
+    _check_val_counts(val_dir, items, wnids, per_class)
     return items
+
+
+def _check_val_counts(val_dir: Path, items: list[tuple[Path, str]], wnids: Sequence[str],
+                      per_class: int) -> None:
+    counts = {wnid: 0 for wnid in wnids}
+    for _, wnid in items:
+        counts[wnid] += 1
+    if wrong := [f"{wnid} ({count})" for wnid, count in counts.items() if count != per_class]:
+        raise image_files.DatasetLayoutError(
+            f"{val_dir}: every chosen class must have {per_class} validation images (the test "
+            f"split), but {len(wrong)} have another number: {', '.join(wrong[:5])}; an "
+            f"incomplete copy? {LAYOUT}")
 
 
 def _flat_val_labels(root: Path) -> dict[str, str]:
