@@ -281,6 +281,9 @@ def test_unknown_dataset_and_bad_split_are_value_errors():
 
 
 def test_register_source_checks_prefix_and_arrays():
+    with pytest.raises(ValueError, match=r"'synthetic_mine/' overlaps the registered "
+                                         r"\['synthetic'\]"):
+        datasets.register_source("synthetic_mine/", lambda name, split: None)
     with pytest.raises(ValueError, match="would shadow"):
         datasets.register_source("cifar", lambda name, split: None)
     datasets.register_source("badsource", lambda name, split: (np.zeros((2, 4, 4, 3)), [0, 1]))

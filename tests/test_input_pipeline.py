@@ -175,7 +175,8 @@ def mini_data_dir(tmp_path_factory) -> str:
     wnids = mini_imagenet.default_wnids()
     manual = testing.fake_ilsvrc(tmp_path_factory.mktemp("ilsvrc"), wnids, 3, 1)
     data_dir = str(tmp_path_factory.mktemp("mini_data"))
-    builder = tfds.builder("mini_imagenet/84", data_dir=data_dir, train_images_per_class=2)
+    builder = tfds.builder("mini_imagenet/84", data_dir=data_dir, train_images_per_class=2,
+                           val_images_per_class=1)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual))
     )
@@ -214,6 +215,50 @@ def tiny_data_dir(tmp_path_factory) -> str:
 
 
 TINY3 = Task("tiny3", "tiny_imagenet", 64, 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_sharded_dir(tmp_path_factory) -> str:
+    """tiny_imagenet (4 classes of 8 training images) prepared in 4 files per split."""
+    manual = tmp_path_factory.mktemp("tiny_sharded_manual")
+    testing.fake_tiny_imagenet(manual, ["n04", "n03", "n01", "n02"], train_per_class=8,
+                               val_per_class=1)
+    data_dir = str(tmp_path_factory.mktemp("tiny_sharded"))
+    builder = datasets.prepare_dataset("tiny_imagenet", data_dir=data_dir,
+                                       manual_dir=str(manual), num_shards=4)
+    assert builder.info.splits["train"].num_shards == 4
+    return data_dir
+
+
+def _passes(source, count):
+    """(position, label) of each example of ``count`` passes over a source, pass by pass."""
+    examples = list(source.examples.repeat(count).as_numpy_iterator())
+    pairs = [(int(ex["position"]), int(ex["label"])) for ex in examples]
+    return [pairs[i * source.num_examples:(i + 1) * source.num_examples] for i in range(count)]
+
+
+def test_training_passes_read_the_files_in_a_new_order_each_time(tiny_sharded_dir):
+    """Each pass holds every example once, each with its stored position (so the validation
+    carve is the same), in a file order drawn anew each pass: a shuffle buffer over one fixed
+    order would keep every example near its stored place in every epoch."""
+    stored = sources.load_source("tiny_imagenet", "train", data_dir=tiny_sharded_dir)
+    [stored_pass] = _passes(stored, 1)
+    assert [p for p, _ in stored_pass] == list(range(32))
+    labels = dict(stored_pass)
+    shuffled = sources.load_source("tiny_imagenet", "train", data_dir=tiny_sharded_dir,
+                                   file_order_seed=3)
+    passes = _passes(shuffled, 3)
+    for one in passes:
+        assert sorted(one) == stored_pass  # every example once, with its own label
+    orders = [[p for p, _ in one] for one in passes]
+    assert len({tuple(order) for order in orders + [list(range(32))]}) == 4
+    # Files, not examples, are shuffled: each file's 8 examples stay together, in order.
+    assert all(order[i:i + 8] == list(range(order[i], order[i] + 8))
+               for order in orders for i in range(0, 32, 8))
+    again = sources.load_source("tiny_imagenet", "train", data_dir=tiny_sharded_dir,
+                                file_order_seed=3)
+    assert _passes(again, 3) == passes
+    assert labels == dict(passes[0])
 
 
 def test_tiny_imagenet_batches_keep_image_and_label_together(tiny_data_dir):
@@ -302,6 +347,22 @@ def test_training_augments_each_example_with_its_own_crop():
     assert len(padding_masks) > 20  # shifts differ between examples (81 are possible)
 
 
+def test_tasks_on_class_slices_are_augmented_each_with_its_own_seed():
+    """M2's tasks read one dataset's class slices in one order: with one augmentation seed,
+    the j-th image of every task would get the same crop and flip."""
+
+    def crops(task):
+        (batch,) = datasets.task_dataset(task, "train", 40, seed=0, training=True).take(1)
+        raw = np.round(batch["image"].numpy()[..., 0] * 127.5 + 127.5)  # undo the 0.5/0.5 norm
+        return [(raw[i] == 0).tobytes() for i in range(40)]  # where the padding came in
+
+    first, second = (Task(f"slice{k}", "pipetest/index", 16, 5, first_class=5 * k)
+                     for k in (0, 1))
+    same = sum(a == b for a, b in zip(crops(first), crops(second)))
+    assert same < 10  # 81 shifts x 2 flips: a few coincide by chance
+    assert crops(first) == crops(first)
+
+
 def test_first_class_filter_and_resize():
     task = Task("slice", "pipetest/index", 5, 3, first_class=4)  # labels 4, 5, 6 -> 0, 1, 2
     batches = list(datasets.task_dataset(task, "test", 32, seed=0, training=False))
@@ -310,10 +371,11 @@ def test_first_class_filter_and_resize():
     assert batches[0]["image"].shape[1:] == (5, 5, 3)
 
 
-def test_iterator_checkpoint_resumes_at_the_same_element(tiny_data_dir, tmp_path):
-    tasks = [INDEX_TASK, TINY3]
+def test_iterator_checkpoint_resumes_at_the_same_element(tiny_sharded_dir, tmp_path):
+    """Also in a TFDS split read in a new file order every pass."""
+    tasks = [INDEX_TASK, Task("tiny4", "tiny_imagenet", 64, 4)]
     dataset = datasets.multitask_dataset(
-        tasks, "train", [64, 4], seed=0, training=True, data_dir=tiny_data_dir
+        tasks, "train", [64, 8], seed=0, training=True, data_dir=tiny_sharded_dir
     )
     iterator = iter(dataset)
     for _ in range(3):

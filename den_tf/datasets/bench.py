@@ -28,7 +28,9 @@ RANDOM_PREFIX = "bench_random/"
 
 def define_flags() -> None:
     """Defines the command's flags (only when run: importing never collides with other flags)."""
-    flags.DEFINE_string("data_dir", None, "TFDS data directory with the M1 datasets, if prepared.")
+    flags.DEFINE_string("data_dir", sources.DATA_DIR,
+                        "TFDS data directory with the M1 datasets, if prepared (default: the "
+                        "project's, as make data and make bench use).")
     flags.DEFINE_integer("batch_size", 128, "Batch size per task.")
     flags.DEFINE_integer("steps", 40, "Timed steps (one batch of every task each).")
     flags.DEFINE_integer("warmup", 5, "Untimed steps first (pipeline start-up, buffer filling).")

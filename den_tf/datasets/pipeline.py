@@ -8,7 +8,9 @@ training iterator saved with ``tf.train.Checkpoint(iterator=...)`` resumes at th
 with the same augmentations.
 
 Tasks that read the same dataset without a class filter (M3: CIFAR-100's fine and coarse labels)
-get the same shuffle and augmentation seeds, so at every step both see the same images.
+get the same shuffle and augmentation seeds, so at every step both see the same images; tasks on
+slices of one dataset's classes (M2) are augmented each with its own seed. A training pass reads
+a TFDS split's files in a new seeded order (``sources.load_source``) before the shuffle buffer.
 """
 
 from __future__ import annotations
@@ -107,9 +109,11 @@ def task_dataset(
     _check_positive("batch_size", batch_size)
     _check_positive("shuffle_buffer", shuffle_buffer)
 
-    source = sources.load_source(
-        task.dataset, "test" if split == "test" else "train", data_dir=data_dir, download=download
-    )
+    order_seed = seed if order_seed is None else order_seed
+    file_order_seed = seeds.derive_seed(order_seed, task.dataset, "files") if training else None
+    source = sources.load_source(task.dataset, "test" if split == "test" else "train",
+                                 data_dir=data_dir, download=download,
+                                 file_order_seed=file_order_seed)
     _check_task(task, source)
     examples = source.examples
     if split != "test" and validation_fraction > 0:
@@ -117,11 +121,7 @@ def task_dataset(
         carved[validation_indices(task.dataset, source.num_examples, validation_fraction, seed)] = 1
         is_carved = tf.constant(carved)
         want_carved = split == "validation"
-        examples = (
-            examples.enumerate()  # positions in the source's fixed order
-            .filter(lambda i, _: tf.gather(is_carved, i) == want_carved)
-            .map(lambda _, example: example)
-        )
+        examples = examples.filter(lambda ex: tf.gather(is_carved, ex["position"]) == want_carved)
     if not _covers_all_classes(task, source):
         examples = examples.filter(lambda ex: belongs_to_task(task, ex[task.label_key]))
 
@@ -141,9 +141,11 @@ def task_dataset(
             raise ValueError(f"shard: expected (count, index) with 0 <= index < count, got {shard}")
         if count > 1:
             examples = examples.shard(count, index)
-        order_seed = seed if order_seed is None else order_seed
-        augment_seed = tf.constant(seeds.derive_seed(order_seed, task.dataset, "augment"),
-                                   tf.int64)
+        # Tasks on one dataset's class slices (M2's) are augmented each with its own seed; tasks
+        # on all its classes (M3's) share one, and so see the same images at every step.
+        augment_seed = tf.constant(
+            seeds.derive_seed(order_seed, task.dataset, "augment", *_class_slice(task, source)),
+            tf.int64)
         shuffle_seed = seeds.derive_seed(order_seed, task.dataset, "shuffle")
         examples = (
             examples.shuffle(shuffle_buffer, seed=shuffle_seed)
@@ -223,6 +225,16 @@ def _decoded(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
 def belongs_to_task(task: Task, label):
     """Whether a dataset label is one of the task's classes (tensor or int)."""
     return (label >= task.first_class) & (label < task.first_class + task.num_classes)
+
+
+def _class_slice(task: Task, source: sources.Source) -> tuple[str, ...]:
+    """Names the task's classes where they are a slice of its dataset's (M2's tasks), so that
+    each slice gets its own augmentation seed; empty where the task has all of them (M3's) or
+    an in-memory source's count of classes is not known and the slice starts at 0."""
+    available = source.num_classes[task.label_key]
+    if task.first_class == 0 and available in (None, task.num_classes):
+        return ()
+    return (f"classes {task.first_class}-{task.first_class + task.num_classes - 1}",)
 
 
 def _covers_all_classes(task: Task, source: sources.Source) -> bool:

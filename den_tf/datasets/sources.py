@@ -1,8 +1,11 @@
 """Where examples come from: prepared TFDS datasets, or arrays from registered in-memory sources.
 
-A source split is a dataset of examples in a fixed order (so a seeded validation carve picks the
-same examples every time), each a dict with ``image`` (encoded bytes from TFDS, uint8 HxWx3 from
-memory) and int64 labels. Nothing here downloads unless asked: a dataset that is not prepared
+A source split is a dataset of examples, each a dict with ``image`` (encoded bytes from TFDS,
+uint8 HxWx3 from memory), int64 labels and its ``position`` in the split's stored order (so a
+seeded validation carve picks the same examples however the split is read). Read for training,
+a TFDS split's files come in a new seeded order every pass: TFDS stores the examples in a
+random order, but a shuffle buffer over the same order every pass would keep each example near
+its stored place in every epoch. Nothing here downloads unless asked: a dataset that is not prepared
 fails at once with the command that prepares it, instead of TFDS's minutes of network retries.
 """
 
@@ -14,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 # Builders of our own register with TFDS when their modules are imported.
 from den_tf.datasets import mini_imagenet, synthetic, tiny_imagenet  # noqa: F401
@@ -23,6 +27,11 @@ SOURCE_SPLITS = ("train", "test")
 # checkout, for every make target. Prepared TFDS datasets, and manually downloaded archives.
 DATA_DIR = "data/tfds"
 MANUAL_DIR = "data/manual"
+# Prepared splits are written in files of at least this size (TFDS's default, 64 MiB, stores
+# CIFAR's training set in two), so that reading their files in a new order every pass shuffles
+# beyond a buffer's window. Fewer files than this at training time gets a warning.
+MIN_SHARD_BYTES = 2 << 20
+MIN_TRAINING_FILES = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +79,12 @@ class DatasetNotPreparedError(FileNotFoundError):
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """One split of a dataset, in a fixed order, with what the pipeline needs to know about it."""
+    """One split of a dataset, with what the pipeline needs to know about it."""
 
     examples: tf.data.Dataset
     num_examples: int
     image_size: tuple[int, int]
-    num_classes: dict[str, int | None]  # per label feature; None: not known (in-memory)
+    num_classes: dict[str, int | None]  # per label feature; None: not known (in-memory, unnamed)
     preprocessing: Preprocessing
     extras: tuple[str, ...] = ()  # per-example numeric features passed through to batches
 
@@ -106,6 +115,12 @@ def register_source(
         raise ValueError(f"prefix: {prefix!r} would shadow the datasets {shadowed}")
     if prefix in _REGISTERED and _REGISTERED[prefix][0] is not fn:
         raise ValueError(f"prefix: {prefix!r} is already registered to another function")
+    # A name is served by the first prefix it starts with: overlapping prefixes would send
+    # one of them to the other's function.
+    overlapping = [p for p in _REGISTERED if p != prefix and (p.startswith(prefix)
+                                                               or prefix.startswith(p))]
+    if overlapping:
+        raise ValueError(f"prefix: {prefix!r} overlaps the registered {overlapping}")
     _REGISTERED[prefix] = (fn, Preprocessing(tuple(mean), tuple(std), crop_padding))
     if class_names is not None:
         _CLASS_NAMES[prefix] = class_names
@@ -172,20 +187,24 @@ def is_prepared(dataset: str, data_dir: str | None = None) -> bool:
 
 
 def prepare_dataset(
-    dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None
+    dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+    num_shards: int | None = None,
 ) -> tfds.core.DatasetBuilder:
-    """Downloads (where the dataset allows) and prepares a TFDS dataset; returns its builder."""
+    """Downloads (where the dataset allows) and prepares a TFDS dataset, each split in files of
+    ``MIN_SHARD_BYTES`` or more (or in ``num_shards`` files); returns its builder."""
     builder = _builder(dataset, data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-    )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir, num_shards=num_shards, min_shard_size=MIN_SHARD_BYTES))
     return builder
 
 
 def load_source(
-    dataset: str, split: str, *, data_dir: str | None = None, download: bool = False
+    dataset: str, split: str, *, data_dir: str | None = None, download: bool = False,
+    file_order_seed: int | None = None,
 ) -> Source:
-    """The examples of ``split`` ('train' or 'test') of ``dataset``, in a fixed order.
+    """The examples of ``split`` ('train' or 'test') of ``dataset``: in the stored order, or
+    with ``file_order_seed`` its files in an order drawn anew each pass (an in-memory source is
+    one file). Either way each example carries its stored ``position``.
 
     Raises DatasetNotPreparedError within seconds if a TFDS dataset is not prepared and
     ``download`` is False; with ``download`` it is prepared first (manual data, if any, from
@@ -211,15 +230,28 @@ def load_source(
     label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
     examples = builder.as_dataset(
         split=split,
-        shuffle_files=False,  # a fixed order; the pipeline shuffles
+        shuffle_files=file_order_seed is not None,
         decoders={"image": tfds.decode.SkipDecoding()},  # decoded after shuffling: smaller buffers
         # No in-memory cache: a cache would end up inside every iterator checkpoint.
-        read_config=tfds.ReadConfig(try_autocache=False),
+        read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id=True,
+                                    shuffle_seed=file_order_seed,
+                                    shuffle_reshuffle_each_iteration=True),
     )
-    examples = examples.map(lambda ex: {k: ex[k] for k in ("image", *label_keys)})
     num_examples = int(examples.cardinality())  # TFDS asserts the count it recorded
     if num_examples < 0:
         raise RuntimeError(f"dataset {dataset!r} split {split!r}: number of examples unknown")
+    # (tfds.testing.mock_data records no splits: it serves one file)
+    shard_lengths = (builder.info.splits[split].shard_lengths if split in builder.info.splits
+                     else [num_examples])
+    if file_order_seed is not None and len(shard_lengths) < MIN_TRAINING_FILES:
+        logging.warning(
+            "%s %s is stored in %d file(s): its training passes are shuffled only within the "
+            "shuffle buffer, around the same order every epoch. Prepare it again to store it "
+            "in smaller files:\n  %s", dataset, split, len(shard_lengths),
+            prepare_command(dataset, builder.data_dir_root))
+    offsets = tf.constant(np.cumsum([0, *shard_lengths[:-1]]), tf.int64)
+    examples = examples.map(lambda ex: {"position": stored_position(ex["tfds_id"], offsets),
+                                        **{k: ex[k] for k in ("image", *label_keys)}})
     return Source(
         examples=examples,
         num_examples=num_examples,
@@ -227,6 +259,16 @@ def load_source(
         num_classes={k: features[k].num_classes for k in label_keys},
         preprocessing=preprocessing(dataset),
     )
+
+
+def stored_position(tfds_id: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+    """An example's index in its split's stored order, from its TFDS id
+    ('<name>-<split>.<format>-<file:05d>-of-<files:05d>__<index in the file>') and the
+    index of each file's first example."""
+    name, index = tf.unstack(tf.strings.split(tfds_id, "__", maxsplit=1), num=2)
+    file = tf.strings.regex_replace(name, r"^.*-([0-9]+)-of-[0-9]+$", r"\1")
+    return tf.gather(offsets, tf.strings.to_number(file, tf.int64)) + tf.strings.to_number(
+        index, tf.int64)
 
 
 def _memory_source(dataset: str, split: str, fn: SourceFn, preprocessing: Preprocessing) -> Source:
@@ -245,19 +287,21 @@ def _memory_source(dataset: str, split: str, fn: SourceFn, preprocessing: Prepro
         )
     for key, value in extras.items():
         numeric = value.dtype.kind in "biuf"
-        if key in ("image", "label") or value.shape != labels.shape or not numeric:
+        if key in ("image", "label", "position") or value.shape != labels.shape or not numeric:
             raise ValueError(
                 f"source {dataset!r}: extra feature {key!r} must be a numeric array of shape "
-                f"{labels.shape} named neither image nor label, got {value.dtype} {value.shape}"
+                f"{labels.shape} named neither image, label nor position, got {value.dtype} "
+                f"{value.shape}"
             )
     examples = tf.data.Dataset.from_tensor_slices(
-        {"image": images, "label": labels.astype(np.int64), **extras}
+        {"image": images, "label": labels.astype(np.int64), **extras,
+         "position": np.arange(len(labels), dtype=np.int64)}
     )
     return Source(
         examples=examples,
         num_examples=len(labels),
         image_size=images.shape[1:3],
-        num_classes={"label": None},
+        num_classes={"label": len(names) if (names := class_names(dataset)) else None},
         preprocessing=preprocessing,
         extras=tuple(extras),
     )
