@@ -46,8 +46,12 @@ endif
 
 # Any config over seeds: make sweep CONFIG=experiments/m3.py SEEDS=3 [ARGS=--config.rho=0.5]
 CONFIG ?= experiments/demo.py
+# The config's name with its argument (experiments/m2.py:84 -> m2_84), so that each config and
+# argument gets directories of its own; the demo's keep their names.
+CONFIG_NAME = $(patsubst %.py,%,$(subst .py:,_,$(notdir $(CONFIG))))
+CONFIG_PREFIX = $(if $(filter demo,$(CONFIG_NAME)),,$(CONFIG_NAME)_)
 sweep: $(STAMP)
-	$(PY) -m den_tf.sweep --config=$(CONFIG) --workdir=$(WORKDIR)/sweep_$(basename $(notdir $(CONFIG))) --seeds=$(or $(SEEDS),5) $(ARGS)
+	$(PY) -m den_tf.sweep --config=$(CONFIG) --workdir=$(WORKDIR)/sweep_$(CONFIG_NAME) --seeds=$(or $(SEEDS),5) $(ARGS)
 
 # The accuracy-FLOPs trade-off across rho, and the paper's Fig. 5 ablations (the number of
 # levels; the first stage's initial distribution) on CONFIG (default: the demo; the paper
@@ -59,17 +63,20 @@ space := $(empty) $(empty)
 RHOS ?= 0.1 0.3 0.5
 LEVELS ?= 2 3 4 5
 INITIALS ?= eq8 uniform selector
+RHO_DIR = $(WORKDIR)/$(if $(CONFIG_PREFIX),$(CONFIG_PREFIX)rho,demo_rho)
+LEVELS_DIR = $(WORKDIR)/$(CONFIG_PREFIX)ablation_levels
+INITIAL_DIR = $(WORKDIR)/$(CONFIG_PREFIX)ablation_initial
 demo-rho: $(STAMP)
-	for v in $(RHOS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(WORKDIR)/demo_rho/$$v --config.rho=$$v $(ARGS) || exit 1; done
-	$(PY) -m den_tf.analyze --workdir=$(WORKDIR)/demo_rho --vary=rho --runs=$(subst $(space),$(comma),$(addprefix $(WORKDIR)/demo_rho/,$(RHOS)))
+	for v in $(RHOS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(RHO_DIR)/$$v --config.rho=$$v $(ARGS) || exit 1; done
+	$(PY) -m den_tf.analyze --workdir=$(RHO_DIR) --vary=rho --runs=$(subst $(space),$(comma),$(addprefix $(RHO_DIR)/,$(RHOS)))
 
 ablation-levels: $(STAMP)
-	for v in $(LEVELS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(WORKDIR)/ablation_levels/$$v --config.model.levels=$$v '--config.model.fractions=()' $(ARGS) || exit 1; done
-	$(PY) -m den_tf.analyze --workdir=$(WORKDIR)/ablation_levels --vary=model.levels --runs=$(subst $(space),$(comma),$(addprefix $(WORKDIR)/ablation_levels/,$(LEVELS)))
+	for v in $(LEVELS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(LEVELS_DIR)/$$v --config.model.levels=$$v '--config.model.fractions=()' $(ARGS) || exit 1; done
+	$(PY) -m den_tf.analyze --workdir=$(LEVELS_DIR) --vary=model.levels --runs=$(subst $(space),$(comma),$(addprefix $(LEVELS_DIR)/,$(LEVELS)))
 
 ablation-initial: $(STAMP)
-	for v in $(INITIALS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(WORKDIR)/ablation_initial/$$v --config.train.estimator.initial_distribution=$$v $(ARGS) || exit 1; done
-	$(PY) -m den_tf.analyze --workdir=$(WORKDIR)/ablation_initial --vary=train.estimator.initial_distribution --runs=$(subst $(space),$(comma),$(addprefix $(WORKDIR)/ablation_initial/,$(INITIALS)))
+	for v in $(INITIALS); do $(PY) -m den_tf.main --config=$(CONFIG) --workdir=$(INITIAL_DIR)/$$v --config.train.estimator.initial_distribution=$$v $(ARGS) || exit 1; done
+	$(PY) -m den_tf.analyze --workdir=$(INITIAL_DIR) --vary=train.estimator.initial_distribution --runs=$(subst $(space),$(comma),$(addprefix $(INITIAL_DIR)/,$(INITIALS)))
 
 # The paper's scenarios (real data, prepared with `make data`; a GPU is advised), with any
 # compared method (den_tf/methods.py): make m1 METHOD=nestednet [RHO=0.1] trains into
@@ -121,11 +128,11 @@ table4: $(STAMP)
 DATASET ?= cifar10
 C1_RUNS = $(WORKDIR)/c1_$(DATASET)
 table5: $(STAMP)
-	for c in vgg resnext8 resnext4; do \
-	  config=$$(case $$c in vgg) echo experiments/c1_vgg.py;; resnext8) echo experiments/c1_resnext.py:8;; resnext4) echo experiments/c1_resnext.py:4;; esac); \
-	  methods="baseline nestednet $$(test $$c = vgg || echo blockdrop)"; \
+	for c in vgg resnext8 resnext4 resnext2; do \
+	  config=$$(case $$c in vgg) echo experiments/c1_vgg.py;; resnext8) echo experiments/c1_resnext.py:8;; resnext4) echo experiments/c1_resnext.py:4;; resnext2) echo experiments/c1_resnext.py:2;; esac); \
+	  methods="baseline $$(test $$c = resnext2 || echo nestednet) $$(test $$c = vgg || test $$c = resnext2 || echo blockdrop)"; \
 	  for m in $$methods; do $(call train_once,$$config,$(C1_RUNS)/$$c/$$m,$$m) --config.tasks=$(DATASET) || exit 1; done; \
-	  rhos="0.1 $$(test $$c = vgg || echo 1)"; \
+	  rhos="$$(case $$c in vgg) echo 0.1;; resnext2) ;; *) echo 0.1 1;; esac)"; \
 	  for r in $$rhos; do $(call train_once,$$config,$(C1_RUNS)/$$c/den_rho$$r,den,$$r) --config.tasks=$(DATASET) || exit 1; done; \
 	done
 	$(PY) -m den_tf.report $(C1_RUNS)

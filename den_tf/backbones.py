@@ -1,4 +1,4 @@
-"""The paper's five backbones as plain specifications (see shared/reference/backbones.md).
+"""The paper's five backbones as plain specifications (README, Model figures, gives their counts).
 
 A backbone is a stem, a sequence of blocks and a neck. Specifications are plain data so that
 the estimator can store them in its Keras config; ``estimator.py`` turns them into layers and

@@ -1,7 +1,7 @@
 """What a structure costs: FLOPs, parameters, d_i(l) and the sparsity cost S(z) of Eq. (5).
 
 Everything is counted from the layers' own shapes, so the summary, the sparsity cost and
-the reported FLOPs cannot disagree with the network. Conventions (backbones.md): a
+the reported FLOPs cannot disagree with the network. Conventions (README, Model figures): a
 multiply-add is 2 FLOPs; only convolution and fully connected weights count; shortcuts
 (average pooling, zero padding), batch norm and pooling cost nothing; a level-0 residual
 block costs nothing.

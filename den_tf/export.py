@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import keras
 import ml_collections
@@ -45,6 +45,13 @@ BUDGET_SHAPE = "max_flops must hold one budget per image: shape (batch,)"
 def extra_signatures(names: Sequence[str]) -> list[str]:
     """The signatures that the tasks named ``names`` have besides their own."""
     return [f"{name}_{suffix}" for name in names for suffix in EXTRA_SIGNATURES]
+
+
+def served_tasks(signatures: Collection[str]) -> list[str]:
+    """The tasks of an export with these signature names: each name that has its extra
+    signatures (a task may itself be named like another's extra one, e.g. 'a_budget_single')."""
+    return sorted(name for name in signatures
+                  if set(extra_signatures([name])) <= set(signatures))
 
 
 def task_class_names(task: Task, data_dir: str | None = None) -> list[str]:
@@ -91,6 +98,9 @@ def serving_function(
         # reached the convolutions (and aborted the process under oneDNN). EnsureShape checks
         # when it runs, and everything below is computed from its output.
         images = tf.ensure_shape(images, [images.shape[0], size, size, 3])
+        with tf.control_dependencies([tf.debugging.assert_positive(
+                tf.shape(images)[0], message="a batch must hold at least one image")]):
+            images = tf.identity(images)
         x = pipeline.normalize(tf.cast(images, tf.float32), normalisation)
         level_logits = selector(x, task=task, training=False)
         if max_flops is None:

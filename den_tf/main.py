@@ -51,6 +51,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str, analysis: bo
     the run's analysis page too (``analyze.analyze``)."""
     if mode not in ("train", "evaluate"):
         raise ValueError(f"mode must be 'train' or 'evaluate', got {mode!r}")
+    if analysis:  # (refused before any work, not after the training it would follow)
+        builders.require_selector(config, "--analyze")
     if analysis and mode == "evaluate" and not train.training_finished(config, workdir):
         raise ValueError(f"the run in {workdir} has not finished training: its analysis page "
                          "would be of another evaluation (finish it first: --mode=train)")
@@ -71,6 +73,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = FLAGS.config
     if FLAGS.mode == "summary":
+        if FLAGS.analyze or FLAGS.workdir:
+            raise app.UsageError("--mode=summary takes neither --workdir nor --analyze")
         estimator, selector = builders.build_models(config)
         json.dump(cost.model_summary(estimator, selector), sys.stdout, indent=1)
         sys.stdout.write("\n")

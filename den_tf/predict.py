@@ -124,7 +124,7 @@ def _saved_model_classifier(model_dir: str, task: str, max_flops: float | None,
     model = tf.saved_model.load(model_dir)
     name = export.signature_name(task)
     signatures = set(model.signatures) - {"serving_default"}
-    tasks = sorted(signatures - set(export.extra_signatures(signatures)))
+    tasks = export.served_tasks(signatures)
     if name not in tasks:
         raise app.UsageError(f"--task={task!r} is not in {model_dir}; its tasks: {tasks}")
     serve = model.signatures[name]

@@ -1,10 +1,15 @@
 """C1: network compression of ResNeXt-29 (c x 64d) on CIFAR-10; argument = cardinality c.
 
+    make c1   # = python -m den_tf.main --config=experiments/c1_resnext.py:8 \
+              #     --workdir=runs/c1_resnext8/den_rho0.1 --config.method=den --config.rho=0.1
+
 ``python -m den_tf.main --config=experiments/c1_resnext.py:8 --mode=summary``: 9 bottleneck
 blocks; 8x64d has 4 levels (groups 1/4, 1/4, 1/2 of the cardinal groups), 4x64d and 2x64d
 have 3 levels (halves). Parameters under the paper's convention: 22.38M / 11.19M / 5.60M for
 c = 8 / 4 / 2 (paper, Table 5: 22.4M / 11.2M / 5.6M); 6.78 GFLOPs per 32x32 image for 8x64d.
-Paper result (Table 5, CIFAR-10, DEN rho=0.1): 94.61 % (8x64d), 94.47 % (4x64d).
+Expected: the paper's result (Table 5, CIFAR-10, DEN rho=0.1), 94.61 % (8x64d), 94.47 %
+(4x64d); not run here: the real datasets cannot be downloaded on the machine this project is
+developed on, so no result of this config has been measured.
 """
 
 from den_tf.builders import base_config

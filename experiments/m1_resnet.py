@@ -9,7 +9,9 @@ stride input/32 (1, 2, 3): 29.79M parameters under the paper's convention (paper
 3.5M in the stem, 0.1M in the head (``macs_full_by_part`` of the summary). The paper's figure
 pins the stem down: the authors' 7x7 stem to 64 channels would add 15.7M (2.926G, 0.55% over),
 and a 7x7 stem to 16 channels would shrink the first block's convolution (2.855G).
-Paper result (Table 2a, DEN rho=1): 74.30 / 56.74 / 83.90 % at 1.35 GFLOPs.
+Expected: the paper's result (Table 2a, DEN rho=1), 74.30 / 56.74 / 83.90 % at 1.35 GFLOPs;
+not run here: the real datasets cannot be downloaded on the machine this project is
+developed on, so no result of this config has been measured.
 """
 
 from den_tf.builders import base_config

@@ -1,11 +1,16 @@
 """M2: 10 five-way tasks from Mini-ImageNet on SimpleConvNet; argument = input size (84, 224).
 
+    make m2   # = python -m den_tf.main --config=experiments/m2.py:84 \
+              #     --workdir=runs/m2_84/den_rho1 --config.method=den --config.rho=1
+
 ``python -m den_tf.main --config=experiments/m2.py:84 --mode=summary``: 4 plain blocks x 2
 levels (the lowest keeps half the channels), no stem, shared FC 128, 10 heads of 5 classes:
 0.137M parameters, 27.44M multiply-adds per image at 84x84 (paper, Table 3: 0.14M, 27.4M).
 At 224x224 the same network costs 195.9M multiply-adds (the paper's 224 figures cannot come
-from this network; see shared/reference/backbones.md).
-Paper result (Table 3): DEN_s 60.78 % (rho=1) at 84x84; DEN 63.20 % (rho=1) at 224x224.
+from this network; README, Model figures).
+Expected: the paper's result (Table 3), DEN_s 60.78 % (rho=1) at 84x84, DEN 63.20 % (rho=1) at
+224x224; not run here: the real datasets cannot be downloaded on the machine this project is
+developed on, so no result of this config has been measured.
 """
 
 from den_tf.builders import base_config

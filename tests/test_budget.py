@@ -20,13 +20,6 @@ def choose(log_probs, budgets, fixed=0.0, level_flops=FLOPS):
         tf.constant(batch), level_flops, tf.constant(budgets, tf.float64), fixed).numpy()
 
 
-def best_by_enumeration(log_probs, level_flops, allowed):
-    n, h = level_flops.shape
-    feasible = [z for z in itertools.product(range(h), repeat=n)
-                if sum(level_flops[i, level] for i, level in enumerate(z)) <= allowed]
-    return max(sum(log_probs[i, level] for i, level in enumerate(z)) for z in feasible)
-
-
 def test_hand_computed_budgets():
     log_probs = np.log(PROBS)
     # 4 or 3 FLOPs: the argmax (2, 1) fits. 2: the best is (1, 1), p = 0.12 (the relaxation
@@ -53,11 +46,23 @@ def test_never_over_budget_and_argmax_without_one():
     assert np.all(spent <= budgets + 1e-9)
     unlimited = choose(log_probs, np.full(200, level_flops[:, -1].sum()), level_flops=level_flops)
     assert (unlimited == log_probs.argmax(-1)).all()
-    # Close to the best structure within each budget (found by enumerating all 4^6).
+    # Against the best structure within each budget, found by enumerating all 4^6 (the
+    # figures the README quotes): optimal in 183 of 200, 0.06 below on average, 2.0 at worst.
     got = np.take_along_axis(log_probs, chosen[..., None], axis=2)[..., 0].sum(axis=1)
-    best = [best_by_enumeration(lp, level_flops, b) for lp, b in zip(log_probs[:40], budgets[:40])]
-    assert np.all(got[:40] <= np.array(best) + 1e-9)
-    assert np.mean(np.isclose(got[:40], best)) >= 0.8
+    every = np.array(list(itertools.product(range(4), repeat=6)))  # (4096, 6)
+    blocks = np.arange(6)
+    fits = level_flops[blocks, every].sum(axis=1)[None] <= budgets[:, None]
+    scores = log_probs[:, blocks, every].sum(axis=-1)  # (200, 4096)
+    best = np.where(fits, scores, -np.inf).max(axis=1)
+    gap = best - got
+    assert np.all(gap >= -1e-9)
+    assert np.sum(np.isclose(gap, 0)) == 183
+    assert abs(gap.mean() - 0.06) < 0.005 and 1.95 < gap.max() < 2.0
+    # A budget of exactly the argmax structure's FLOPs (whole numbers, as FLOPs are) gives it.
+    whole = np.round(level_flops * 1000)
+    argmax = log_probs.argmax(-1)
+    exact = choose(log_probs, whole[blocks, argmax].sum(axis=1), level_flops=whole)
+    assert (exact == argmax).all()
 
 
 def test_static_structure_fills_the_budget_from_the_first_block():

@@ -97,6 +97,7 @@ cases = {
     "four channels": lambda: serve(images=zeros((2, 32, 32, 4))),
     "no batch axis": lambda: serve(images=zeros((32, 32, 3))),
     "rank 5": lambda: serve(images=zeros((1, 2, 32, 32, 3))),
+    "empty batch": lambda: serve(images=zeros((0, 32, 32, 3))),
     "dtype": lambda: serve(images=zeros((2, 32, 32, 3), tf.float32)),
     "scalar budget": lambda: budgeted(images=good, max_flops=tf.constant(1e9, tf.float64)),
     "budget length": lambda: budgeted(images=good, max_flops=tf.constant([1e9] * 3, tf.float64)),
@@ -124,6 +125,7 @@ def test_bad_input_names_the_expected_input(exported):
     shape = r"expected shape \[\?,32,32,3\]"
     expected = {"size": shape, "channels": shape, "four channels": shape,
                 "no batch axis": shape, "rank 5": shape, "dtype": "uint8",
+                "empty batch": "a batch must hold at least one image",
                 "scalar budget": r"expected shape \[\?\]",
                 "budget length": "max_flops must hold one budget per image"}
     assert set(errors) == set(expected)
@@ -147,6 +149,12 @@ def test_the_single_image_signature_refuses_a_batch(exported):
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError),
                        match=r"expected shape \[1,32,32,3\]"):
         single(images=tf.zeros((2, 32, 32, 3), tf.uint8))
+
+
+def test_served_tasks_are_the_names_with_their_extra_signatures():
+    names = ["a", "a_budget", "a_single", "a_budget_single", "a_budget_single_budget",
+             "a_budget_single_single", "serving_default", "b_budget", "b_single"]
+    assert export.served_tasks(names) == ["a", "a_budget_single"]
 
 
 def test_signature_names():

@@ -154,6 +154,18 @@ def test_m3_shows_each_image_with_its_coarse_and_fine_label(mock_tfds):
             np.testing.assert_array_equal(coarse["image"], fine["image"])  # same images
 
 
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "stl10"])
+def test_evaluation_images_are_normalised_with_their_datasets_own_statistics(mock_tfds, name):
+    task = get_task(name)
+    batch = next(iter(datasets.task_dataset(task, "test", 4, seed=0, training=False,
+                                            data_dir=mock_tfds)))
+    stored = tfds.builder(name, data_dir=mock_tfds).as_dataset(split="test", shuffle_files=False)
+    raw = np.stack([ex["image"] for ex in tfds.as_numpy(stored.take(4))]).astype(np.float32)
+    own = sources.PREPROCESSING[name]
+    expected = (raw - np.array(own.mean) * 255) / (np.array(own.std) * 255)
+    np.testing.assert_allclose(batch["image"].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_stl10_test_split_is_not_augmented(mock_tfds):
     task = get_task("stl10")
     first, second = (

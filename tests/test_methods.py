@@ -293,6 +293,15 @@ def test_packnet_run_interrupted_and_resumed_keeps_frozen_entries(tmp_path):
     assert entries[0]["params_used"] < entries[1]["params_used"] < entries[2]["params_used"]
 
 
+def test_analysis_of_a_method_without_a_selector_is_refused_before_training(tmp_path):
+    from den_tf import main as cli
+
+    for method in ("nestednet", "baseline"):
+        with pytest.raises(ValueError, match=f"--analyze needs a selector .*'{method}' has none"):
+            cli.run(tiny_config(method=method), str(tmp_path / method), "train", True)
+    assert not list(tmp_path.iterdir())
+
+
 def test_methods_without_a_selector_refuse_selector_modes():
     config = tiny_config(method="nestednet")
     with pytest.raises(ValueError, match="needs a selector"):

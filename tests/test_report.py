@@ -99,6 +99,13 @@ def test_methods_layout_table_5_with_levels_rand_sel_and_quoted(tmp_path):
     assert row("Pruning (ResNet-50) (quoted by the paper)") == (
         "| Pruning (ResNet-50) (quoted by the paper) | not run / 94.15 | not run / - | "
         "not run / 6.44M |")
+    # The table's last row: the baseline of ResNeXt-29 (2x64d), a table of its own here.
+    _write(tmp_path, "two", _results("baseline", [93.1], scenario="C1", tasks=tasks,
+                                     backbone="ResNeXt-29 (2x64d)", flops=2.0e9))
+    text = report.report([str(tmp_path)])
+    two = text.split("## Table 5: network compression, CIFAR10, ResNeXt-29 (2x64d)")[1]
+    assert next(line for line in two.splitlines() if line.startswith("| Baseline |")).startswith(
+        "| Baseline | **93.10** / 93.60 | 1.0x / - |")
 
 
 def test_unpublished_scenario_and_errors(tmp_path):
