@@ -79,7 +79,7 @@ ablation-initial: $(STAMP)
 	$(PY) -m den_tf.analyze --workdir=$(INITIAL_DIR) --vary=train.estimator.initial_distribution --runs=$(subst $(space),$(comma),$(addprefix $(INITIAL_DIR)/,$(INITIALS)))
 
 # The paper's scenarios (real data, prepared with `make data`; a GPU is advised), with any
-# compared method (den_tf/methods.py): make m1 METHOD=nestednet [RHO=0.1] trains into
+# compared method (den_tf/methods.py): make m1 METHOD=blockdrop [RHO=0.1] trains into
 # runs/m1_wrn/<method>[_rho<r>].
 # DEN runs are named by their rho, the config's own (the second argument) unless RHO is given,
 # as the table targets name them: `make m3` trains the run `make table4` reports, not a copy.

@@ -274,7 +274,7 @@ def load_runs(workdirs: list[str], vary: str) -> list[tuple[str, dict]]:
 def plot_runs(runs: list[tuple[str, dict]], path: str, title: str) -> None:
     """Accuracy against FLOPs fraction: DEN of each run, with its controls as points."""
     fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
-    den = []
+    den, labelled = [], set()
     for label, results in runs:
         full = results["average"]["flops_full"]
         den.append((results["average"]["flops"] / full, results["average"]["accuracy"], label))
@@ -285,7 +285,8 @@ def plot_runs(runs: list[tuple[str, dict]], path: str, title: str) -> None:
             *([(controls["shuffled"], "+", "random (shuffled)")] if "shuffled" in controls else []),
         ):
             ax.scatter(point["average"]["flops"] / full, point["average"]["accuracy"],
-                       marker=marker, color="gray", label=name if label == runs[0][0] else None)
+                       marker=marker, color="gray", label=None if name in labelled else name)
+            labelled.add(name)
     den.sort()
     ax.plot([d[0] for d in den], [d[1] for d in den], "o-", color="tab:red", label="DEN")
     for x, y, label in den:
@@ -333,9 +334,11 @@ def plot_budget_sweep(report: dict, path: str) -> None:
     _plot_budget_series({
         name: ([p["flops_fraction"]["mean"] for p in points],
                [p["accuracy"]["mean"] for p in points],
-               [p["accuracy"]["half_width"] or 0.0 for p in points])
+               None if report["runs"] == 1 else [p["accuracy"]["half_width"] for p in points])
         for name, points in report["choosers"].items()},
-        path, f"Accuracy under a FLOPs budget, {report['runs']} runs (95% intervals)")
+        path, "Accuracy under a FLOPs budget, " + (
+            "one run (no interval)" if report["runs"] == 1
+            else f"{report['runs']} runs (95% intervals)"))
 
 
 def write_tensorboard(logdir: str, paths: list[str]) -> None:

@@ -188,11 +188,11 @@ def accuracy_against_budget(
     return {"points": points, "choosers": curve}
 
 
-def aggregate_curves(curves: Sequence[dict]) -> dict:
+def aggregate_curves(curves: Sequence[dict], seeds: Sequence[int] | None = None) -> dict:
     """Means and 95% intervals over runs (one ``accuracy_against_budget`` curve each, of the
     same config) of each chooser's accuracy and FLOPs fraction at each budget, and of the
     selector's accuracy minus each other chooser's, run by run (one estimator serves all three
-    choosers of a run, so the differences are paired)."""
+    choosers of a run, so the differences are paired); ``seeds`` names the runs' seeds."""
     if not curves:
         raise ValueError("no budget curves to aggregate")
     names, points = list(curves[0]["choosers"]), curves[0]["points"]
@@ -212,6 +212,7 @@ def aggregate_curves(curves: Sequence[dict]) -> dict:
                  for n in names}
     return {
         "runs": len(curves),
+        "seeds": None if seeds is None else list(seeds),
         "points": points,
         "budget_fraction": budgets,
         "choosers": {n: [{"accuracy": stats.mean_interval(accuracy[n][:, k]),
@@ -229,9 +230,9 @@ def aggregate_markdown(report: dict) -> str:
     zero)."""
     names, others = list(report["choosers"]), list(report["selector_minus"])
     lines = [
-        f"Over {report['runs']} runs: mean ± half-width of the 95% t interval; accuracy % @ "
-        "FLOPs fraction used; the selector minus each chooser paired run by run (* where the "
-        "interval excludes zero).",
+        stats.runs_text(report["runs"]) + " Accuracy % @ FLOPs fraction used; the selector "
+        "minus each chooser paired run by run (* where the interval excludes zero)."
+        + (f" Seeds {', '.join(map(str, report['seeds']))}." if report.get("seeds") else ""),
         "",
         "| budget (FLOPs / full) | " + " | ".join(names) + " | "
         + " | ".join(f"selector minus {n}" for n in others) + " |",

@@ -38,7 +38,9 @@ def replaced_directory(path: str) -> Iterator[str]:
     filled beside it (``<path>.partial``, removed if the block fails), then renamed into
     place, the old directory moved aside (``<path>.old``) just before and removed after. So
     ``path`` holds the old directory or the whole new one, never a mix (an export whose
-    model is new and whose manifest is old would load)."""
+    model is new and whose manifest is old would load); a process killed between the two
+    renames leaves the old one at ``<path>.old``."""
+    path = os.path.normpath(path)  # ("export/" would put its siblings inside it)
     partial, old = path + ".partial", path + ".old"
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
@@ -47,10 +49,17 @@ def replaced_directory(path: str) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if os.path.exists(path):
+    had_old = os.path.exists(path)
+    if had_old:
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
-    os.replace(partial, path)
+    try:
+        os.replace(partial, path)
+    except BaseException:
+        if had_old:
+            os.replace(old, path)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

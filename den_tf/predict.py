@@ -55,13 +55,18 @@ def image_files(paths: Sequence[str]) -> list[str]:
     name, which skipping would hide among unreadable images)."""
     found, empty = [], []
     for path in paths:
-        if os.path.isdir(path):
+        # A URL (gs://, file://...) through TensorFlow's file systems, which read_file uses;
+        # local paths through Python's (a file name that is not UTF-8 stays readable).
+        url = "://" in path
+        isdir, exists, walk = ((tf.io.gfile.isdir, tf.io.gfile.exists, tf.io.gfile.walk) if url
+                               else (os.path.isdir, os.path.lexists, os.walk))
+        if isdir(path):
             files = []
-            for root, dirs, names in os.walk(path):
+            for root, dirs, names in walk(path):
                 dirs.sort()
                 files.extend(os.path.join(root, name) for name in sorted(names))
         else:
-            files = [path] if os.path.lexists(path) else []
+            files = [path] if exists(path) else []
         if not files:
             empty.append(path)
         found.extend(files)
@@ -81,7 +86,8 @@ def load_image(path: str, size: int) -> np.ndarray:
     """The image at ``path`` as uint8 (size, size, 3); raises ValueError if it is not one."""
     try:
         # (the name as bytes: a name that is not UTF-8 is still a file)
-        image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=3,
+        name = path if "://" in path else os.fsencode(path)
+        image = tf.io.decode_image(tf.io.read_file(name), channels=3,
                                    expand_animations=False)
     except tf.errors.OpError as error:  # (not found, not permitted, not an image...)
         raise ValueError(decoder_message(error.message)) from None

@@ -34,6 +34,8 @@ def mean_interval(values: Sequence[float]) -> dict:
     values = np.asarray(values, np.float64)
     if values.ndim != 1 or len(values) == 0:
         raise ValueError(f"need a non-empty 1-d sequence of values, got shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"values must be finite (a figure missing from a run?), got {values}")
     mean = float(values.mean())
     if len(values) == 1:
         return {"mean": mean, "half_width": None, "n": 1, "low": None, "high": None}
@@ -49,6 +51,15 @@ def interval_text(interval: dict, scale: float = 1.0, digits: int = 2) -> str:
     if interval["half_width"] is None:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {interval['half_width'] * scale:.{digits}f}"
+
+
+def runs_text(runs: int) -> str:
+    """How a table over ``runs`` runs states its figures: one run has no interval, so none of
+    its differences can be placed against the noise."""
+    if runs == 1:
+        return ("One run: the figures have no interval, and no difference between them can be "
+                "placed against the noise.")
+    return f"Over {runs} runs: mean ± half-width of the 95% t interval."
 
 
 def paired_text(paired: dict) -> str:
@@ -69,8 +80,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
 
 
 def ranks(values: Sequence[float]) -> np.ndarray:
-    """Ranks from 1, ties given their average rank."""
+    """Ranks from 1, ties given their average rank. NaN has no rank (ValueError)."""
     values = np.asarray(values)
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise ValueError("values to rank must be finite")
     order = np.argsort(values, kind="mergesort")
     positions = np.empty(len(values), np.float64)
     positions[order] = np.arange(1, len(values) + 1)

@@ -173,9 +173,8 @@ def sweep_markdown(report: dict, title: str) -> str:
     lines = [
         f"# {title}: {report['runs']} runs (seeds {', '.join(map(str, report['seeds']))})",
         "",
-        f"Mean ± half-width of the 95% t interval over runs. Paired: {selected} minus the "
-        "method, run by run (same seed, same estimator); * marks an interval that excludes "
-        "zero.",
+        f"{stats.runs_text(report['runs'])} Paired: {selected} minus the method, run by run "
+        "(same seed, same estimator); * marks an interval that excludes zero.",
         "",
         f"| method | average accuracy % | FLOPs / full | {selected} minus this (accuracy) |",
         "|---|---|---|---|",
@@ -193,9 +192,15 @@ def sweep_markdown(report: dict, title: str) -> str:
         lines += ["", "Not in every run, so left out: "
                   + ", ".join(report["not_in_every_run"]) + "."]
     if report.get("failed_seeds"):
-        lines += ["", "**Failed in this sweep, so not in the means** (a rerun tries them again): "
-                  + "; ".join(f"seed {seed}: {error}"
-                              for seed, error in report["failed_seeds"].items()) + "."]
+        lines += ["", "**Failed, so not in the means** (a rerun resumes them from their last "
+                  "checkpoint, where they may fail again; delete a seed's directory to start it "
+                  "afresh): " + "; ".join(f"seed {seed}: {error}"
+                                          for seed, error in report["failed_seeds"].items())
+                  + "."]
+    if report.get("branched"):
+        lines += ["", "Branched from another sweep's checkpoint: " + "; ".join(
+            f"seed {seed} from {origin['source']} at step {origin['step']}"
+            for seed, origin in report["branched"].items()) + "."]
     if report["instance_awareness"]:
         lines += [
             "",
@@ -220,6 +225,10 @@ def sweep_markdown(report: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+BRANCH = "branch.json"  # where a branched seed began: {source, step}
+FAILED = "failed.json"  # why a seed's training stopped: {error}
+
+
 def branch(source: str, step: int, workdir: str) -> None:
     """Copies the checkpoint of global step ``step`` from run ``source`` into ``workdir``'s
     empty checkpoint directory, so that training resumes from it. The files are copied into a
@@ -240,6 +249,25 @@ def branch(source: str, step: int, workdir: str) -> None:
         with open(os.path.join(partial, "checkpoint"), "w") as f:
             f.write(f'model_checkpoint_path: "ckpt-{step}"\n'
                     f'all_model_checkpoint_paths: "ckpt-{step}"\n')
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _check_origin(seed_dir: str, origin: dict | None) -> None:
+    """Raises ValueError unless the started run in ``seed_dir`` began where this sweep would
+    begin it (``origin``: branched from a source's step; None: from scratch): averaged together,
+    runs of other histories would pass for seeds of one condition."""
+    path = os.path.join(seed_dir, BRANCH)
+    recorded = _read_json(path) if os.path.exists(path) else None
+    if recorded != origin:
+        def describe(where):
+            return ("from scratch" if where is None else
+                    f"branched from {where['source']} at step {where['step']}")
+        raise ValueError(f"{seed_dir} was started {describe(recorded)}; this sweep would start "
+                         f"it {describe(origin)}. Use another --workdir for the other history.")
 
 
 def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
@@ -267,37 +295,52 @@ def finished_runs(workdir: str, config: ml_collections.ConfigDict | None = None)
     return sorted(runs, key=lambda r: r.get("seed", 0))
 
 
-def write_report(workdir: str, title: str, config: ml_collections.ConfigDict | None = None,
-                 failed: dict[int, str] | None = None) -> dict:
+def failed_seeds(workdir: str) -> dict[int, str]:
+    """The seeds of ``workdir`` whose training stopped with an error (their ``failed.json``,
+    written by ``run_seeds``) and that have not finished since, by seed."""
+    failed = {}
+    for path in glob.glob(os.path.join(workdir, "seed_*", FAILED)):
+        seed_dir = os.path.dirname(path)
+        if not os.path.exists(os.path.join(seed_dir, "results.json")):
+            with open(path) as f:
+                failed[int(os.path.basename(seed_dir)[len("seed_"):])] = json.load(f)["error"]
+    return dict(sorted(failed.items()))
+
+
+def write_report(workdir: str, title: str,
+                 config: ml_collections.ConfigDict | None = None) -> dict:
     """Aggregates the finished seeds of ``workdir`` (checked against ``config``, as
-    ``finished_runs``) into sweep.json and sweep.md; ``failed`` names the seeds that stopped
-    with an error in this sweep (not averaged: the means are over the others)."""
+    ``finished_runs``) into sweep.json and sweep.md, naming the seeds that failed
+    (``failed_seeds``, in this sweep or an earlier one: the means are over the others) and
+    the seeds that were branched from another sweep's checkpoint."""
     runs = finished_runs(workdir, config)
+    failed = failed_seeds(workdir)
     if not runs and failed:
         raise ValueError(f"no seed of {workdir} finished; failed: " + "; ".join(
             f"seed {seed}: {error}" for seed, error in failed.items()))
     report = aggregate(runs)
-    report["failed_seeds"] = {str(seed): error for seed, error in (failed or {}).items()}
+    report["failed_seeds"] = {str(seed): error for seed, error in failed.items()}
+    report["branched"] = {
+        os.path.basename(os.path.dirname(path))[len("seed_"):]: _read_json(path)
+        for path in sorted(glob.glob(os.path.join(workdir, "seed_*", BRANCH)))}
     files.write_json(os.path.join(workdir, "sweep.json"), report)
     with files.replaced_atomically(os.path.join(workdir, "sweep.md")) as f:
         f.write(sweep_markdown(report, title))
     return report
 
 
-def finished_budget_curves(workdir: str) -> list[dict]:
+def finished_budget_curves(workdir: str) -> dict[int, dict]:
     """The budget.json of every seed in ``workdir`` that has one, by seed."""
     paths = glob.glob(os.path.join(workdir, "seed_*", "budget.json"))
-    paths.sort(key=lambda p: int(os.path.basename(os.path.dirname(p))[len("seed_"):]))
-    curves = []
-    for path in paths:
-        with open(path) as f:
-            curves.append(json.load(f))
-    return curves
+    return dict(sorted(
+        (int(os.path.basename(os.path.dirname(p))[len("seed_"):]), _read_json(p)) for p in paths))
 
 
 def write_budget_report(workdir: str) -> dict:
-    """Aggregates the seeds' budget curves into budget_sweep.json, .md and .png."""
-    report = budget.aggregate_curves(finished_budget_curves(workdir))
+    """Aggregates the seeds' budget curves into budget_sweep.json, .md and .png, naming their
+    seeds (which may be fewer than sweep.md's)."""
+    curves = finished_budget_curves(workdir)
+    report = budget.aggregate_curves(list(curves.values()), seeds=list(curves))
     files.write_json(os.path.join(workdir, "budget_sweep.json"), report)
     with files.replaced_atomically(os.path.join(workdir, "budget_sweep.md")) as f:
         f.write(budget.aggregate_markdown(report))
@@ -318,19 +361,32 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[i
     for seed in seeds:
         seed_dir = os.path.join(workdir, f"seed_{seed}")
         config_of_seed = seed_config(config, seed)
+        origin = None if branch_from is None else {
+            "source": os.path.abspath(os.path.join(branch_from, f"seed_{seed}")),
+            "step": branch_step}
+        started = os.path.exists(os.path.join(seed_dir, "results.json")) or glob.glob(
+            os.path.join(seed_dir, "checkpoints", "ckpt-*"))
+        if started:
+            _check_origin(seed_dir, origin)
         if os.path.exists(os.path.join(seed_dir, "results.json")):
             train.check_run_config(config_of_seed, seed_dir)
             logging.info("seed %d already finished in %s", seed, seed_dir)
         else:
             logging.info("seed %d into %s", seed, seed_dir)
-            if branch_from and not glob.glob(os.path.join(seed_dir, "checkpoints", "ckpt-*")):
-                branch(os.path.join(branch_from, f"seed_{seed}"), branch_step, seed_dir)
+            if origin is not None and not started:
+                os.makedirs(seed_dir, exist_ok=True)
+                files.write_json(os.path.join(seed_dir, BRANCH), origin)
+                branch(origin["source"], branch_step, seed_dir)
             try:
                 train.train_and_evaluate(config_of_seed, seed_dir)
             except train.NonFiniteLossError as error:
                 logging.error("seed %d failed: %s", seed, error)
                 failed[seed] = str(error)
+                os.makedirs(seed_dir, exist_ok=True)
+                files.write_json(os.path.join(seed_dir, FAILED), {"error": str(error)})
                 continue
+            if os.path.exists(os.path.join(seed_dir, FAILED)):
+                os.remove(os.path.join(seed_dir, FAILED))
         if budgets and not os.path.exists(os.path.join(seed_dir, "budget.json")):
             logging.info("seed %d: accuracy under budgets", seed)
             train.measure_budgets(config_of_seed, seed_dir)
@@ -349,9 +405,7 @@ def main(argv):
                        range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds), FLAGS.budgets,
                        FLAGS.branch_from, FLAGS.branch_step)
     markdown = sweep_markdown(
-        write_report(FLAGS.workdir, FLAGS.config.scenario, FLAGS.config, failed),
-        FLAGS.config.scenario,
-    )
+        write_report(FLAGS.workdir, FLAGS.config.scenario, FLAGS.config), FLAGS.config.scenario)
     if FLAGS.budgets:
         markdown += "\n## Accuracy under FLOPs budgets\n\n" + budget.aggregate_markdown(
             write_budget_report(FLAGS.workdir))

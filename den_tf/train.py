@@ -272,7 +272,18 @@ class Trainer:
         saved = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
         restores_input = "iterator" in saved and not self.distributed
         objects = self._checkpointed(with_input=restores_input)
-        tf.train.Checkpoint(**objects).restore(latest).assert_existing_objects_matched()
+        try:
+            tf.train.Checkpoint(**objects).restore(latest).assert_existing_objects_matched()
+        except tf.errors.NotFoundError as error:
+            if not restores_input or "Failed to restore dataset iterator" not in error.message:
+                raise
+            raise RuntimeError(
+                f"{latest} holds an input position that this version's input pipeline cannot "
+                "restore: the run was started by another version of den_tf, whose training "
+                "order and validation split may differ (before 2026-12-07 a TFDS split's "
+                "examples were numbered in TFDS's interleaved read order, not their stored "
+                "order). Finish the run with the version that started it, or start it again in "
+                "another --workdir.") from error
         logging.info("resumed from %s", latest)
         self._restored_step = int(self.state["global_step"])
         if not restores_input:
@@ -471,7 +482,9 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     interim_results.md and interim_predictions.npz, with ``unfinished`` ('k of S stages'):
     results.json marks a finished run, and a sweep skips the seeds it marks."""
     if _separate_networks(config):
-        return _combine(config, workdir, [
+        check_run_config(config, workdir)
+        _write_config(config, workdir)
+        return _combine(workdir, [
             evaluate_and_report(single, path, evaluator_for(single, path, finished=True))
             for single in _single_task_configs(config)
             for path in [os.path.join(workdir, "networks", single.tasks)]])
@@ -519,7 +532,8 @@ def train_and_evaluate(
         # before another method would write over that baseline's config and results)
         check_run_config(config, workdir)
     if _separate_networks(config):
-        return _combine(config, workdir, [
+        _write_config(config, workdir)  # (before its networks train: it marks the directory)
+        return _combine(workdir, [
             train_and_evaluate(single, os.path.join(workdir, "networks", single.tasks),
                                step_hooks)
             for single in _single_task_configs(config)])
@@ -569,6 +583,5 @@ def _single_task_configs(config: ml_collections.ConfigDict) -> list[ml_collectio
     return singles
 
 
-def _combine(config: ml_collections.ConfigDict, workdir: str, parts: list[dict]) -> dict:
-    _write_config(config, workdir)
+def _combine(workdir: str, parts: list[dict]) -> dict:
     return write_results(workdir, evaluation.combine_networks(parts))

@@ -230,6 +230,11 @@ def test_predict_skips_unreadable_files_and_names_them(exported, tmp_path, capsy
         predict.run(path, "synthetic_shapes", [str(folder)], batch_size=0)
     assert capsys.readouterr().out == ""
 
+    # A folder given as a URL is read through TensorFlow's file systems.
+    assert predict.run(path, "synthetic_shapes", [f"file://{folder / 'nested'}"]) == 0
+    [record] = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert record["file"] == f"file://{folder / 'nested' / 'b_larger.png'}"
+
     # A file whose name is not UTF-8 is classified like any other.
     odd = tmp_path / "odd" / os.fsdecode(b"\xff_exact.png")
     odd.parent.mkdir()

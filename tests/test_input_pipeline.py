@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from den_tf import datasets
-from den_tf.datasets import mini_imagenet, sources, testing
+from den_tf.datasets import mini_imagenet, pipeline, sources, testing
 from den_tf.tasks import Task, get_task, get_tasks
 
 MOCK_EXAMPLES = 20
@@ -231,14 +231,15 @@ TINY3 = Task("tiny3", "tiny_imagenet", 64, 3)
 
 @pytest.fixture(scope="module")
 def tiny_sharded_dir(tmp_path_factory) -> str:
-    """tiny_imagenet (4 classes of 8 training images) prepared in 4 files per split."""
+    """tiny_imagenet (4 classes of 8 training images) prepared in 5 files per split, of 6 or 7
+    training images (odd counts: every second example of two file orders then overlaps)."""
     manual = tmp_path_factory.mktemp("tiny_sharded_manual")
     testing.fake_tiny_imagenet(manual, ["n04", "n03", "n01", "n02"], train_per_class=8,
-                               val_per_class=1)
+                               val_per_class=2)
     data_dir = str(tmp_path_factory.mktemp("tiny_sharded"))
     builder = datasets.prepare_dataset("tiny_imagenet", data_dir=data_dir,
-                                       manual_dir=str(manual), num_shards=4)
-    assert builder.info.splits["train"].num_shards == 4
+                                       manual_dir=str(manual), num_shards=5)
+    assert builder.info.splits["train"].shard_lengths == [6, 7, 6, 7, 6]
     return data_dir
 
 
@@ -264,13 +265,36 @@ def test_training_passes_read_the_files_in_a_new_order_each_time(tiny_sharded_di
         assert sorted(one) == stored_pass  # every example once, with its own label
     orders = [[p for p, _ in one] for one in passes]
     assert len({tuple(order) for order in orders + [list(range(32))]}) == 4
-    # Files, not examples, are shuffled: each file's 8 examples stay together, in order.
-    assert all(order[i:i + 8] == list(range(order[i], order[i] + 8))
-               for order in orders for i in range(0, 32, 8))
+    # Files, not examples, are shuffled: each file's examples stay together, in order.
+    files = [list(range(start, start + n)) for start, n in zip((0, 6, 13, 19, 26),
+                                                               (6, 7, 6, 7, 6))]
+    for order in orders:
+        runs, i = [], 0
+        while i < 32:
+            run = next(f for f in files if f[0] == order[i])
+            assert order[i:i + len(run)] == run
+            runs.append(run)
+            i += len(run)
+        assert sorted(runs) == files
     again = sources.load_source("tiny_imagenet", "train", data_dir=tiny_sharded_dir,
                                 file_order_seed=3)
     assert _passes(again, 3) == passes
     assert labels == dict(passes[0])
+
+
+def test_worker_shares_are_disjoint_whatever_each_workers_file_order(tiny_sharded_dir):
+    """Each worker reads the files in its own seeded order; their shares, by stored position,
+    still split every pass between them (every second example of two different orders would
+    not)."""
+    shares = []
+    for index in range(2):
+        source = sources.load_source("tiny_imagenet", "train", data_dir=tiny_sharded_dir,
+                                     file_order_seed=index)
+        share = pipeline.worker_share(source.examples, 2, index).repeat(2)
+        positions = [int(ex["position"]) for ex in share.as_numpy_iterator()]
+        shares.append(set(positions[:16]))
+        assert sorted(positions[16:]) == sorted(positions[:16])
+    assert shares[0].isdisjoint(shares[1]) and shares[0] | shares[1] == set(range(32))
 
 
 def test_tiny_imagenet_batches_keep_image_and_label_together(tiny_data_dir):
@@ -320,8 +344,8 @@ def test_worker_shards_split_the_training_examples_and_keep_the_validation_carve
         return [int(v) for batch in dataset.take(batches)
                 for v in _pixel_values(batch, preprocessing)[:, 0]]
 
-    first, second = set(seen((2, 0))), set(seen((2, 1)))
-    assert len(first) == len(second) == (INDEX_EXAMPLES - len(validation)) // 2
+    first, second = set(seen((2, 0), order_seed=0)), set(seen((2, 1), order_seed=1))
+    assert abs(len(first) - len(second)) <= 4  # even and odd stored positions, less the carve
     assert first.isdisjoint(second) and (first | second).isdisjoint(validation)
     assert len(first | second) == INDEX_EXAMPLES - len(validation)
     assert seen((1, 0), order_seed=0, batches=2) == seen((1, 0), batches=2)

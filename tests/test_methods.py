@@ -151,6 +151,13 @@ def test_baseline_trains_one_network_per_task(tmp_path):
         with pytest.raises(ValueError, match="holds a run made with other settings"):
             train.train_and_evaluate(other, str(tmp_path))
     assert (tmp_path / "results.json").read_text() == saved
+    # So does a baseline stopped while its first network trains.
+    stopped = tmp_path / "stopped"
+    with pytest.raises(Interrupted):
+        train.train_and_evaluate(tiny_config(method="baseline", **{"train.stages": 1}),
+                                 str(stopped), [interrupt_after(4)])
+    with pytest.raises(ValueError, match="holds a run made with other settings"):
+        train.train_and_evaluate(tiny_config(), str(stopped))
 
 
 def test_shared_baseline_is_one_network(tmp_path):

@@ -186,6 +186,9 @@ def test_run_seeds_goes_on_past_a_diverging_seed_and_refuses_other_settings(
 
     failed = sweep.run_seeds(config, str(tmp_path), [0, 1, 2])
     assert trained == [0, 2] and list(failed) == [1] and "non-finite loss" in failed[1]
+    # The failure is kept with the seed: a later sweep of other seeds still names it.
+    sweep.run_seeds(config, str(tmp_path), [3])
+    assert list(sweep.failed_seeds(str(tmp_path))) == [1]
     # Seed 0 finished with rho 0.3: a sweep with rho 0.5 neither skips nor averages it.
     other = ml_collections.ConfigDict({"seed": 0, "rho": 0.5})
     with pytest.raises(ValueError, match="rho: 0.3 there, 0.5 here"):
@@ -198,15 +201,50 @@ def test_sweep_report_names_failed_seeds(tmp_path):
     for run in RUNS:
         (tmp_path / f"seed_{run['seed']}").mkdir()
         (tmp_path / f"seed_{run['seed']}" / "results.json").write_text(json.dumps(run))
-    report = sweep.write_report(str(tmp_path), "t", failed={7: "non-finite loss"})
+    (tmp_path / "seed_7").mkdir()
+    (tmp_path / "seed_7" / sweep.FAILED).write_text('{"error": "non-finite loss"}')
+    report = sweep.write_report(str(tmp_path), "t")
     assert report["failed_seeds"] == {"7": "non-finite loss"}
     assert report["runs"] == len(RUNS)
     assert "seed 7: non-finite loss" in (tmp_path / "sweep.md").read_text()
     # Every seed failed: the error says why, not only that nothing finished.
-    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "seed_7").mkdir(parents=True)
+    (tmp_path / "none" / "seed_7" / sweep.FAILED).write_text('{"error": "non-finite loss"}')
     with pytest.raises(ValueError, match=r"no seed of .*none finished; failed: seed 7: "
                                          r"non-finite loss"):
-        sweep.write_report(str(tmp_path / "none"), "t", failed={7: "non-finite loss"})
+        sweep.write_report(str(tmp_path / "none"), "t")
+
+
+def test_a_sweep_keeps_each_seeds_history(tmp_path, monkeypatch):
+    """Seeds branched from another sweep's checkpoint and seeds trained from scratch are
+    runs of different conditions: a sweep refuses to continue a seed of the other kind, and
+    its report names the branched seeds."""
+    def train_and_evaluate(config, workdir):
+        (tmp_path / workdir / "config.json").write_text(config.to_json())
+        (tmp_path / workdir / "results.json").write_text("{}")
+
+    monkeypatch.setattr(sweep.train, "train_and_evaluate", train_and_evaluate)
+    for seed in (0, 1):
+        source = tmp_path / "source" / f"seed_{seed}" / "checkpoints"
+        source.mkdir(parents=True)
+        (source / "ckpt-4.index").write_text("")
+    config = ml_collections.ConfigDict({"seed": 0, "rho": 0.3})
+    (tmp_path / "sweep" / "seed_0").mkdir(parents=True)
+    sweep.run_seeds(config, str(tmp_path / "sweep"), [1], branch_from=str(tmp_path / "source"),
+                    branch_step=4)
+    assert json.loads((tmp_path / "sweep" / "seed_1" / sweep.BRANCH).read_text()) == {
+        "source": str(tmp_path / "source" / "seed_1"), "step": 4}
+    sweep.run_seeds(config, str(tmp_path / "sweep"), [0])  # from scratch
+    with pytest.raises(ValueError, match=r"seed_0 was started from scratch; this sweep would "
+                                         r"start it branched from .*seed_0 at step 4"):
+        sweep.run_seeds(config, str(tmp_path / "sweep"), [0],
+                        branch_from=str(tmp_path / "source"), branch_step=4)
+    with pytest.raises(ValueError, match=r"seed_1 was started branched from .*seed_1 at step 4; "
+                                         r"this sweep would start it from scratch"):
+        sweep.run_seeds(config, str(tmp_path / "sweep"), [1])
+    report = {**sweep.aggregate(RUNS), "branched": {"1": {"source": "/s/seed_1", "step": 4}}}
+    assert "Branched from another sweep's checkpoint: seed 1 from /s/seed_1 at step 4." in (
+        sweep.sweep_markdown(report, "t"))
 
 
 def test_a_blockdrop_sweep_is_reported_under_its_own_name():

@@ -221,6 +221,32 @@ def cut_off_config(config, **kwargs):
     raise Interrupted
 
 
+def test_a_replaced_directory_is_the_old_one_or_the_whole_new_one(tmp_path, monkeypatch):
+    target = tmp_path / "export"
+    with files.replaced_directory(str(target) + "/") as partial:  # a trailing slash
+        (pathlib.Path(partial) / "model").write_text("first")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert [p.name for p in target.iterdir()] == ["model"]
+    with pytest.raises(KeyboardInterrupt), files.replaced_directory(str(target)) as partial:
+        (pathlib.Path(partial) / "model").write_text("second")
+        raise KeyboardInterrupt  # cut off while filling: the old one stays, nothing beside it
+    assert (target / "model").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    # The rename into place fails: the old directory goes back.
+    replace = files.os.replace
+
+    def failing(source, destination):
+        if source.endswith(".partial"):
+            raise OSError("disk full")
+        replace(source, destination)
+
+    monkeypatch.setattr(files.os, "replace", failing)
+    with pytest.raises(OSError, match="disk full"), files.replaced_directory(str(target)) as p:
+        (pathlib.Path(p) / "model").write_text("third")
+    assert (target / "model").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
 def test_json_files_are_strict_json(tmp_path):
     """NaN and infinities (a quintile of fewer than five instances) are written as null."""
     path = tmp_path / "results.json"
@@ -402,6 +428,19 @@ def test_a_listed_checkpoint_whose_files_are_missing_stops_the_run(tmp_path):
                                                     r"are missing"):
             call()
     assert sorted(p.name for p in directory.iterdir()) == ["checkpoint"]
+
+
+def test_an_input_position_from_another_pipeline_stops_the_resume(tmp_path, monkeypatch):
+    """A checkpoint whose iterator another version's input pipeline saved (its validation
+    split may differ) is named as such, not restored in part."""
+    with pytest.raises(Interrupted):
+        train.train_and_evaluate(tiny_config(), str(tmp_path), [interrupt_after(5)])
+    original = train.multitask_dataset
+    monkeypatch.setattr(train, "multitask_dataset",
+                        lambda *args, **kwargs: original(*args, **kwargs).take(10**12))
+    with pytest.raises(RuntimeError, match=r"ckpt-3 holds an input position that this "
+                                           r"version's input pipeline cannot restore"):
+        train.train_and_evaluate(tiny_config(), str(tmp_path))
 
 
 def test_a_worker_that_cannot_see_the_chiefs_checkpoints_stops(tmp_path, monkeypatch):

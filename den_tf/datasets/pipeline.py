@@ -98,8 +98,8 @@ def task_dataset(
     differs from the task's input size are resized.
 
     ``seed`` carves the validation split; ``order_seed`` (default: ``seed``) shuffles and
-    augments. ``shard`` = (count, index) keeps every count-th training example from the index-th
-    (one input pipeline of several workers).
+    augments. ``shard`` = (count, index) keeps the training examples whose stored position is
+    index modulo count (``worker_share``: one input pipeline of several workers).
     """
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
@@ -140,7 +140,7 @@ def task_dataset(
         if not 0 <= index < count:
             raise ValueError(f"shard: expected (count, index) with 0 <= index < count, got {shard}")
         if count > 1:
-            examples = examples.shard(count, index)
+            examples = worker_share(examples, count, index)
         # Tasks on one dataset's class slices (M2's) are augmented each with its own seed; tasks
         # on all its classes (M3's) share one, and so see the same images at every step.
         augment_seed = tf.constant(
@@ -212,6 +212,14 @@ def multitask_dataset(
             for task_id, (task, size) in enumerate(zip(tasks, sizes))
         )
     )
+
+
+def worker_share(examples: tf.data.Dataset, count: int, index: int) -> tf.data.Dataset:
+    """One of ``count`` input pipelines' disjoint shares of a source's examples: those whose
+    stored position is ``index`` modulo ``count``. By position, not by place in the stream:
+    each pipeline reads the files in its own order (its own seed), and every count-th example
+    of different orders would overlap."""
+    return examples.filter(lambda ex: ex["position"] % count == index)
 
 
 def _decoded(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:

@@ -246,8 +246,9 @@ def load_source(
     if file_order_seed is not None and len(shard_lengths) < MIN_TRAINING_FILES:
         logging.warning(
             "%s %s is stored in %d file(s): its training passes are shuffled only within the "
-            "shuffle buffer, around the same order every epoch. Prepare it again to store it "
-            "in smaller files:\n  %s", dataset, split, len(shard_lengths),
+            "shuffle buffer, around the same order every epoch. To store it in smaller files, "
+            "remove %s (TFDS keeps a prepared dataset as it is) and prepare it again:\n  %s",
+            dataset, split, len(shard_lengths), builder.data_dir,
             prepare_command(dataset, builder.data_dir_root))
     offsets = tf.constant(np.cumsum([0, *shard_lengths[:-1]]), tf.int64)
     examples = examples.map(lambda ex: {"position": stored_position(ex["tfds_id"], offsets),
