@@ -62,7 +62,8 @@ class Writer:
                                      structure_ids(structures, self.levels).astype(np.float64))
 
     def level_probabilities(self, matrix: np.ndarray, step: int) -> None:
-        """The mean level-probability matrix (h x n, like the paper's Fig. 6b) as an image."""
+        """The mean level-probability matrix (h x n, like the paper's Fig. 6b) as an image,
+        level 0 in the top row."""
         image = np.kron(matrix, np.ones((IMAGE_CELL, IMAGE_CELL)))[np.newaxis, ..., np.newaxis]
         with self.writer.as_default(step=step):
             tf.summary.image("level_probabilities", image.astype(np.float32))

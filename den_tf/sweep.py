@@ -144,10 +144,11 @@ def aggregate(runs: list[dict]) -> dict:
             own = [m[selected]["average"]["accuracy"] for m in per_method]
             entry["selected_minus_this"] = stats.paired_difference(own, accuracy)
         report["methods"][name] = entry
-    awareness = {}
+    awareness, partial = {}, []
     for t in tasks:
         entries = [r["tasks"][t].get("instance_awareness") for r in runs]
         if any(e is None for e in entries):
+            partial += [t] if any(e is not None for e in entries) else []
             continue
         # Undefined figures (a run that gave every image the same FLOPs has no correlation,
         # a task of fewer than five test images an empty quintile) are left out, not
@@ -164,6 +165,7 @@ def aggregate(runs: list[dict]) -> dict:
             ],
         }
     report["instance_awareness"] = awareness
+    report["awareness_not_in_every_run"] = partial
     return report
 
 
@@ -201,6 +203,9 @@ def sweep_markdown(report: dict, title: str) -> str:
         lines += ["", "Branched from another sweep's checkpoint: " + "; ".join(
             f"seed {seed} from {origin['source']} at step {origin['step']}"
             for seed, origin in report["branched"].items()) + "."]
+    if report.get("awareness_not_in_every_run"):
+        lines += ["", "Instance awareness not in every run, so left out for: "
+                  + ", ".join(report["awareness_not_in_every_run"]) + "."]
     if report["instance_awareness"]:
         lines += [
             "",

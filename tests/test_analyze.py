@@ -2,6 +2,7 @@
 
 import json
 
+import matplotlib.figure
 import matplotlib.image
 import numpy as np
 import pytest
@@ -155,8 +156,20 @@ def test_runs_across_a_config_value(tmp_path):
     loaded = analyze.load_runs(runs, "rho")
     assert [label for label, _ in loaded] == ["rho=0.1", "rho=0.3", "rho=0.5"]
     assert analyze.load_runs(runs[:1], "model.levels")[0][0] == "levels=4"
-    path = analyze.compare(str(tmp_path), runs, "rho")
+    legends = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def recording(fig, *args, **kwargs):
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return savefig(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matplotlib.figure.Figure, "savefig", recording)
+        path = analyze.compare(str(tmp_path), runs, "rho")
     assert path.endswith("analysis/runs_rho.png")
     assert matplotlib.image.imread(path).shape[:2] == (450, 600)
+    # Every control drawn is in the legend, though the first run lacks the shuffled one.
+    assert sorted(legends[0]) == ["DEN", "full structure", "random (marginal)",
+                                  "random (shuffled)"]
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         analyze.load_runs([str(tmp_path)], "rho")

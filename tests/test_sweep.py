@@ -260,6 +260,16 @@ def test_a_blockdrop_sweep_is_reported_under_its_own_name():
     assert "| BlockDrop minus this (accuracy) |" in markdown and "DEN" not in markdown
 
 
+def test_a_task_without_instance_awareness_in_some_run_is_named():
+    runs = [json.loads(json.dumps(run)) for run in RUNS]
+    del runs[0]["tasks"]["a"]["instance_awareness"]
+    report = sweep.aggregate(runs)
+    assert "a" not in report["instance_awareness"]
+    assert report["awareness_not_in_every_run"] == ["a"]
+    assert "Instance awareness not in every run, so left out for: a." in sweep.sweep_markdown(
+        report, "t")
+
+
 def test_undefined_rank_correlations_are_left_out_and_counted():
     runs = [json.loads(json.dumps(run)) for run in RUNS]
     runs[1]["tasks"]["a"]["instance_awareness"]["spearman_difficulty_flops"] = None
