@@ -64,9 +64,20 @@ def tiny_built(tiny_manual, tmp_path_factory):
     return _build("tiny_imagenet", tmp_path_factory.mktemp("tiny_data"), tiny_manual)
 
 
+def test_tiny_imagenet_class_words(tmp_path):
+    (tmp_path / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\t\n")
+    assert tiny_imagenet.class_words(tmp_path, ["n01", "n02", "n03"]) == [
+        "goldfish", "n02", "n03"]
+    assert tiny_imagenet.class_words(tmp_path / "none", ["n01"]) == ["n01"]
+
+
 def test_tiny_imagenet_counts_labels_and_splits(tiny_built):
     builder, _ = tiny_built
     assert builder.info.features["label"].names == sorted(TINY_WNIDS)  # wnids.txt is unsorted
+    # Exported models name the classes by their words (words.txt), read back from the prepared
+    # dataset's metadata; a wnid without a line keeps its id.
+    assert sources.class_names("tiny_imagenet", data_dir=builder.data_dir_root) == [
+        f"thing {w}" for w in sorted(TINY_WNIDS)]
     assert {s: builder.info.splits[s].num_examples for s in ("train", "test")} == {
         "train": 9,
         "test": 6,

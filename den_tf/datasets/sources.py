@@ -144,7 +144,9 @@ def class_names(
     dataset: str, label_key: str = "label", data_dir: str | None = None
 ) -> list[str] | None:
     """The names of the labels of ``dataset`` by label, or None where they are not known here
-    (a TFDS dataset not prepared in ``data_dir``, a registered source without names)."""
+    (a TFDS dataset not prepared in ``data_dir``, a registered source without names): a
+    dataset's own words where its metadata has them (Tiny-ImageNet's ``class_words``), else
+    its label names."""
     check_dataset(dataset)
     if _registered(dataset) is not None:
         prefix = next(p for p in _REGISTERED if dataset.startswith(p))
@@ -152,7 +154,8 @@ def class_names(
     builder = _builder(dataset, data_dir)
     if not builder.is_prepared():
         return None
-    return list(builder.info.features[label_key].names)
+    words = (builder.info.metadata or {}).get("class_words") if label_key == "label" else None
+    return list(words or builder.info.features[label_key].names)
 
 
 def check_dataset(dataset: str) -> None:

@@ -2,7 +2,9 @@
 
 Splits: ``train`` (100,000 images, 500 per class) and ``test``, which holds the 10,000 labelled
 validation images (labels from ``val/val_annotations.txt``); the official test images have no
-labels and are ignored. Labels index the sorted WordNet ids of ``wnids.txt``.
+labels and are ignored. Labels index the sorted WordNet ids of ``wnids.txt``; the metadata's
+``class_words`` holds each class's first name in ``words.txt`` (wnid where it has none), which
+exported models report.
 
 The source is the official zip, downloaded when the build may download, or found in the manual
 directory as ``tiny-imagenet-200.zip`` or as its extracted ``tiny-imagenet-200/`` folder (the
@@ -58,12 +60,14 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
             ),
             supervised_keys=("image", "label"),
             homepage="http://cs231n.stanford.edu/",
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         root = _find_root(dl_manager)
         wnids, train_items, test_items = read_layout(root)
         self.info.features["label"].names = wnids
+        self.info.metadata["class_words"] = class_words(root, wnids)
         return {
             "train": self._generate_examples(train_items, "train"),
             "test": self._generate_examples(test_items, "test"),
@@ -119,6 +123,18 @@ def read_layout(root: Path) -> tuple[list[str], list[tuple[Path, str]], list[tup
             )
         test_items.append((val_images / fields[0], fields[1]))
     return wnids, train_items, test_items
+
+
+def class_words(root: Path, wnids: list[str]) -> list[str]:
+    """Each wnid's first name in ``words.txt`` (lines '<wnid>\t<name>, <name>, ...'), or the
+    wnid itself where the file, or its line, is missing."""
+    path = root / "words.txt"
+    words = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            wnid, _, names = line.partition("\t")
+            words[wnid.strip()] = names.split(",")[0].strip()
+    return [words.get(wnid) or wnid for wnid in wnids]
 
 
 def _encode(path: Path) -> bytes | np.ndarray:
