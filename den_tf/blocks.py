@@ -264,6 +264,11 @@ class MaskedBatchNorm(keras.layers.Layer):
                 )
             mean, variance, count = masked_moments(x, active)
             used = count > 0
+            # A channel no instance uses is normalised with the moving statistics: its output
+            # is masked out, but its variance of 0 would scale by 1/sqrt(epsilon), which
+            # overflows float16 before the mask (inf x 0 is NaN, in every instance's output).
+            mean = tf.where(used, mean, self.moving_mean)
+            variance = tf.where(used, variance, self.moving_variance)
             if self.frozen is not None:
                 mean = tf.where(self.frozen, self.moving_mean, mean)
                 variance = tf.where(self.frozen, self.moving_variance, variance)

@@ -256,6 +256,24 @@ def test_one_hot_level_weights_equal_the_structure():
         est(images[0], task=0, execution="sliced", level_weights=tf.ones((3, 6, 4)))
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_a_block_no_instance_runs_keeps_a_training_step_finite(precision):
+    """Under mixed_float16 a block that a whole batch skips used to normalise with variance 0
+    (a scale of 1/sqrt(epsilon)), overflow and give NaN to every instance through the mask."""
+    with builders.precision(precision):
+        keras.utils.set_random_seed(0)
+        est = Estimator(backbones.wrn(depth=14, widths=(16, 32, 64), stem_channels=16),
+                        TASKS[:1], levels=4, trunk_size=16)
+        images = tf.random.normal((8, 16, 16, 3)) * 3
+        structure = tf.constant([[0, 3, 3, 3, 3, 3]] * 8)
+        logits = est(images, task=0, structure=structure, training=True)
+    assert bool(tf.reduce_all(tf.math.is_finite(logits)))
+    # The skipped block's statistics are left as they were; the others' moved.
+    moving = {b: [w for w in est.blocks[b].weights if "moving_mean" in w.path] for b in (0, 1)}
+    assert moving[0] and all(not np.any(w.numpy()) for w in moving[0])
+    assert any(np.any(w.numpy()) for w in moving[1])
+
+
 def test_full_structure_is_default():
     est = _estimator()
     images = tf.random.normal((2, 16, 16, 3))
