@@ -400,7 +400,8 @@ class NestedBlock(keras.layers.Layer):
     def call(self, x, levels=None, training=False, execution="masked", folded=None,
              counts=None, level_weights=None):
         """Runs the block; ``levels`` (batch,) int32 or None for the full block; on the sliced
-        path a scalar level runs the whole batch at that level (``at_level``), ``counts``
+        path a scalar level (a Python int: traced for that level alone) runs the whole batch at
+        that level (``at_level``), ``counts``
         (pieces, levels) runs a list of pieces that each come grouped by level, ``counts[i, l]``
         instances of piece i at level l, and returns each piece's level parts' outputs in
         order (``run_span``), and ``folded`` (each level's ``folded_level`` weights) replaces
@@ -425,6 +426,8 @@ class NestedBlock(keras.layers.Layer):
         if execution == "sliced":
             if training:
                 raise ValueError("the sliced path is for inference; train with 'masked'")
+            if isinstance(levels, int):  # a fixed level, traced for it alone
+                return self.at_level(x, levels, folded)
             levels = tf.convert_to_tensor(levels, tf.int32)
             if levels.shape.rank == 0:
                 return self.at_level(x, levels, folded)

@@ -154,7 +154,9 @@ def lookup_per_block(table: tf.Tensor, structure: tf.Tensor) -> tf.Tensor:
 
 
 def mean_density(structure: tf.Tensor, density: np.ndarray) -> tf.Tensor:
-    """(1/n) sum_i d_i(l_i) per instance: the fraction of the trunk's weights it uses.
+    """(1/n) sum_i d_i(l_i) per instance: the mean over blocks of the fraction of each
+    block's weights its level keeps (Eq. 5's inner term; blocks of different sizes weigh
+    alike, so it is not the fraction of the trunk's weights).
     ``structure`` may also be level weights w (batch, n_blocks, h), floating: then d_i is
     sum_l w_il d_i(l) (one-hot rows give the levels' own values, differentiably)."""
     structure = tf.convert_to_tensor(structure)

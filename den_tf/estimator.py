@@ -50,6 +50,20 @@ def make_block(
     raise ValueError(f"unknown block kind {spec.kind!r}; allowed: basic, bottleneck, plain")
 
 
+def _rows_for(x: tf.Tensor, rows: tf.Tensor, name: str) -> tf.Tensor:
+    """``rows`` (one per instance), checked to have ``x``'s batch size: on the masked path a
+    single row would broadcast over the batch, and training would divide its statistics by
+    one instance's count."""
+    expected = f"{name} must have one row per instance of the batch"
+    if rows.shape[0] is not None and x.shape[0] is not None:
+        if rows.shape[0] != x.shape[0]:
+            raise ValueError(f"{expected}: {rows.shape[0]} rows for {x.shape[0]} instances")
+        return rows
+    with tf.control_dependencies([tf.debugging.assert_equal(
+            tf.shape(rows)[0], tf.shape(x)[0], message=expected)]):
+        return tf.identity(rows)
+
+
 def features(x, neck_bn, hidden: Sequence, training: bool) -> tf.Tensor:
     """The trunk's output to the heads' input: the neck (BN-ReLU-global average pooling with
     ``neck_bn``, or flattening without it), then the hidden fully connected layers."""
@@ -199,10 +213,11 @@ class Estimator(MultiTaskNetwork):
         if level_weights is not None:
             if structure is not None or execution != "masked":
                 raise ValueError("level_weights replace the structure, on the masked path")
-            level_weights = structure_lib.check_level_weights(level_weights, self.n_blocks,
-                                                              self.levels)
+            level_weights = _rows_for(x, structure_lib.check_level_weights(
+                level_weights, self.n_blocks, self.levels), "level_weights")
         if structure is not None and not isinstance(structure, tuple):
-            structure = structure_lib.check_structure(structure, self.n_blocks, self.levels)
+            structure = _rows_for(x, structure_lib.check_structure(
+                structure, self.n_blocks, self.levels), "structure")
         if folded is not None and (execution != "sliced" or structure is None):
             raise ValueError("folded weights run on the sliced path with a structure")
         if isinstance(structure, tuple):
@@ -233,7 +248,8 @@ class Estimator(MultiTaskNetwork):
         levels = structure_lib.check_fixed_structure(structure, self.n_blocks, self.levels)
         weights = self._block_weights(folded)
         for block, level, weight in zip(self.blocks, levels, weights):
-            x = block.at_level(x, level, weight)
+            # Through the layer's call, which casts its weights under mixed precision.
+            x = block(x, levels=int(level), execution="sliced", folded=weight)
         return x
 
     def _sliced_blocks(self, x, structure, training, folded=None):

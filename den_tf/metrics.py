@@ -25,7 +25,8 @@ def correct(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 
 
 def density(structure: tf.Tensor, costs: cost.CostTable) -> tf.Tensor:
-    """(1/n) sum_i d_i(l_i) per instance: the fraction of the trunk's weights it uses."""
+    """(1/n) sum_i d_i(l_i) per instance: the mean over blocks of the fraction of each
+    block's weights kept (``cost.mean_density``), not the fraction of the trunk's weights."""
     return cost.mean_density(structure, costs.density)
 
 

@@ -238,6 +238,23 @@ def test_one_trunk_pass_equals_per_task_calls():
     assert np.allclose(joint[1], est(images[1], task=1, structure=z[3:]), atol=1e-5)
 
 
+def test_training_normalises_the_tasks_together_in_one_trunk_pass(monkeypatch):
+    """In training the trunk's batch norms take their moments over every task's instances at
+    once (design notes: one trunk pass for all tasks), not task by task."""
+    est = _estimator(bn_momentum=0.0)  # the moving statistics become the last batch's
+    images = [tf.random.normal((3, 16, 16, 3)), tf.random.normal((2, 32, 32, 3)) * 5 + 2]
+    z = tf.fill([5, est.n_blocks], est.levels - 1)
+    entered = []
+    trunk = est._trunk
+    monkeypatch.setattr(est, "_trunk", lambda x, *a, **k: entered.append(x) or trunk(x, *a, **k))
+    est.call_tasks(images, z, training=True)
+    [x] = entered  # one pass, of both tasks' instances
+    first = est.blocks[0]
+    bn_in = next(w for w in first.weights if "moving_mean" in w.path)
+    np.testing.assert_allclose(bn_in.numpy(), tf.reduce_mean(x, axis=(0, 1, 2)).numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_one_hot_level_weights_equal_the_structure():
     """Level weights (the straight-through selector's relaxation) that are one-hot rows run
     the structure's masked path bit for bit; bad weights fail with their expected shape."""
@@ -272,6 +289,18 @@ def test_a_block_no_instance_runs_keeps_a_training_step_finite(precision):
     moving = {b: [w for w in est.blocks[b].weights if "moving_mean" in w.path] for b in (0, 1)}
     assert moving[0] and all(not np.any(w.numpy()) for w in moving[0])
     assert any(np.any(w.numpy()) for w in moving[1])
+
+
+def test_a_fixed_structure_runs_under_mixed_precision_from_every_entry():
+    """A tuple structure through ``call_tasks`` (not only ``__call__``) casts the blocks'
+    weights like any other call."""
+    with builders.precision("mixed_bfloat16"):
+        keras.utils.set_random_seed(0)
+        est = Estimator(SPEC, TASKS, levels=4, trunk_size=16)
+        images = [tf.random.normal((2, t.input_size, t.input_size, 3)) for t in TASKS]
+        fixed = est.call_tasks(images, (2, 0, 1, 3, 1, 2), execution="sliced")[1]
+        alone = est(images[1], task=1, structure=(2, 0, 1, 3, 1, 2), execution="sliced")
+    np.testing.assert_allclose(np.asarray(fixed, np.float32), np.asarray(alone, np.float32))
 
 
 def test_full_structure_is_default():
@@ -365,6 +394,18 @@ def test_bad_arguments_raise_value_errors():
         est(images, task=0, structure=tf.constant([[0, 1, 2, 3, 4, 0]] * 2))
     with pytest.raises(ValueError, match=r"task id must be an int in \[0, 2\) \(small, large\)"):
         est(images, task=2)
+    # One row per instance: a single row would broadcast on the masked path, and training
+    # would divide the batch's statistics by one instance's count.
+    one_row = tf.constant([[1, 1, 1, 1, 1, 1]])
+    for execution in ("masked", "sliced"):
+        with pytest.raises(ValueError, match="structure must have one row per instance of the "
+                                             "batch: 1 rows for 2 instances"):
+            est(images, task=0, structure=one_row, execution=execution)
+    unknown = tf.function(lambda x, z: est(x, task=0, structure=z, training=True),
+                          input_signature=[tf.TensorSpec([None, 16, 16, 3]),
+                                           tf.TensorSpec([None, 6], tf.int32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one row per instance"):
+        unknown(images, one_row)
     with pytest.raises(ValueError, match=r"task 'large' must have shape \(batch, 32, 32, 3\)"):
         est(images, task=1)
     with pytest.raises(ValueError, match="cannot enter a trunk of size 12"):

@@ -88,11 +88,12 @@ def test_metrics_by_hand():
     assert np.allclose(metrics.density(z, costs), [1.0, 0.125, 0.25])
 
 
-@pytest.mark.parametrize("initial", ["selector", "uniform"])
+@pytest.mark.parametrize("initial", ["selector", "uniform", "eq8"])
 def test_initial_distributions_draw_from_their_probabilities(initial):
     """The first stage's structures: the untrained selector's distribution (paper A.2, the
     'Random' of Fig. 5b) gives each block's levels at that selector's probabilities; 'uniform'
-    gives every level 1/h."""
+    gives every level 1/h; Eq. (8) the full model with probability tau + (1 - tau) / h^n and
+    every level of a block (1 - tau) / h, plus tau for the top one."""
     tasks = [Task("t", "t", 16, 3)]
     est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), tasks, levels=3)
     sel = Selector(tasks, est.n_blocks, est.levels, widths=(8,), trunk_size=16, stem_channels=8)
@@ -107,8 +108,14 @@ def test_initial_distributions_draw_from_their_probabilities(initial):
     if initial == "selector":
         expected = tf.nn.softmax(sel(image[:1], task=0)).numpy()[0]
         assert expected.max() > 0.45
-    else:
+    elif initial == "uniform":
         expected = np.full((3, 3), 1 / 3)
+    else:
+        tau = step.settings.tau
+        expected = np.tile([(1 - tau) / 3, (1 - tau) / 3, tau + (1 - tau) / 3], (3, 1))
+        full = np.mean(np.all(z == 2, axis=1))
+        p_full = tau + (1 - tau) / 27
+        assert abs(full - p_full) <= 4 * np.sqrt(p_full * (1 - p_full) / count), full
     sigma = np.sqrt(expected * (1 - expected) / count)
     assert np.all(np.abs(frequencies - expected) <= 4 * sigma + 1e-9), (frequencies, expected)
     with pytest.raises(ValueError, match="initial_distribution must be one of"):

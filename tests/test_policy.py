@@ -50,9 +50,9 @@ def test_sample_structure_frequencies(draws):
 def test_split_seed_is_stateless_split_and_the_same_under_xla():
     """Runs made before the portable draws existed draw the same values now."""
     seed = tf.constant([-6388493064227189565, 1728873083863573776], tf.int64)
-    np.testing.assert_array_equal(
-        policy.uniform_structure(50, 3, 4, seed),
-        tf.random.stateless_uniform([50, 3], seed, 0, 4, tf.int32))
+    # Pinned: the values these draws gave when they were made (oneDNN on and off alike).
+    assert policy.uniform_structure(4, 3, 4, seed).numpy().tolist() == [
+        [0, 0, 2], [0, 2, 2], [2, 3, 0], [2, 0, 2]]
     expected = tf.random.experimental.stateless_split(seed, 3).numpy()
     np.testing.assert_array_equal(policy.split_seed(seed, 3).numpy(), expected)
     compiled = tf.function(lambda s: policy.split_seed(s, 3), jit_compile=True)(seed)
