@@ -48,10 +48,10 @@ def extra_signatures(names: Sequence[str]) -> list[str]:
 
 
 def served_tasks(signatures: Collection[str]) -> list[str]:
-    """The tasks of an export with these signature names: each name that has its extra
-    signatures (a task may itself be named like another's extra one, e.g. 'a_budget_single')."""
-    return sorted(name for name in signatures
-                  if set(extra_signatures([name])) <= set(signatures))
+    """The tasks of an export with these signature names: each name that has its budget
+    signature (every export has one per task; exports before 2026-12-02 lack '_single'), so a
+    task may itself be named like another's extra signature, e.g. 'a_budget_single'."""
+    return sorted(name for name in signatures if f"{name}_budget" in signatures)
 
 
 def task_class_names(task: Task, data_dir: str | None = None) -> list[str]:

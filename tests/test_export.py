@@ -155,6 +155,8 @@ def test_served_tasks_are_the_names_with_their_extra_signatures():
     names = ["a", "a_budget", "a_single", "a_budget_single", "a_budget_single_budget",
              "a_budget_single_single", "serving_default", "b_budget", "b_single"]
     assert export.served_tasks(names) == ["a", "a_budget_single"]
+    # An export made before the one-image signatures existed.
+    assert export.served_tasks(["a", "a_budget", "serving_default"]) == ["a"]
 
 
 def test_signature_names():
