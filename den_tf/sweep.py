@@ -261,6 +261,13 @@ def _read_json(path: str):
         return json.load(f)
 
 
+def _seed_files(workdir: str, name: str) -> dict[int, str]:
+    """The file ``name`` of every seed directory of ``workdir`` that has one, by seed."""
+    paths = glob.glob(os.path.join(workdir, "seed_*", name))
+    return dict(sorted((int(os.path.basename(os.path.dirname(p))[len("seed_"):]), p)
+                       for p in paths))
+
+
 def _check_origin(seed_dir: str, origin: dict | None) -> None:
     """Raises ValueError unless the started run in ``seed_dir`` began where this sweep would
     begin it (``origin``: branched from a source's step; None: from scratch): averaged together,
@@ -287,29 +294,19 @@ def finished_runs(workdir: str, config: ml_collections.ConfigDict | None = None)
     """The results.json of every finished seed in ``workdir``, by seed; with ``config``,
     after checking that each seed ran with its settings (``train.check_run_config``), so that
     runs of other settings are never averaged in."""
-    paths = glob.glob(os.path.join(workdir, "seed_*", "results.json"))
     runs = []
-    for path in paths:
-        with open(path) as f:
-            run = json.load(f)
+    for seed, path in _seed_files(workdir, "results.json").items():
         if config is not None:
-            seed_dir = os.path.dirname(path)
-            seed = int(os.path.basename(seed_dir)[len("seed_"):])
-            train.check_run_config(seed_config(config, seed), seed_dir)
-        runs.append(run)
+            train.check_run_config(seed_config(config, seed), os.path.dirname(path))
+        runs.append(_read_json(path))
     return sorted(runs, key=lambda r: r.get("seed", 0))
 
 
 def failed_seeds(workdir: str) -> dict[int, str]:
     """The seeds of ``workdir`` whose training stopped with an error (their ``failed.json``,
     written by ``run_seeds``) and that have not finished since, by seed."""
-    failed = {}
-    for path in glob.glob(os.path.join(workdir, "seed_*", FAILED)):
-        seed_dir = os.path.dirname(path)
-        if not os.path.exists(os.path.join(seed_dir, "results.json")):
-            with open(path) as f:
-                failed[int(os.path.basename(seed_dir)[len("seed_"):])] = json.load(f)["error"]
-    return dict(sorted(failed.items()))
+    return {seed: _read_json(path)["error"] for seed, path in _seed_files(workdir, FAILED).items()
+            if not os.path.exists(os.path.join(os.path.dirname(path), "results.json"))}
 
 
 def write_report(workdir: str, title: str,
@@ -325,9 +322,8 @@ def write_report(workdir: str, title: str,
             f"seed {seed}: {error}" for seed, error in failed.items()))
     report = aggregate(runs)
     report["failed_seeds"] = {str(seed): error for seed, error in failed.items()}
-    report["branched"] = {
-        os.path.basename(os.path.dirname(path))[len("seed_"):]: _read_json(path)
-        for path in sorted(glob.glob(os.path.join(workdir, "seed_*", BRANCH)))}
+    report["branched"] = {str(seed): _read_json(path)
+                          for seed, path in _seed_files(workdir, BRANCH).items()}
     files.write_json(os.path.join(workdir, "sweep.json"), report)
     with files.replaced_atomically(os.path.join(workdir, "sweep.md")) as f:
         f.write(sweep_markdown(report, title))
@@ -336,9 +332,7 @@ def write_report(workdir: str, title: str,
 
 def finished_budget_curves(workdir: str) -> dict[int, dict]:
     """The budget.json of every seed in ``workdir`` that has one, by seed."""
-    paths = glob.glob(os.path.join(workdir, "seed_*", "budget.json"))
-    return dict(sorted(
-        (int(os.path.basename(os.path.dirname(p))[len("seed_"):]), _read_json(p)) for p in paths))
+    return {seed: _read_json(path) for seed, path in _seed_files(workdir, "budget.json").items()}
 
 
 def write_budget_report(workdir: str) -> dict:
@@ -369,11 +363,11 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[i
         origin = None if branch_from is None else {
             "source": os.path.abspath(os.path.join(branch_from, f"seed_{seed}")),
             "step": branch_step}
-        started = os.path.exists(os.path.join(seed_dir, "results.json")) or glob.glob(
-            os.path.join(seed_dir, "checkpoints", "ckpt-*"))
+        finished = os.path.exists(os.path.join(seed_dir, "results.json"))
+        started = finished or glob.glob(os.path.join(seed_dir, "checkpoints", "ckpt-*"))
         if started:
             _check_origin(seed_dir, origin)
-        if os.path.exists(os.path.join(seed_dir, "results.json")):
+        if finished:
             train.check_run_config(config_of_seed, seed_dir)
             logging.info("seed %d already finished in %s", seed, seed_dir)
         else:
