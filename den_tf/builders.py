@@ -10,9 +10,12 @@ its own arguments, so a bad value stops the run with a ValueError before any wor
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Sequence
 
 import keras
 import ml_collections
+from absl import app
+from ml_collections import config_flags
 
 from den_tf import backbones, distribute, methods, phases, steps
 from den_tf.datasets import sources
@@ -155,8 +158,7 @@ def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
     model = config.model
     spec = backbones.build_backbone(model.backbone, **model.backbone_args.to_dict())
     tasks = get_tasks(config.tasks)
-    residual = spec.blocks[0].kind != "plain"
-    levels = methods.nested_levels_for(config.method, len(tasks), residual, model.levels)
+    levels = _estimator_levels(config, spec, len(tasks))
     if config.method == "blockdrop":
         fractions = (1.0,)  # level 0 skips the block, level 1 runs it whole
     else:
@@ -171,6 +173,11 @@ def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
         bn_momentum=model.bn_momentum,
         name="estimator",
     )
+
+
+def _estimator_levels(config: ml_collections.ConfigDict, spec, n_tasks: int) -> int:
+    residual = spec.blocks[0].kind != "plain"
+    return methods.nested_levels_for(config.method, n_tasks, residual, config.model.levels)
 
 
 def build_selector(config: ml_collections.ConfigDict, estimator: Estimator) -> Selector:
@@ -207,6 +214,72 @@ def require_selector(config: ml_collections.ConfigDict, what: str) -> None:
                          f"{config.method!r} has none")
 
 
+def unread_settings(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The settings a run of ``config`` does not read, each with the reason: dotted config
+    keys, a key standing for every field under it."""
+    method = config.method
+    methods.check_method(method)
+    unread: dict[str, str] = {}
+
+    def mark(keys: Sequence[str], why: str) -> None:
+        unread.update(dict.fromkeys(keys, why))
+
+    if method != "blockdrop":
+        mark(["blockdrop"], "only method 'blockdrop' reads it")
+    if method != "baseline":
+        mark(["separate_networks"], "only method 'baseline' reads it")
+    if method not in ("nestednet", "packnet"):
+        mark(["task_order"], "only methods 'nestednet' and 'packnet' read it")
+    if method in methods.FIXED_STRUCTURE_METHODS:
+        mark(["rho", "selector", "train.selector", "train.estimator.tau",
+              "train.estimator.initial_distribution", "train.estimator.structures"],
+             f"method {method!r} has no selector (its structures are fixed per task)")
+        mark(["rho"], f"method {method!r} has no selector: rho would only add a constant to "
+             f"its validation objective")
+    elif config.train.selector.gradient == "straight_through":
+        mark(["train.selector.baseline"], "the straight-through gradient has no baseline")
+    if method == "blockdrop":
+        mark(["rho", "model.levels", "model.fractions", "train.selector.samples",
+              "train.selector.baseline", "train.selector.cost", "train.selector.epsilon",
+              "train.selector.epsilon_decay", "train.estimator.tau",
+              "train.estimator.initial_distribution"],
+             "method 'blockdrop' sets it: two levels (skipped, whole), its reward (gamma, not "
+             "rho), one sample, the greedy baseline, no epsilon-greedy, tau = 1")
+    spec = backbones.build_backbone(config.model.backbone,
+                                    **config.model.backbone_args.to_dict())
+    n_tasks = len(get_tasks(config.tasks))
+    levels = _estimator_levels(config, spec, n_tasks)
+    if method in ("nestednet", "packnet") and levels != config.model.levels:
+        mark(["model.levels", "model.fractions"],
+             f"method {method!r} on {n_tasks} tasks has {levels} levels, one per task "
+             f"(methods.nested_levels_for), with the halving fractions")
+    return unread
+
+
+def check_overrides(config: ml_collections.ConfigDict, overridden: Iterable[str]) -> None:
+    """Raises ValueError naming every overridden key (``--config.<key>``) that the run of
+    ``config`` would not read (``unread_settings``): a value that changes nothing must not
+    pass for one that does."""
+    unread = unread_settings(config)
+    refused = []
+    for key in overridden:
+        covering = [k for k in unread if key == k or key.startswith(k + ".")]
+        if covering:
+            refused.append(f"--config.{key}: {unread[covering[0]]}")
+    if refused:
+        raise ValueError("these settings would change nothing in this run; remove them:\n  "
+                         + "\n  ".join(refused))
+
+
+def check_command_line(config_flag) -> None:
+    """``check_overrides`` on the keys given to ``config_flag`` (``FLAGS['config']`` of a
+    command), as a usage error."""
+    try:
+        check_overrides(config_flag.value, config_flags.get_override_values(config_flag))
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+
+
 # DEN's per-instance costs R (den_tf/cost.py); BlockDrop's reward comes with its method.
 SELECTOR_COSTS = ("den", "den_error")
 
@@ -236,7 +309,7 @@ def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
         cost=train.selector.cost,
     )
     if config.method == "blockdrop":
-        settings.update(cost="blockdrop", gamma=config.blockdrop.gamma,
+        settings.update(rho=0.0, cost="blockdrop", gamma=config.blockdrop.gamma,
                         squash=config.blockdrop.alpha, samples=1, baseline="greedy", tau=1.0,
                         initial_distribution="eq8")
     return steps.StepSettings(**settings)

@@ -16,8 +16,9 @@ as one JSON object on stdout (logs go to stderr). Every mode but ``summary`` ref
 whose run was made with other settings (``train.check_run_config``; logging, checkpoint
 intervals, data location and the strategy may differ). ``--analyze`` ends a
 ``train`` or ``evaluate`` run by writing its analysis page (``den_tf.analyze``) in the same
-process, with the test images it already made. An unknown config key or a value of the wrong
-type stops the program before any work starts.
+process, with the test images it already made. An unknown config key, a value of the wrong
+type, or a key the run would not read (``builders.unread_settings``: ``--config.rho`` for a
+method without a selector) stops the program before any work starts.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = FLAGS.config
+    builders.check_command_line(FLAGS["config"])
     if FLAGS.mode == "summary":
         if FLAGS.analyze or FLAGS.workdir:
             raise app.UsageError("--mode=summary takes neither --workdir nor --analyze")

@@ -39,7 +39,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from den_tf import analyze, budget, evaluation, files, progress, stats, train
+from den_tf import analyze, budget, builders, evaluation, files, progress, stats, train
 
 FLAGS = flags.FLAGS
 
@@ -396,6 +396,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     progress.show_project_info_only()
+    builders.check_command_line(FLAGS["config"])
     if FLAGS.seeds < 1:
         raise app.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     if (FLAGS.branch_from is None) != (FLAGS.branch_step is None):

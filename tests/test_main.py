@@ -42,6 +42,15 @@ def test_unknown_config_key_fails_before_any_work():
     assert result.stdout == ""
 
 
+def test_a_setting_the_method_does_not_read_fails_before_any_work(tmp_path):
+    result = _run("--config=experiments/m1_wrn.py", "--config.method=baseline",
+                  "--config.rho=0.5", f"--workdir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert "--config.rho: method 'baseline' has no selector" in result.stderr
+    assert "Traceback" not in result.stderr  # a usage error, not a crash
+    assert not (tmp_path / "run").exists()
+
+
 def test_log_filter_keeps_info_from_the_package_directory_only():
     import logging
     import os

@@ -420,3 +420,41 @@ def test_params_used_and_compression_of_resnext_against_hand_counts():
         assert table.macs(tf.fill([1, 3], level), 0).numpy()[0] == fixed + block_macs(level)
     assert table.full_macs(0) / float(table.macs(tf.fill([1, 3], 1), 0)[0]) == pytest.approx(
         (fixed + block_macs(2)) / (fixed + block_macs(1)))
+
+
+def test_settings_a_method_does_not_read_are_named_and_refused_on_the_command_line():
+    config = builders.base_config()  # M1's three tasks on WRN-32-4, four levels
+    unread = {}
+    for method in methods.METHODS:
+        config.method = method
+        unread[method] = builders.unread_settings(config)
+    assert {"rho", "selector", "train.selector", "blockdrop", "separate_networks"} <= set(
+        unread["nestednet"])
+    assert "task_order" not in unread["nestednet"] and "task_order" in unread["baseline"]
+    assert "separate_networks" not in unread["baseline"]
+    assert not {"rho", "selector", "train.selector.baseline"} & set(unread["den"])
+    assert {"rho", "model.levels", "train.selector.samples"} <= set(unread["blockdrop"])
+    assert "train.selector.lr" not in unread["blockdrop"]
+    # What the unread keys hold changes nothing the steps are given.
+    config.method = "blockdrop"
+    for key, value in (("rho", 0.1), ("train.selector.samples", 8),
+                       ("train.estimator.initial_distribution", "uniform")):
+        before = builders.step_settings(config)
+        changed = config.copy_and_resolve_references()
+        changed.update_from_flattened_dict({key: value})
+        assert builders.step_settings(changed) == before, key
+    # NestedNet's levels follow its tasks: M1's three need four, model.levels; two need three.
+    config.method = "nestednet"
+    assert "model.fractions" not in builders.unread_settings(config)
+    config.tasks = "cifar100,stl10"
+    assert {"model.levels", "model.fractions"} <= set(builders.unread_settings(config))
+    config.method, config.train.selector.gradient = "den", "straight_through"
+    assert "train.selector.baseline" in builders.unread_settings(config)
+
+    config = builders.base_config()
+    config.method = "baseline"
+    builders.check_overrides(config, ["method", "train.estimator.lr", "separate_networks"])
+    refused = (r"(?s)--config\.rho: method 'baseline' has no selector: rho would only add a "
+               r"constant.*--config\.train\.selector\.lr: method 'baseline'")
+    with pytest.raises(ValueError, match=refused):
+        builders.check_overrides(config, ["rho", "train.estimator.lr", "train.selector.lr"])
