@@ -8,9 +8,9 @@ import sys
 ROOT = pathlib.Path(__file__).parent.parent
 
 
-def _run(*args):
+def _run(*args, command="den_tf.main"):
     return subprocess.run(
-        [sys.executable, "-m", "den_tf.main", *args], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", command, *args], cwd=ROOT, capture_output=True, text=True,
         timeout=300,
     )
 
@@ -43,12 +43,13 @@ def test_unknown_config_key_fails_before_any_work():
 
 
 def test_a_setting_the_method_does_not_read_fails_before_any_work(tmp_path):
-    result = _run("--config=experiments/m1_wrn.py", "--config.method=baseline",
-                  "--config.rho=0.5", f"--workdir={tmp_path / 'run'}")
-    assert result.returncode != 0
-    assert "--config.rho: method 'baseline' has no selector" in result.stderr
-    assert "Traceback" not in result.stderr  # a usage error, not a crash
-    assert not (tmp_path / "run").exists()
+    for command in ("den_tf.main", "den_tf.sweep"):
+        result = _run("--config=experiments/demo.py", "--config.method=baseline",
+                      "--config.rho=0.5", f"--workdir={tmp_path / 'run'}", command=command)
+        assert result.returncode != 0
+        assert "--config.rho: method 'baseline' has no selector" in result.stderr
+        assert "Traceback" not in result.stderr  # a usage error, not a crash
+        assert not (tmp_path / "run").exists()
 
 
 def test_log_filter_keeps_info_from_the_package_directory_only():
