@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -132,7 +133,8 @@ def plot_awareness(tasks: dict, path: str) -> bool:
         flops = [entry["flops"][b].mean() / entry["flops_full"] for b in bins]
         accuracy = [100 * entry["correct"][b].mean() for b in bins]
         rho = stats.spearman(entry["difficulty"], entry["flops"])
-        left.plot(range(1, 6), flops, marker="o", label=f"{name} (rank corr. {rho:+.2f})")
+        corr = "n/a" if np.isnan(rho) else f"{rho:+.2f}"  # every image at the same FLOPs
+        left.plot(range(1, 6), flops, marker="o", label=f"{name} (rank corr. {corr})")
         right.plot(range(1, 6), accuracy, marker="o", label=name)
     left.set_title("FLOPs of the selected structures", fontsize=9)
     left.set_ylabel("fraction of the full structure's FLOPs")
@@ -198,11 +200,15 @@ def plot_difficulty_allocation(tasks: dict, curve: list[dict], path: str) -> Non
     plt.close(fig)
 
 
-def draw_structure(ax, structure, levels: int) -> None:
-    """A structure as a grid: one column per block, its kept groups filled from the bottom."""
-    grid = np.array([[1.0 if g < level else 0.0 for g in range(levels - 1)]
-                     for level in structure]).T
-    ax.imshow(grid, cmap="Blues", vmin=0, vmax=1.3, origin="lower", aspect="auto")
+def draw_structure(ax, structure: Sequence[int], kept: Sequence[float]) -> None:
+    """A structure as one bar per block, as high as the fraction of the block's width its
+    level keeps (``kept``: ``builders.kept_fractions``), over lines at the levels' widths."""
+    for width in kept:
+        ax.axhline(width, color="0.85", linewidth=0.8, zorder=0)
+    ax.bar(range(len(structure)), [kept[level] for level in structure], width=0.85,
+           color="tab:blue")
+    ax.set_xlim(-0.5, len(structure) - 0.5)
+    ax.set_ylim(0, 1.02)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -229,15 +235,17 @@ def load_test_images(task, indices, data_dir: str | None) -> list[np.ndarray]:
     return [found[int(i)] for i in indices]
 
 
-def plot_top_structures(tasks: dict, task_objects, levels: int, data_dir, path: str) -> None:
-    """Fig. 7: the most selected structures per task with test images that chose them."""
+def plot_top_structures(tasks: dict, task_objects, kept: Sequence[float], data_dir,
+                        path: str) -> None:
+    """Fig. 7: the most selected structures per task (``draw_structure``) with test images
+    that chose them."""
     rows = [(name, s, count) for name, entry in tasks.items()
             for s, count in structure_counts(entry["structure"])[:TOP]]
     fig, axes = plt.subplots(len(rows), 1 + EXAMPLES, figsize=(2 * (1 + EXAMPLES), 1.6 * len(rows)),
                              squeeze=False, gridspec_kw={"width_ratios": [3] + [1] * EXAMPLES})
     for row, (name, structure, count) in zip(axes, rows):
         entry = tasks[name]
-        draw_structure(row[0], structure, levels)
+        draw_structure(row[0], structure, kept)
         row[0].set_title(f"{name}: {count} images", fontsize=8)
         chosen = np.flatnonzero((entry["structure"] == np.array(structure)).all(axis=1))
         images = load_test_images(task_objects[name], chosen[:EXAMPLES], data_dir)
@@ -447,11 +455,15 @@ def analyze(workdir: str, config=None) -> str:
         from den_tf.tasks import get_tasks
 
         task_objects = {t.name: t for t in get_tasks(config.tasks)}
-        plot_top_structures(tasks, task_objects, levels, builders.data_kwargs(config)["data_dir"],
+        kept = builders.kept_fractions(config)
+        if len(kept) != levels:
+            raise ValueError(f"{workdir}'s structures have {levels} levels, its config's "
+                             f"estimator {len(kept)}: the config is not this run's")
+        plot_top_structures(tasks, task_objects, kept, builders.data_kwargs(config)["data_dir"],
                             os.path.join(out, "fig7_structures.png"))
         figures.append(("Most selected structures with test images that chose them (paper "
-                        "Fig. 7); filled cells are the kept groups of each block",
-                        "fig7_structures.png"))
+                        "Fig. 7); each bar is a block, as high as the fraction of its width "
+                        "the structure keeps", "fig7_structures.png"))
         plot_neighbours(predictions, task_objects, builders.data_kwargs(config)["data_dir"],
                         os.path.join(out, "fig3_neighbours.png"))
         figures.append(("Query images (first column) and the test images of every task with "

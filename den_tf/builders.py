@@ -14,10 +14,12 @@ from collections.abc import Iterable, Sequence
 
 import keras
 import ml_collections
+import numpy as np
 from absl import app
 from ml_collections import config_flags
 
 from den_tf import backbones, distribute, methods, phases, steps
+from den_tf import structure as structure_lib
 from den_tf.datasets import sources
 from den_tf.estimator import Estimator
 from den_tf.selector import Selector
@@ -158,11 +160,7 @@ def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
     model = config.model
     spec = backbones.build_backbone(model.backbone, **model.backbone_args.to_dict())
     tasks = get_tasks(config.tasks)
-    levels = _estimator_levels(config, spec, len(tasks))
-    if config.method == "blockdrop":
-        fractions = (1.0,)  # level 0 skips the block, level 1 runs it whole
-    else:
-        fractions = tuple(model.fractions) if levels == model.levels else ()
+    levels, fractions = _levels_and_fractions(config, spec, len(tasks))
     return Estimator(
         spec,
         tasks,
@@ -178,6 +176,27 @@ def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
 def _estimator_levels(config: ml_collections.ConfigDict, spec, n_tasks: int) -> int:
     residual = spec.blocks[0].kind != "plain"
     return methods.nested_levels_for(config.method, n_tasks, residual, config.model.levels)
+
+
+def _levels_and_fractions(config: ml_collections.ConfigDict, spec, n_tasks: int
+                          ) -> tuple[int, tuple[float, ...]]:
+    """The estimator's levels and group fractions (empty: the halving default)."""
+    levels = _estimator_levels(config, spec, n_tasks)
+    if config.method == "blockdrop":
+        return levels, (1.0,)  # level 0 skips the block, level 1 runs it whole
+    return levels, tuple(config.model.fractions) if levels == config.model.levels else ()
+
+
+def kept_fractions(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+    """The fraction of a block's width each level of ``config``'s estimator keeps (before
+    rounding to whole channels), without building it: (0, 1/4, 1/2, 1) for four residual
+    levels, (1/2, 1) for two plain ones."""
+    spec = backbones.build_backbone(config.model.backbone,
+                                    **config.model.backbone_args.to_dict())
+    levels, fractions = _levels_and_fractions(config, spec, len(get_tasks(config.tasks)))
+    residual = spec.blocks[0].kind != "plain"
+    fractions = fractions or structure_lib.default_fractions(levels, residual)
+    return (0.0,) * residual + tuple(float(f) for f in np.cumsum(fractions))
 
 
 def build_selector(config: ml_collections.ConfigDict, estimator: Estimator) -> Selector:

@@ -6,12 +6,14 @@ Reads every ``results.json`` under the directories (not those of a separate base
 networks, whose figures its combined results.json already holds), puts each run in the table
 it belongs to (``published.TABLES``: scenario, backbone and tasks), and writes ``report.md``
 (in the first directory by default): each cell is our number, then the paper's. Several runs
-of one cell (seeds) are averaged and counted; they must share every setting but the seed
-(their config.json), or the report stops and names the settings. Among our accuracies the
-best is bold and the second best underlined, as the paper marks them; a cell without a run
-says "missing", never a number; methods the paper quoted from other papers are marked as
-quoted. Runs on data the paper did not use (the demo) get a table of the same layout without
-published numbers.
+of one cell (seeds) are averaged and counted, accuracies with the half-width of their 95% t
+interval; they must share every setting but the seed (their config.json), or the report
+stops and names the settings. Methods of a table run over the same seeds get their accuracy
+differences paired by seed. Among our mean accuracies the best is bold and the second best
+underlined, as the paper marks them; a cell without a run says "missing", never a number;
+methods the paper quoted from other papers are marked as quoted. Runs on data the paper did
+not use (the demo), and runs that no row of their table takes, get a table of Table 2's
+layout without published numbers: every run found is in some table.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags
 
+from den_tf import stats
 from den_tf.published import TABLES, Method, Table
 from den_tf.train import RESUMABLE_SETTINGS, config_differences
 
@@ -48,6 +51,10 @@ def find_results(directories: Sequence[str]) -> list[dict]:
                     with open(os.path.join(root, "config.json")) as f:
                         runs[-1]["config"] = json.load(f)
                 if "method_id" not in runs[-1]:  # written before methods were recorded: DEN
+                    if runs[-1]["config"] is None:
+                        raise ValueError(f"{path} names no method (it was written before "
+                                         "methods were recorded) and has no config.json "
+                                         "beside it to give its rho")
                     runs[-1].update(method_id="den", rho=runs[-1]["config"]["rho"])
     return sorted(runs, key=lambda r: r["path"])
 
@@ -94,11 +101,14 @@ def point(method: Method, run: dict, task: str = "") -> dict | None:
     are the average over tasks, or ``task``'s (Table 4 reports each task on its own)."""
     if method.quoted or run.get("method_id") != method.method:
         return None
-    if method.rho is not None and not np.isclose(run.get("rho") or -1.0, method.rho):
+    if method.rho is not None and (run.get("rho") is None
+                                   or not np.isclose(run["rho"], method.rho)):
         return None
     params = run["params"]
     source = run
     if method.selector == "random":
+        if "uniform" not in run.get("random_selector", {}):
+            return None
         source = run["random_selector"]["uniform"]
     elif method.level is not None:
         if str(method.level) not in run.get("levels", {}):
@@ -107,15 +117,21 @@ def point(method: Method, run: dict, task: str = "") -> dict | None:
     average = source["tasks"][task] if task else source["average"]
     flops_full = (run["tasks"][task] if task else run["average"])["flops_full"]
     return {
+        "path": run["path"],
+        "seed": _seed(run),
         "tasks": {name: entry["accuracy"] for name, entry in source["tasks"].items()},
         "accuracy": average["accuracy"],
         "flops": average["flops"],
         "macs": average["flops"] / 2,
-        "compression": flops_full / average["flops"],
+        "flops_full": flops_full,
         "params": params["paper"],
         "networks": params["networks"],
         "params_used": average["params_used"],
     }
+
+
+def _seed(run: dict) -> int | None:
+    return run["config"]["seed"] if run["config"] is not None else run.get("seed")
 
 
 def _mean(points: list[dict], key: str):
@@ -126,20 +142,55 @@ def _count(value: float) -> str:
     return f"{value / 1e9:.2f}G" if value >= 1e9 else f"{value / 1e6:.2f}M"
 
 
-def _marked(values: dict[str, float | None]) -> dict[str, str]:
-    """Accuracies formatted, the best bold and the second best underlined (ties share)."""
-    present = sorted({round(v, 2) for v in values.values() if v is not None}, reverse=True)
+def _marked(values: dict[str, list[float]]) -> dict[str, str]:
+    """Accuracies over runs formatted as their mean, with the half-width of its 95% t
+    interval where there are several; the best mean bold and the second best underlined
+    (ties share). A method without runs gets no text."""
+    means = {key: float(np.mean(v)) for key, v in values.items() if v}
+    present = sorted({round(m, 2) for m in means.values()}, reverse=True)
     marks = {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        text = f"{value:.2f}"
-        if round(value, 2) == present[0]:
+    for key, mean in means.items():
+        text = f"{mean:.2f}"
+        if round(mean, 2) == present[0]:
             text = f"**{text}**"
-        elif len(present) > 1 and round(value, 2) == present[1]:
+        elif len(present) > 1 and round(mean, 2) == present[1]:
             text = f"<u>{text}</u>"
+        interval = stats.mean_interval(values[key])
+        if interval["half_width"] is not None:
+            text += f" ± {interval['half_width']:.2f}"
         marks[key] = text
     return marks
+
+
+def _accuracies(points: list[dict], key: str = "") -> list[float]:
+    """Each run's accuracy of task ``key`` ('' or 'average': the average over tasks)."""
+    return [p["tasks"][key] if key not in ("", "average") else p["accuracy"] for p in points]
+
+
+def paired_lines(table: Table, points: dict[str, list[dict]], key: str = "") -> list[str]:
+    """Each method's accuracy (``_accuracies``) minus the first row's or column's with runs,
+    paired by seed, where at least two seeds have both."""
+    ran = [m for m in table.methods if len(points[m.label]) > 1]
+    if len(ran) < 2:
+        return []
+    reference = ran[0]
+    by_seed = {p["seed"]: a for p, a in zip(points[reference.label],
+                                            _accuracies(points[reference.label], key))}
+    lines = []
+    for method in ran[1:]:
+        pairs = [(a, by_seed[p["seed"]]) for p, a in
+                 zip(points[method.label], _accuracies(points[method.label], key))
+                 if p["seed"] is not None and p["seed"] in by_seed]
+        if len(pairs) < 2:
+            continue
+        difference = stats.paired_difference(*zip(*pairs))
+        lines.append(f"- {method.label} - {reference.label}: {stats.paired_text(difference)} "
+                     f"points over {len(pairs)} seeds")
+    if not lines:
+        return []
+    what = f"{key}'s accuracy" if key not in ("", "average") else "the average accuracy"
+    return ["", f"Paired by seed ({what}; mean ± half-width of the 95% t interval, * where it "
+            "excludes zero):", *lines]
 
 
 def _cell(ours: str | None, paper, count: int) -> str:
@@ -161,8 +212,8 @@ def _points(table: Table, runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def _flops_text(table: Table, points: list[dict]) -> str:
-    if table.flops == "ratio":
-        return f"{_mean(points, 'compression'):.1f}x"
+    if table.flops == "ratio":  # the full structure's FLOPs over the mean FLOPs
+        return f"{_mean(points, 'flops_full') / _mean(points, 'flops'):.1f}x"
     return _count(_mean(points, "macs" if table.flops == "macs" else "flops"))
 
 
@@ -172,9 +223,10 @@ def _params_text(table: Table, points: list[dict]) -> str:
     return f"{_count(_mean(points, 'params'))} [{int(_mean(points, 'networks'))}]"
 
 
-def tasks_layout(table: Table, runs: list[dict], published: bool = True) -> list[str]:
-    """Table 2's layout: a column per method, a row per task, then Average, FLOPs, params."""
-    points = _points(table, runs)
+def tasks_layout(table: Table, points: dict[str, list[dict]], published: bool = True
+                 ) -> list[str]:
+    """Table 2's layout: a column per method, a row per task, then Average, FLOPs, params
+    (``points``: ``_points``)."""
     methods = table.methods
     lines = ["| Dataset | " + " | ".join(m.label for m in methods) + " |",
              "|---|" + "---|" * len(methods)]
@@ -186,67 +238,74 @@ def tasks_layout(table: Table, runs: list[dict], published: bool = True) -> list
             ours = {m.label: text(table, points[m.label]) if points[m.label] else None
                     for m in methods}
         else:
-            accuracies = {
-                m.label: (_mean(points[m.label], "accuracy") if key == "average" else
-                          float(np.mean([p["tasks"][key] for p in points[m.label]])))
-                if points[m.label] else None
-                for m in methods}
-            ours = _marked(accuracies)
+            ours = _marked({m.label: _accuracies(points[m.label], key) for m in methods})
         lines.append(f"| {label} | " + " | ".join(
             _cell(ours.get(m.label), papers[m.label], len(points[m.label])) for m in methods)
             + " |")
-    return lines
+    return lines + paired_lines(table, points)
 
 
-def methods_layout(table: Table, runs: list[dict]) -> list[str]:
+def methods_layout(table: Table, points: dict[str, list[dict]]) -> list[str]:
     """Tables 3-5: a row per method; accuracy (of ``table.accuracy_of``, else the average over
-    tasks), FLOPs (or its compression ratio) and parameters."""
-    points, task = _points(table, runs), table.accuracy_of
-    flops_name = {"flops": "FLOPs", "macs": "FLOPs (multiply-adds)", "ratio": "FLOPs"}
-    lines = [f"| Method | Accuracy (%) | {flops_name[table.flops]} | No. params |",
-             "|---|---|---|---|"]
-    accuracies = {
-        m.label: (float(np.mean([p["tasks"][task] for p in points[m.label]])) if task else
-                  _mean(points[m.label], "accuracy")) if points[m.label] else None
-        for m in table.methods}
-    marked = _marked(accuracies)
+    tasks), FLOPs (or its compression ratio) and parameters (``points``: ``_points``)."""
+    task = table.accuracy_of
+    # The paper's column order: Table 5 gives the parameters before the compression ratio.
+    columns = ("accuracy", "params", "flops") if table.flops == "ratio" else (
+        "accuracy", "flops", "params")
+    names = {"accuracy": "Accuracy (%)", "params": "No. params",
+             "flops": "FLOPs (multiply-adds)" if table.flops == "macs" else "FLOPs"}
+    lines = ["| Method | " + " | ".join(names[c] for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    marked = _marked({m.label: _accuracies(points[m.label], task) for m in table.methods})
     for m in table.methods:
         paper = table.values[m.label]
         found, n = points[m.label], len(points[m.label])
         label = m.label + (" (quoted by the paper)" if m.quoted else "")
         if m.quoted:
-            cells = [_cell("not run", paper[k] or "-", 1)
-                     for k in ("accuracy", "flops", "params")]
+            cells = [_cell("not run", paper[c] or "-", 1) for c in columns]
         else:
-            cells = [
-                _cell(marked.get(m.label), paper["accuracy"], n),
-                _cell(_flops_text(table, found) if found else None, paper["flops"], n),
-                _cell(_params_text(table, found) if found else None, paper["params"], n),
-            ]
+            ours = {"accuracy": marked.get(m.label),
+                    "flops": _flops_text(table, found) if found else None,
+                    "params": _params_text(table, found) if found else None}
+            cells = [_cell(ours[c], paper[c], n) for c in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
+    return lines + paired_lines(table, points, task)
 
 
-def unpublished_table(runs: list[dict]) -> Table:
+def unpublished_table(runs: list[dict], beside: Table | None = None) -> Table:
     """Table 2's layout for runs of a scenario the paper did not report (the demo): its
-    tasks, the baseline, NestedNet, PackNet*, DEN at every rho found and DEN's random
-    selector (the rand sel control of its lowest-rho run)."""
+    tasks, the baseline, NestedNet, PackNet*, BlockDrop (if run), DEN at every rho found and
+    DEN's random selector (the rand sel control of its lowest-rho run). With ``beside``, the
+    runs of that published table's scope that none of its rows takes (another rho, a method
+    it does not list), with only the methods they ran."""
     first = runs[0]
+    ran = {r.get("method_id") for r in runs}
     rhos = sorted({r["rho"] for r in runs if r.get("method_id") == "den"})
-    methods = [Method("Baseline", "baseline"), Method("NestedNet", "nestednet"),
-               Method("PackNet*", "packnet")]
+    methods = [m for m in (Method("Baseline", "baseline"), Method("NestedNet", "nestednet"),
+                           Method("PackNet*", "packnet"), Method("BlockDrop", "blockdrop"))
+               if m.method in ran or (beside is None and m.method != "blockdrop")]
     methods += [Method(f"DEN (rho={rho:g})", "den", rho) for rho in rhos]
-    if rhos:
+    if rhos and (beside is None or any(
+            "uniform" in r.get("random_selector", {}) for r in runs
+            if r.get("method_id") == "den" and np.isclose(r["rho"], rhos[0]))):
         methods.append(Method("DEN + rand sel", "den", rhos[0], selector="random"))
     tasks = tuple(first["tasks"])
     rows = tuple((name, name) for name in tasks) + (
         ("Average", "average"), ("FLOPs", "flops"), ("No. parameters", "params"))
-    return Table("unpublished", f"{first['scenario']} on {first['backbone']} (not in the paper)",
-                 first["scenario"], first["backbone"], tasks, "tasks", tuple(methods), {}, rows)
+    title = f"{first['scenario']} on {first['backbone']} " + (
+        "(not in the paper)" if beside is None else
+        f"(runs without a row in {beside.title.split(':')[0]})")
+    return Table("unpublished", title, first["scenario"], first["backbone"], tasks, "tasks",
+                 tuple(methods), {}, rows)
+
+
+def _scope(run: dict) -> tuple:
+    return run["scenario"], run["backbone"], tuple(sorted(run["tasks"]))
 
 
 def report(directories: Sequence[str]) -> str:
-    """The markdown report of every table that some run under ``directories`` belongs to."""
+    """The markdown report of every table that some run under ``directories`` belongs to;
+    runs that no published table's row takes get tables of their own, so none is left out."""
     runs = find_results(directories)
     if not runs:
         raise FileNotFoundError(f"no results.json under {', '.join(directories)}")
@@ -254,30 +313,41 @@ def report(directories: Sequence[str]) -> str:
         "# Our runs beside the paper's published numbers",
         "",
         "Each cell: ours / the paper's (Ahn, Kim and Oh, ICCV 2019). Ours: accuracy (%) on the "
-        "whole test split, bold the best and underlined the second best of our numbers; FLOPs "
+        "whole test split, bold the best and underlined the second best of our means; FLOPs "
         "averaged over tasks (2 per multiply-add; Table 3 in multiply-adds; Table 5 as the "
         "compression ratio against the full backbone); parameters under the paper's "
         "convention, of all [n] networks a method needs (Table 5: those an instance runs, on "
-        "average). (n=k): the mean of k runs. \"missing\": no run found.",
+        "average). (n=k): the mean of k runs (seeds), the accuracy with the half-width of its "
+        "95% t interval; marks between means whose intervals overlap do not say which method "
+        "is better. \"missing\": no run found.",
         "",
         "Runs: " + ", ".join(f"`{r['path']}`" for r in runs),
     ]
-    placed = set()
-    for table in TABLES:
-        if not any(belongs(table, r) for r in runs):
-            continue
-        placed.update(r["path"] for r in runs if belongs(table, r))
-        lines += ["", f"## {table.title}", ""]
+    used: set[str] = set()
+
+    def add(table: Table, group: list[dict], published: bool = True) -> None:
+        points = _points(table, group)
+        used.update(p["path"] for found in points.values() for p in found)
+        lines.extend(["", f"## {table.title}", ""])
         if table.layout == "tasks":
-            lines += tasks_layout(table, runs)
+            lines.extend(tasks_layout(table, points, published))
         else:
-            lines += methods_layout(table, runs)
-    rest = [r for r in runs if r["path"] not in placed]
-    for key in sorted({(r["scenario"], r["backbone"], tuple(sorted(r["tasks"]))) for r in rest}):
-        group = [r for r in rest if (r["scenario"], r["backbone"],
-                                     tuple(sorted(r["tasks"]))) == key]
-        table = unpublished_table(group)
-        lines += ["", f"## {table.title}", ""] + tasks_layout(table, group, published=False)
+            lines.extend(methods_layout(table, points))
+
+    for table in TABLES:
+        mine = [r for r in runs if belongs(table, r)]
+        if mine:
+            add(table, mine)
+    rest = [r for r in runs if r["path"] not in used]
+    for key in sorted({_scope(r) for r in rest}):
+        group = [r for r in rest if _scope(r) == key]
+        beside = next((t for t in TABLES if belongs(t, group[0])), None)
+        add(unpublished_table(group, beside), group, published=False)
+    unplaced = [r for r in runs if r["path"] not in used]
+    if unplaced:
+        lines += ["", "## Runs in no table", ""] + [
+            f"- `{r['path']}`: method {r.get('method_id')!r}, rho {r.get('rho')}"
+            for r in unplaced]
     lines.append("")
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """C1: network compression of ResNeXt-29 (c x 64d) on CIFAR-10; argument = cardinality c.
 
     make c1   # = python -m den_tf.main --config=experiments/c1_resnext.py:8 \
-              #     --workdir=runs/c1_resnext8/den_rho0.1 --config.method=den --config.rho=0.1
+              #     --workdir=runs/c1_cifar10/resnext8/den_rho0.1 --config.method=den \
+              #     --config.rho=0.1 --config.tasks=cifar10
 
 ``python -m den_tf.main --config=experiments/c1_resnext.py:8 --mode=summary``: 9 bottleneck
 blocks; 8x64d has 4 levels (groups 1/4, 1/4, 1/2 of the cardinal groups), 4x64d and 2x64d

@@ -173,3 +173,33 @@ def test_runs_across_a_config_value(tmp_path):
                                   "random (shuffled)"]
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         analyze.load_runs([str(tmp_path)], "rho")
+
+
+def test_fig7_bars_are_as_high_as_the_width_each_level_keeps():
+    from den_tf import builders
+
+    config = base_config()  # WRN, four residual levels, fractions 1/4, 1/4, 1/2
+    assert builders.kept_fractions(config) == (0.0, 0.25, 0.5, 1.0)
+    config.model.backbone = "simple_convnet"  # plain blocks: level 0 keeps half (M2)
+    config.model.backbone_args = dict(channels=32, num_blocks=4, hidden_units=(128,))
+    config.model.levels, config.model.fractions = 2, (0.5, 0.5)
+    assert builders.kept_fractions(config) == (0.5, 1.0)
+    config.model.levels, config.model.fractions = 3, ()
+    assert builders.kept_fractions(config) == (0.25, 0.5, 1.0)  # the halving default
+    for kept, structure, heights in (((0.5, 1.0), (0, 1, 0, 1), [0.5, 1.0, 0.5, 1.0]),
+                                     ((0.0, 0.25, 0.5, 1.0), (0, 3, 1), [0.0, 1.0, 0.25])):
+        ax = matplotlib.figure.Figure().add_subplot()
+        analyze.draw_structure(ax, structure, kept)
+        assert [bar.get_height() for bar in ax.patches] == heights
+
+
+def test_awareness_legend_names_an_undefined_rank_correlation(tmp_path, monkeypatch):
+    difficulty = np.linspace(0, 1, 20)
+    tasks = {"same_flops": {"difficulty": difficulty, "flops": np.full(20, 3e6),
+                            "correct": np.ones(20), "flops_full": 5e6}}
+    figures = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda figure, *args, **kwargs: figures.append(figure))
+    assert analyze.plot_awareness(tasks, str(tmp_path / "awareness.png"))
+    labels = [line.get_label() for line in figures[0].axes[0].get_lines()]
+    assert labels == ["same_flops (rank corr. n/a)"]

@@ -69,3 +69,26 @@ def test_log_filter_keeps_info_from_the_package_directory_only():
     assert passes(inside)
     assert not passes(outside)
     assert passes(outside, logging.WARNING)
+
+
+def test_scenario_targets_train_the_runs_their_tables_report():
+    """``make m3`` and ``make c1`` write the DEN run that ``make table4`` / ``table5`` read."""
+    import re
+    import shutil
+
+    if shutil.which("make") is None:
+        import pytest
+        pytest.skip("make is not installed")
+
+    def dry_run(*args):
+        result = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    for scenario, table, extra in (("m3", "table4", ()), ("c1", "table5", ()),
+                                   ("c1", "table5", ("DATASET=cifar100",))):
+        trained = re.search(r"--workdir=(\S+)", dry_run(scenario, *extra).splitlines()[-1])[1]
+        # The table targets loop over configs ($c) and rhos ($r) in the shell.
+        commands = dry_run(table, *extra).replace("$c", "resnext8").replace("$r", "0.1")
+        assert f"test -f {trained}/results.json" in commands, (scenario, trained)

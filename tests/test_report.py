@@ -59,10 +59,11 @@ def test_table_2b_beside_the_paper(tmp_path):
     assert header == ("| Dataset | Baseline | NestedNet | PackNet* | DEN (rho=1) | "
                       "DEN (rho=0.1) |")
     row = next(line for line in lines if line.startswith("| CIFAR-100"))
-    # Ours / the paper's; DEN's two seeds averaged (75.0) and the best (bold); NestedNet's
-    # 72.0 second (underlined); PackNet* and DEN (rho=0.1) missing.
+    # Ours / the paper's; DEN's two seeds averaged (75.0 ± 12.71: t(1) = 12.706 times the
+    # standard error 1) and the best (bold); NestedNet's 72.0 second (underlined); PackNet*
+    # and DEN (rho=0.1) missing.
     assert row == ("| CIFAR-100 (32x32) | 70.00 / 75.01 | <u>72.00</u> / 74.09 | missing / "
-                   "73.56 | **75.00** (n=2) / 75.43 | missing / 75.65 |")
+                   "73.56 | **75.00** ± 12.71 (n=2) / 75.43 | missing / 75.65 |")
     flops = next(line for line in lines if line.startswith("| FLOPs"))
     assert flops.startswith("| FLOPs | 2.00G / 2.13G | 1.25G / 1.24G | missing / 1.24G |")
     params = next(line for line in lines if line.startswith("| No. parameters"))
@@ -88,24 +89,26 @@ def test_methods_layout_table_5_with_levels_rand_sel_and_quoted(tmp_path):
     def row(label):
         return next(line for line in lines if line.startswith(f"| {label} |"))
 
-    assert row("NestedNet, L") == "| NestedNet, L | 90.00 / 93.59 | 2.0x / 2.0x | 5.60M / 5.6M |"
-    assert row("NestedNet, H") == ("| NestedNet, H | <u>93.00</u> / 94.11 | 1.0x / 1.0x | "
-                                   "11.20M / 11.2M |")
-    assert row("DEN (rho=0.1)") == ("| DEN (rho=0.1) | **94.00** / 94.47 | 2.0x / 1.9x | "
-                                    "3.00M / 5.8M |")
-    assert row("DEN + rand sel") == ("| DEN + rand sel | 50.00 / 87.33 | 2.0x / 2.0x | "
-                                     "2.00M / 5.6M |")
+    # The paper's columns: accuracy, parameters, compression ratio.
+    assert row("Method") == "| Method | Accuracy (%) | No. params | FLOPs |"
+    assert row("NestedNet, L") == "| NestedNet, L | 90.00 / 93.59 | 5.60M / 5.6M | 2.0x / 2.0x |"
+    assert row("NestedNet, H") == ("| NestedNet, H | <u>93.00</u> / 94.11 | 11.20M / 11.2M | "
+                                   "1.0x / 1.0x |")
+    assert row("DEN (rho=0.1)") == ("| DEN (rho=0.1) | **94.00** / 94.47 | 3.00M / 5.8M | "
+                                    "2.0x / 1.9x |")
+    assert row("DEN + rand sel") == ("| DEN + rand sel | 50.00 / 87.33 | 2.00M / 5.6M | "
+                                     "2.0x / 2.0x |")
     assert row("Baseline").startswith("| Baseline | missing / 94.37 |")
     assert row("Pruning (ResNet-50) (quoted by the paper)") == (
-        "| Pruning (ResNet-50) (quoted by the paper) | not run / 94.15 | not run / - | "
-        "not run / 6.44M |")
+        "| Pruning (ResNet-50) (quoted by the paper) | not run / 94.15 | not run / 6.44M | "
+        "not run / - |")
     # The table's last row: the baseline of ResNeXt-29 (2x64d), a table of its own here.
     _write(tmp_path, "two", _results("baseline", [93.1], scenario="C1", tasks=tasks,
                                      backbone="ResNeXt-29 (2x64d)", flops=2.0e9))
     text = report.report([str(tmp_path)])
     two = text.split("## Table 5: network compression, CIFAR10, ResNeXt-29 (2x64d)")[1]
     assert next(line for line in two.splitlines() if line.startswith("| Baseline |")).startswith(
-        "| Baseline | **93.10** / 93.60 | 1.0x / - |")
+        "| Baseline | **93.10** / 93.60 | 3.00M / 5.6M | 1.0x / - |")
 
 
 def test_unpublished_scenario_and_errors(tmp_path):
@@ -136,7 +139,7 @@ def test_runs_pooled_in_a_cell_must_differ_only_in_the_seed(tmp_path):
            data__data_dir="/elsewhere", train__log_every=10)
     row = next(line for line in report.report([str(tmp_path)]).splitlines()
                if line.startswith("| shapes |"))
-    assert "85.00** (n=2)" in row
+    assert "85.00** ± 63.53 (n=2)" in row  # 85 ± t(1) x 5
     _write(tmp_path, "den/seed_2", _results("den", [70.0], rho=0.3, seed=2, **demo),
            train__epochs=20)
     with pytest.raises(ValueError, match=r"DEN \(rho=0.3\): .*seed_0.* and .*seed_2.* "
@@ -201,3 +204,36 @@ def test_table_3_baseline_and_quoted_methods_at_84_pixels(tmp_path):
     assert "| Routing (quoted by the paper) | not run / 58.97 |" in small
     assert "| DEN (rho=1) | **63.00** / 63.20 |" in large
     assert "Baseline" not in large
+
+
+def test_runs_no_row_takes_get_a_table_and_seeds_are_paired(tmp_path):
+    """A run of a published table's scope that none of its rows takes (DEN at another rho,
+    BlockDrop in M1) is reported in a table of its own; rho = 0 matches; methods run over the
+    same seeds get their differences paired by seed; an old results.json without method or
+    config is refused by name."""
+    for seed, (base, den) in enumerate(((70.0, 74.0), (71.0, 76.0), (72.0, 75.0))):
+        _write(tmp_path, f"baseline/seed_{seed}",
+               _results("baseline", [base] * 3, flops=2.0e9, networks=3, seed=seed))
+        _write(tmp_path, f"den_rho1/seed_{seed}",
+               _results("den", [den] * 3, rho=1.0, seed=seed))
+    _write(tmp_path, "den_rho0.5", _results("den", [73.0, 55.0, 85.0], rho=0.5))
+    _write(tmp_path, "den_rho0", _results("den", [77.0, 59.0, 88.0], rho=0.0))
+    _write(tmp_path, "blockdrop", _results("blockdrop", [71.5, 52.0, 81.0]))
+    text = report.report([str(tmp_path)])
+    published_part, rest = text.split("## M1 on WRN-32-4 (runs without a row in Table 2(b))")
+    # Paired by seed: DEN minus the baseline, 4, 5, 3: mean 4, t(2) 4.303 x 1/sqrt(3).
+    assert "- DEN (rho=1) - Baseline: 4.00 ± 2.48 * points over 3 seeds" in published_part
+    header = next(line for line in rest.splitlines() if line.startswith("| Dataset |"))
+    assert header == ("| Dataset | BlockDrop | DEN (rho=0) | DEN (rho=0.5) | "
+                      "DEN + rand sel |")
+    row = next(line for line in rest.splitlines() if line.startswith("| cifar100 |"))
+    assert row == "| cifar100 | 71.50 | **77.00** | <u>73.00</u> | 50.00 |"
+    assert "Runs in no table" not in text
+    for path in ("den_rho0.5", "den_rho0/", "blockdrop"):
+        assert path in text
+    (tmp_path / "old").mkdir()
+    old = _results("den", [70.0] * 3, rho=1.0)
+    del old["method_id"]
+    (tmp_path / "old" / "results.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"old/results.json names no method .* no config.json"):
+        report.report([str(tmp_path / "old")])
