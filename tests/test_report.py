@@ -202,6 +202,7 @@ def test_table_3_baseline_and_quoted_methods_at_84_pixels(tmp_path):
         "## Table 3: M2 on Mini-ImageNet at 224x224")
     assert "| Baseline | **50.00** / 51.03 | 27.45M / 27.4M |" in small
     assert "| Routing (quoted by the paper) | not run / 58.97 |" in small
+    assert "| DEN_s (rho=1) | missing / 60.78 |" in small  # the paper's name at 84x84
     assert "| DEN (rho=1) | **63.00** / 63.20 |" in large
     assert "Baseline" not in large
 
