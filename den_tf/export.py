@@ -174,10 +174,12 @@ def export(
 
 def _restored(config: ml_collections.ConfigDict, workdir: str,
               what: str) -> tuple[Estimator, Selector, list[list[str]]]:
-    """The latest checkpoint of ``workdir``, whose training must have finished, and its
-    tasks' class names (from the config's data directory)."""
+    """The latest checkpoint of ``workdir``, whose training must have finished, computing in
+    float32 whatever precision it trained in (its weights are float32), and its tasks' class
+    names (from the config's data directory)."""
     builders.require_selector(config, what)
-    estimator, selector = train.restore_for_evaluation(config, workdir, finished=True)
+    estimator, selector = train.restore_for_evaluation(config, workdir, finished=True,
+                                                       precision="float32")
     names = [task_class_names(task, config.data.data_dir or None) for task in estimator.tasks]
     return estimator, selector, names
 

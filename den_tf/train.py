@@ -403,11 +403,12 @@ class Trainer:
 
 
 def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str,
-                           finished: bool = False):
+                           finished: bool = False, precision: str | None = None):
     """The models of the latest checkpoint in ``workdir`` (for ``--mode=evaluate``), after
     checking that the run was made with ``config``'s settings (``check_run_config``) and,
     with ``finished``, that it has trained all its stages; the selector is None for a
-    fixed-structure method."""
+    fixed-structure method. They compute in ``precision`` (default: the run's own,
+    ``config.precision``, so that they score as the trained run did)."""
     check_run_config(config, workdir)
     directory = os.path.join(workdir, "checkpoints")
     latest = latest_checkpoint(directory)
@@ -417,7 +418,8 @@ def restore_for_evaluation(config: ml_collections.ConfigDict, workdir: str,
         raise ValueError(f"the run in {workdir} has not finished training ({done} of "
                          f"{builders.stages(config)} stages done); finish it first: --mode=train "
                          f"resumes it")
-    estimator, selector = builders.build_models(config)
+    with builders.precision(precision or config.precision):
+        estimator, selector = builders.build_models(config)
     models = {"estimator": estimator, **({"selector": selector} if selector is not None else {})}
     # Every weight must come from the checkpoint: a model missing from it (or renamed since)
     # would otherwise be scored with its initial weights. The optimizers' slots are not read.

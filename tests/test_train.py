@@ -360,11 +360,19 @@ def test_mixed_precision(tmp_path):
         seen["weights"] = trainer.estimator.blocks[0].conv1.dtype
         seen["optimizer"] = type(trainer.phases[0].optimizer).__name__
 
-    results = train.train_and_evaluate(tiny_config(precision="mixed_bfloat16"),
-                                       str(tmp_path / "bf16"), [hook])
+    bf16 = tiny_config(precision="mixed_bfloat16")
+    results = train.train_and_evaluate(bf16, str(tmp_path / "bf16"), [hook])
     assert seen == {"compute": "bfloat16", "weights": "float32", "optimizer": "SGD"}
     assert 0 < results["average"]["accuracy"] <= 100
     assert keras.config.dtype_policy().name == "float32"  # the policy is restored
+    # Evaluated again, the run computes as it trained (it was rebuilt in float32 and gave
+    # other figures), and an export computes in float32.
+    estimator, _ = train.restore_for_evaluation(bf16, str(tmp_path / "bf16"))
+    assert estimator.blocks[0].compute_dtype == "bfloat16"
+    again = train.evaluate_run(bf16, str(tmp_path / "bf16"))
+    assert again["tasks"] == results["tasks"]
+    estimator, _ = train.restore_for_evaluation(bf16, str(tmp_path / "bf16"), precision="float32")
+    assert estimator.blocks[0].compute_dtype == "float32"
 
     config = tiny_config(precision="mixed_float16")
     with builders.precision(config.precision):
