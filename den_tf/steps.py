@@ -182,11 +182,17 @@ class Step:
 
     def _step_fn(self, *args):
         """Runs ``_replica_step`` on every replica and applies the summed gradients when the
-        global loss is finite (a non-finite loss changes no weight). Returns the loss,
-        ``finite`` and the metrics averaged over replicas."""
+        global loss and, without loss scaling, every gradient are finite (a finite loss can
+        have non-finite gradients, which would poison the weights the next checkpoint saves;
+        a loss-scale optimizer skips such a step itself). Nothing non-finite changes a
+        weight. Returns the loss, ``finite`` and the metrics averaged over replicas."""
         grads, loss, means = self.strategy.run(self._replica_step, args=args)
         loss = self.strategy.experimental_local_results(loss)[0]  # the same on every replica
         finite = tf.math.is_finite(loss)
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            non_finite = self.strategy.reduce(
+                "sum", self.strategy.run(_non_finite_count, args=(grads,)), axis=None)
+            finite = tf.logical_and(finite, non_finite == 0)
         if finite:
             if self._shares_overflows:
                 overflows = self.strategy.reduce(

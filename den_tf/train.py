@@ -48,8 +48,8 @@ from den_tf.phases import Phase
 
 
 class NonFiniteLossError(RuntimeError):
-    """A training loss or validation objective became NaN or Inf; the last good checkpoint is
-    left as it was."""
+    """A training loss, its gradients or a validation objective became NaN or Inf; the last
+    good checkpoint is left as it was."""
 
 
 # Settings that change where and how a run is computed or logged, not what it trains: a run
@@ -340,10 +340,12 @@ class Trainer:
             seed = self.generator.make_seeds(1)[:, 0]
             metrics = phase.step(batch, seed, stage, step)
             if not bool(metrics["finite"]):
+                loss = float(metrics["loss"])
+                what = (f"non-finite gradients (of a finite loss, {loss})" if np.isfinite(loss)
+                        else f"non-finite loss ({loss})")
                 raise NonFiniteLossError(
-                    f"non-finite loss ({float(metrics['loss'])}) at stage {stage + 1}, "
-                    f"{phase.name} phase, step {step + 1}; the last good checkpoint "
-                    f"{self.manager.latest_checkpoint} is intact"
+                    f"{what} at stage {stage + 1}, {phase.name} phase, step {step + 1}; the "
+                    f"last good checkpoint {self.manager.latest_checkpoint} is intact"
                 )
             for name, value in metrics.items():
                 if name != "finite":

@@ -424,6 +424,34 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
                    for s in saved if s.shape == w.shape)  # as a fresh model's would not be
 
 
+def test_non_finite_gradients_of_a_finite_loss_change_no_weight(tmp_path, monkeypatch):
+    """A finite loss with NaN gradients (an overflow in the backward pass) changes no
+    trainable weight and stops the run, as a non-finite loss does; before, the update poisoned
+    the weights, and the next checkpoint saved them."""
+    from den_tf import steps
+
+    replica_step = steps.EstimatorStep._replica_step
+
+    def poisoned(self, *args):
+        grads, loss, means = replica_step(self, *args)
+        return [None if g is None else g * float("nan") for g in grads], loss, means
+
+    monkeypatch.setattr(steps.EstimatorStep, "_replica_step", poisoned)
+    config = tiny_config()
+    estimator, selector = builders.build_models(config)
+    phase = builders.build_phases(config, estimator, selector)[0]
+    before = [w.numpy().copy() for w in estimator.trainable_weights]
+    batch = next(iter(train.multitask_dataset(
+        estimator.tasks, "train", 4, seed=0, training=True, **builders.data_kwargs(config))))
+    metrics = phase.step(batch, tf.constant([0, 1], tf.int64), 0, 0)
+    assert np.isfinite(float(metrics["loss"])) and not bool(metrics["finite"])
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, estimator.trainable_weights))
+    with pytest.raises(train.NonFiniteLossError, match=r"non-finite gradients \(of a finite "
+                                                       r"loss, .*\) at stage 1, estimator "
+                                                       r"phase, step 1;"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
 def test_a_listed_checkpoint_whose_files_are_missing_stops_the_run(tmp_path):
     """tf.train.latest_checkpoint says None then: the run would start again over its work."""
     directory = tmp_path / "checkpoints"
