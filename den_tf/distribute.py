@@ -26,7 +26,8 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
     """The strategy called ``name`` (``STRATEGIES``).
 
     - ``one_device``: TensorFlow's default strategy (one replica on the default device).
-    - ``mirrored``: one replica per local GPU, or per logical CPU device when there is no GPU.
+    - ``mirrored``: one replica per local GPU, or per logical CPU device when there is no GPU;
+      over a single device, the default strategy (``mirrored``).
     - ``multi_worker``: ``MultiWorkerMirroredStrategy``; the cluster is read from ``TF_CONFIG``.
     - ``tpu``: ``TPUStrategy`` on ``tpu`` (a TPU name, or '' / 'local' on a TPU VM).
     - ``auto``: ``tpu`` when a TPU is named (``tpu_name``), ``mirrored`` with several local
@@ -45,7 +46,7 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
         strategy = tf.distribute.get_strategy()
     elif name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        strategy = _mirrored(tuple(d.name for d in devices))
+        strategy = mirrored([d.name for d in devices])
     elif name == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
@@ -55,6 +56,17 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
         strategy = tf.distribute.TPUStrategy(resolver)
     logging.info("strategy %s: %d replicas", name, strategy.num_replicas_in_sync)
     return strategy
+
+
+def mirrored(devices: Sequence[str]) -> tf.distribute.Strategy:
+    """A MirroredStrategy over ``devices``; over one device, TensorFlow's default strategy,
+    the same computation on the same device, whose input position a checkpoint can hold (a
+    MirroredStrategy's distributed iterator cannot be saved, so every resume would restart the
+    input)."""
+    if len(devices) == 1:
+        logging.info("mirrored over one device (%s): the default strategy", devices[0])
+        return tf.distribute.get_strategy()
+    return _mirrored(tuple(devices))
 
 
 @functools.cache

@@ -144,6 +144,10 @@ def test_strategy_names(monkeypatch):
     assert not distribute.is_distributed(distribute.make_strategy("auto"))  # no GPU, no TPU
     assert not distribute.is_distributed(distribute.make_strategy("one_device"))
     assert distribute.make_strategy("mirrored") is distribute.make_strategy("mirrored")
+    # Over one device (a one-GPU machine), the default strategy: its input position is saved.
+    one = distribute.mirrored([tf.config.list_logical_devices("CPU")[0].name])
+    assert one is tf.distribute.get_strategy() and not distribute.is_distributed(one)
+    assert distribute.make_strategy("mirrored").num_replicas_in_sync == 2  # conftest's devices
     with pytest.raises(ValueError, match="strategy must be one of"):
         distribute.make_strategy("horovod")
     assert distribute.tpu_name() == ""
