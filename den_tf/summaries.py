@@ -6,10 +6,12 @@ TF2 writers store histograms and images as tensors; read them back with an
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from den_tf.evaluation import structure_ids
@@ -29,15 +31,48 @@ def level_histogram(levels: np.ndarray, count: int) -> np.ndarray:
     return np.stack([left, left + 1.0, instances.astype(np.float64)], axis=1)
 
 
+def last_written_step(logdir: str) -> int | None:
+    """The highest step of a summary in ``logdir``'s event files (None: no summary), reading
+    each file up to a record cut short by a crash."""
+    last = None
+    for path in sorted(tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+        records = iter(tf.data.TFRecordDataset(path))
+        while True:
+            try:
+                record = next(records)
+            except (StopIteration, tf.errors.DataLossError):
+                break
+            event = event_pb2.Event.FromString(record.numpy())
+            if event.HasField("summary") and (last is None or event.step > last):
+                last = event.step
+    return last
+
+
 class Writer:
-    """Writes the summaries of one run into ``logdir``."""
+    """Writes the summaries of one run into ``logdir``.
+
+    A run resumed from a checkpoint repeats the steps its interrupted process made after that
+    checkpoint; ``skip_written`` keeps their summaries from being written twice (readers
+    would show both: TF2 writers mark no restart)."""
 
     def __init__(self, logdir: str, tasks: Sequence[Task], levels: int):
         self.tasks = tuple(tasks)
         self.levels = levels
+        self.logdir = logdir
         self.writer = tf.summary.create_file_writer(logdir)
+        self.written_through: int | None = None
+
+    def skip_written(self) -> None:
+        """From now on, writes nothing at a step that ``logdir`` already holds summaries up
+        to (``last_written_step``)."""
+        self.written_through = last_written_step(self.logdir)
+
+    def _written(self, step: int) -> bool:
+        return self.written_through is not None and step <= self.written_through
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        if self._written(step):
+            return
         with self.writer.as_default(step=step):
             for name, value in values.items():
                 tf.summary.scalar(f"{prefix}/{name}", value)
@@ -47,6 +82,8 @@ class Writer:
         bucket per level) and of the structure ids, under the phase's tag: the estimator
         phase validates the full structure in stage 1, which must not be read as the
         selector's choice."""
+        if self._written(step):
+            return
         with self.writer.as_default(step=step):
             for name, entry in report.items():
                 prefix = f"validation_{phase}/{name}"
@@ -64,6 +101,8 @@ class Writer:
     def level_probabilities(self, matrix: np.ndarray, step: int) -> None:
         """The mean level-probability matrix (h x n, like the paper's Fig. 6b) as an image,
         level 0 in the top row."""
+        if self._written(step):
+            return
         image = np.kron(matrix, np.ones((IMAGE_CELL, IMAGE_CELL)))[np.newaxis, ..., np.newaxis]
         with self.writer.as_default(step=step):
             tf.summary.image("level_probabilities", image.astype(np.float32))

@@ -286,6 +286,7 @@ class Trainer:
                 "another --workdir.") from error
         logging.info("resumed from %s", latest)
         self._restored_step = int(self.state["global_step"])
+        self.writer.skip_written()
         if not restores_input:
             global_step = int(self.state["global_step"])
             self.iterator = self._input(global_step)

@@ -178,6 +178,38 @@ def test_structure_ids_and_level_histograms_by_hand():
         summaries.level_histogram(np.array([0, 3]), 2)
 
 
+def test_a_resumed_writer_does_not_write_the_steps_already_logged(tmp_path):
+    """A run resumed from a checkpoint repeats the steps its stopped process made after it;
+    their summaries are not written twice (TensorBoard showed both, zig-zagging)."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from den_tf.tasks import Task
+
+    tasks, logdir = [Task("t", "t", 16, 3)], str(tmp_path)
+    first = summaries.Writer(logdir, tasks, 4)
+    for step in (2, 4, 6):
+        first.scalars("estimator", {"loss": float(step)}, step)
+    first.flush()
+    assert summaries.last_written_step(logdir) == 6
+    resumed = summaries.Writer(logdir, tasks, 4)
+    resumed.skip_written()
+    for step in (4, 6, 8):
+        resumed.scalars("estimator", {"loss": step + 0.5}, step)
+    resumed.flush()
+    accumulator = event_accumulator.EventAccumulator(
+        logdir, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    events = accumulator.Tensors("estimator/loss")
+    assert [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events] == [
+        (2, 2.0), (4, 4.0), (6, 6.0), (8, 8.5)]
+    # A record cut short by a crash ends its file's reading, not the resume.
+    newest = sorted(tmp_path.glob("events.out.tfevents.*"))[-1]
+    newest.write_bytes(newest.read_bytes()[:-7])
+    assert summaries.last_written_step(logdir) == 6
+    assert summaries.last_written_step(str(tmp_path / "none")) is None
+
+
 def test_fraction_of_full_is_the_average_flops_over_the_average_full_flops():
     # A 32-pixel task at half its 2 MFLOPs and a 96-pixel one at a quarter of its 18:
     # (1 + 4.5) / (2 + 18), not the mean of 0.5 and 0.25.
