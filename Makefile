@@ -79,14 +79,14 @@ ablation-initial: $(STAMP)
 	$(PY) -m den_tf.analyze --workdir=$(INITIAL_DIR) --vary=train.estimator.initial_distribution --runs=$(subst $(space),$(comma),$(addprefix $(INITIAL_DIR)/,$(INITIALS)))
 
 # The paper's scenarios (real data, prepared with `make data`; a GPU is advised), with any
-# compared method (den_tf/methods.py): make m1 METHOD=blockdrop [RHO=0.1] trains into
-# runs/m1_wrn/<method>[_rho<r>].
+# compared method (den_tf/methods.py): make m1 METHOD=blockdrop trains into
+# runs/m1_wrn/<method>, make m1 RHO=0.1 into runs/m1_wrn/den_rho0.1.
 # DEN runs are named by their rho, the config's own (the second argument) unless RHO is given,
 # as the table targets name them: `make m3` trains the run `make table4` reports, not a copy.
-# RHO goes only with the methods that have a selector.
+# RHO goes only with DEN: no other method reads it (BlockDrop's reward has its own gamma).
 METHOD ?= den
-$(if $(and $(RHO),$(filter baseline nestednet packnet,$(METHOD))),$(error RHO sets the selector's cost; METHOD=$(METHOD) has no selector))
-scenario_rho = $(if $(filter den,$(METHOD)),$(or $(RHO),$(1)),$(RHO))
+$(if $(and $(RHO),$(filter-out den,$(METHOD))),$(error RHO sets DEN's sparsity cost; METHOD=$(METHOD) does not read it))
+scenario_rho = $(if $(filter den,$(METHOD)),$(or $(RHO),$(1)))
 # $(call scenario,CONFIG,DIR,CONFIG'S RHO)
 scenario = $(PY) -m den_tf.main --config=$(1) --workdir=$(WORKDIR)/$(2)/$(METHOD)$(if $(call scenario_rho,$(3)),_rho$(call scenario_rho,$(3))) --config.method=$(METHOD) $(if $(call scenario_rho,$(3)),--config.rho=$(call scenario_rho,$(3))) $(ARGS)
 m1: $(STAMP)

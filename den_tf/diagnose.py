@@ -70,8 +70,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     progress.show_project_info_only()
     config = FLAGS.config
+    builders.check_command_line(FLAGS["config"])
     builders.require_selector(config, "the gradient diagnosis")
-    estimator, selector = train.restore_for_evaluation(config, FLAGS.workdir)
+    # In float32 whatever the run trained in: these gradients are taken without loss
+    # scaling, and under float16 the small ones would round to zero.
+    estimator, selector = train.restore_for_evaluation(config, FLAGS.workdir,
+                                                       precision="float32")
     batch = next(iter(multitask_dataset(
         estimator.tasks, "train", config.train.batch_size, seed=config.seed, training=True,
         **builders.data_kwargs(config),

@@ -27,7 +27,8 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
 
     - ``one_device``: TensorFlow's default strategy (one replica on the default device).
     - ``mirrored``: one replica per local GPU, or per logical CPU device when there is no GPU;
-      over a single device, the default strategy (``mirrored``).
+      over a single device, TensorFlow's default strategy (the function ``mirrored`` says
+      why).
     - ``multi_worker``: ``MultiWorkerMirroredStrategy``; the cluster is read from ``TF_CONFIG``.
     - ``tpu``: ``TPUStrategy`` on ``tpu`` (a TPU name, or '' / 'local' on a TPU VM).
     - ``auto``: ``tpu`` when a TPU is named (``tpu_name``), ``mirrored`` with several local

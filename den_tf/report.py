@@ -22,12 +22,13 @@ import json
 import os
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
 from absl import app, flags
 
 from den_tf import stats
 from den_tf.published import TABLES, Method, Table
-from den_tf.train import RESUMABLE_SETTINGS, config_differences
+from den_tf.train import RESUMABLE_SETTINGS, config_differences, ignored_differences
 
 flags.DEFINE_string("output", None, "Where to write the report (default: <first dir>/report.md).")
 FLAGS = flags.FLAGS
@@ -61,8 +62,9 @@ def find_results(directories: Sequence[str]) -> list[dict]:
 
 def check_pooled(label: str, runs: list[dict]) -> None:
     """Raises ValueError unless ``runs``, averaged into ``label``'s cell, share every setting
-    but the seed (and where they ran, ``train.RESUMABLE_SETTINGS``): a mean over runs of
-    other epochs, widths or data would be labelled as seeds of one setting."""
+    but the seed (and where they ran, or what their method does not read:
+    ``train.ignored_differences``): a mean over runs of other epochs, widths or data would be
+    labelled as seeds of one setting."""
     if len(runs) < 2:
         return
     unknown = [r["path"] for r in runs if r["config"] is None]
@@ -71,9 +73,9 @@ def check_pooled(label: str, runs: list[dict]) -> None:
                          f"{', '.join(unknown)} has no config.json beside it to check that "
                          "they differ only in the seed")
     first = runs[0]
+    ignored = _may_differ(first["config"]) | {"seed"}
     for run in runs[1:]:
-        differences = config_differences(first["config"], run["config"],
-                                         ignored=RESUMABLE_SETTINGS | {"seed"})
+        differences = config_differences(first["config"], run["config"], ignored=ignored)
         if differences:
             raise ValueError(
                 f"{label}: {first['path']} and {run['path']} would be averaged as seeds of "
@@ -87,6 +89,17 @@ def check_pooled(label: str, runs: list[dict]) -> None:
                 f"{label}: {by_seed[seed]} and {run['path']} are the same setting with the same "
                 f"seed ({seed}): averaged, one run would count twice. Keep one of them.")
         by_seed[seed] = run["path"]
+
+
+def _may_differ(saved: dict) -> frozenset[str]:
+    """``train.ignored_differences`` of a saved config; only where and how the run was
+    computed (``RESUMABLE_SETTINGS``) for a config that this version cannot read (written by
+    an older one, without the fields that say what its method reads): stricter, never
+    looser."""
+    try:
+        return ignored_differences(ml_collections.ConfigDict(saved))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return RESUMABLE_SETTINGS
 
 
 def belongs(table: Table, run: dict) -> bool:
@@ -169,22 +182,25 @@ def _accuracies(points: list[dict], key: str = "") -> list[float]:
 
 def paired_lines(table: Table, points: dict[str, list[dict]], key: str = "") -> list[str]:
     """Each method's accuracy (``_accuracies``) minus the first row's or column's with runs,
-    paired by seed, where at least two seeds have both."""
-    ran = [m for m in table.methods if len(points[m.label]) > 1]
+    paired by seed, where at least two seeds have both (a cell holds one run per seed:
+    ``check_pooled``)."""
+
+    def by_seed(label: str) -> dict[int, float]:
+        return {p["seed"]: accuracy
+                for p, accuracy in zip(points[label], _accuracies(points[label], key))
+                if p["seed"] is not None}
+
+    ran = [m for m in table.methods if len(by_seed(m.label)) > 1]
     if len(ran) < 2:
         return []
-    reference = ran[0]
-    by_seed = {p["seed"]: a for p, a in zip(points[reference.label],
-                                            _accuracies(points[reference.label], key))}
-    lines = []
+    reference, lines = by_seed(ran[0].label), []
     for method in ran[1:]:
-        pairs = [(a, by_seed[p["seed"]]) for p, a in
-                 zip(points[method.label], _accuracies(points[method.label], key))
-                 if p["seed"] is not None and p["seed"] in by_seed]
+        mine = by_seed(method.label)
+        pairs = [(mine[seed], reference[seed]) for seed in sorted(mine) if seed in reference]
         if len(pairs) < 2:
             continue
         difference = stats.paired_difference(*zip(*pairs))
-        lines.append(f"- {method.label} - {reference.label}: {stats.paired_text(difference)} "
+        lines.append(f"- {method.label} - {ran[0].label}: {stats.paired_text(difference)} "
                      f"points over {len(pairs)} seeds")
     if not lines:
         return []

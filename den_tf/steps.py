@@ -189,15 +189,15 @@ class Step:
         grads, loss, means = self.strategy.run(self._replica_step, args=args)
         loss = self.strategy.experimental_local_results(loss)[0]  # the same on every replica
         finite = tf.math.is_finite(loss)
-        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        if not scaled or self._shares_overflows:  # non-finite gradient entries, all replicas
             non_finite = self.strategy.reduce(
                 "sum", self.strategy.run(_non_finite_count, args=(grads,)), axis=None)
-            finite = tf.logical_and(finite, non_finite == 0)
+            if not scaled:
+                finite = tf.logical_and(finite, non_finite == 0)
         if finite:
             if self._shares_overflows:
-                overflows = self.strategy.reduce(
-                    "sum", self.strategy.run(_non_finite_count, args=(grads,)), axis=None)
-                grads = self.strategy.run(_poisoned, args=(grads, overflows > 0))
+                grads = self.strategy.run(_poisoned, args=(grads, non_finite > 0))
             self.strategy.run(self._apply, args=(grads,))
         means = {k: self.strategy.reduce("mean", v, axis=None) for k, v in means.items()}
         return {"loss": loss, "finite": finite, **means}
@@ -231,7 +231,7 @@ class EstimatorStep(Step):
     ``step(batch, seed, source)``: ``batch`` is one dict per task (``image``, ``label``),
     ``seed`` a [2] int tensor, ``source`` one of ``STRUCTURE_SOURCES``. Returns batch means of
     loss, cross-entropy, accuracy, density and FLOPs fraction, and ``finite``: a non-finite
-    loss changes no weight.
+    loss or gradient changes no weight (``Step._step_fn``).
     """
 
     def __call__(self, batch, seed, source: str) -> dict[str, tf.Tensor]:

@@ -31,10 +31,10 @@ def level_histogram(levels: np.ndarray, count: int) -> np.ndarray:
     return np.stack([left, left + 1.0, instances.astype(np.float64)], axis=1)
 
 
-def last_written_step(logdir: str) -> int | None:
-    """The highest step of a summary in ``logdir``'s event files (None: no summary), reading
-    each file up to a record cut short by a crash."""
-    last = None
+def written_steps(logdir: str) -> dict[str, int]:
+    """The highest step written for each tag in ``logdir``'s event files, reading each file
+    up to a record cut short by a crash."""
+    last: dict[str, int] = {}
     for path in sorted(tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*"))):
         records = iter(tf.data.TFRecordDataset(path))
         while True:
@@ -43,8 +43,8 @@ def last_written_step(logdir: str) -> int | None:
             except (StopIteration, tf.errors.DataLossError):
                 break
             event = event_pb2.Event.FromString(record.numpy())
-            if event.HasField("summary") and (last is None or event.step > last):
-                last = event.step
+            for value in event.summary.value:
+                last[value.tag] = max(last.get(value.tag, event.step), event.step)
     return last
 
 
@@ -60,48 +60,49 @@ class Writer:
         self.levels = levels
         self.logdir = logdir
         self.writer = tf.summary.create_file_writer(logdir)
-        self.written_through: int | None = None
+        self.written: dict[str, int] = {}
 
     def skip_written(self) -> None:
-        """From now on, writes nothing at a step that ``logdir`` already holds summaries up
-        to (``last_written_step``)."""
-        self.written_through = last_written_step(self.logdir)
+        """From now on, writes a tag only at steps after the last one ``logdir`` holds for
+        it (``written_steps``): a step the stopped process wrote in part (its writer flushes
+        every few events) gets the tags it lacks."""
+        self.written = written_steps(self.logdir)
 
-    def _written(self, step: int) -> bool:
-        return self.written_through is not None and step <= self.written_through
+    def _new(self, tag: str, step: int) -> bool:
+        return step > self.written.get(tag, -1)
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
-        if self._written(step):
-            return
         with self.writer.as_default(step=step):
             for name, value in values.items():
-                tf.summary.scalar(f"{prefix}/{name}", value)
+                if self._new(f"{prefix}/{name}", step):
+                    tf.summary.scalar(f"{prefix}/{name}", value)
 
     def evaluation(self, phase: str, report: dict[str, dict], step: int) -> None:
         """Validation scalars per task, and histograms of the level each block was given (a
         bucket per level) and of the structure ids, under the phase's tag: the estimator
         phase validates the full structure in stage 1, which must not be read as the
         selector's choice."""
-        if self._written(step):
-            return
         with self.writer.as_default(step=step):
             for name, entry in report.items():
                 prefix = f"validation_{phase}/{name}"
                 for key in ("accuracy", "objective", "flops", "density"):
-                    tf.summary.scalar(f"{prefix}/{key}", entry[key])
+                    if self._new(f"{prefix}/{key}", step):
+                        tf.summary.scalar(f"{prefix}/{key}", entry[key])
                 structures = entry["structures"]
                 for block in range(structures.shape[1]):
                     tag = f"{prefix}/levels/block_{block:02d}"
-                    tf.summary.write(
-                        tag, level_histogram(structures[:, block], self.levels),
-                        metadata=histogram_metadata.create_summary_metadata(tag, ""))
-                tf.summary.histogram(f"{prefix}/structures",
-                                     structure_ids(structures, self.levels).astype(np.float64))
+                    if self._new(tag, step):
+                        tf.summary.write(
+                            tag, level_histogram(structures[:, block], self.levels),
+                            metadata=histogram_metadata.create_summary_metadata(tag, ""))
+                if self._new(f"{prefix}/structures", step):
+                    tf.summary.histogram(f"{prefix}/structures", structure_ids(
+                        structures, self.levels).astype(np.float64))
 
     def level_probabilities(self, matrix: np.ndarray, step: int) -> None:
         """The mean level-probability matrix (h x n, like the paper's Fig. 6b) as an image,
         level 0 in the top row."""
-        if self._written(step):
+        if not self._new("level_probabilities", step):
             return
         image = np.kron(matrix, np.ones((IMAGE_CELL, IMAGE_CELL)))[np.newaxis, ..., np.newaxis]
         with self.writer.as_default(step=step):

@@ -65,17 +65,27 @@ RESUMABLE_SETTINGS = frozenset({
 def config_differences(saved: dict, current: dict, prefix: str = "",
                        ignored: frozenset[str] = RESUMABLE_SETTINGS) -> list[str]:
     """Each setting (a dotted key) whose value differs between two configs as dicts (a
-    config's ``to_json``), outside ``ignored``, as 'key: saved there, current here'
-    ('missing' for a key one of them lacks)."""
+    config's ``to_json``), outside ``ignored`` (a key there covers the fields under it), as
+    'key: saved there, current here' ('missing' for a key one of them lacks)."""
     differences = []
     for key in sorted(set(saved) | set(current)):
         name = prefix + key
         old, new = saved.get(key, "missing"), current.get(key, "missing")
+        if name in ignored:
+            continue
         if isinstance(old, dict) and isinstance(new, dict):
             differences += config_differences(old, new, name + ".", ignored)
-        elif old != new and name not in ignored:
+        elif old != new:
             differences.append(f"{name}: {old!r} there, {new!r} here")
     return differences
+
+
+def ignored_differences(config: ml_collections.ConfigDict) -> frozenset[str]:
+    """What may differ between ``config`` and the config a run of it was made with: where and
+    how it is computed or logged (``RESUMABLE_SETTINGS``), and what its method does not read
+    (``builders.unread_settings``: a run trained with ``--config.rho`` for BlockDrop before
+    that was refused, say)."""
+    return RESUMABLE_SETTINGS | frozenset(builders.unread_settings(config))
 
 
 def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -88,7 +98,8 @@ def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
         return
     with open(path) as f:
         saved = json.load(f)
-    differences = config_differences(saved, json.loads(config.to_json()))
+    differences = config_differences(saved, json.loads(config.to_json()),
+                                     ignored=ignored_differences(config))
     if differences:
         raise ValueError(
             f"{workdir} holds a run made with other settings ({path}): "

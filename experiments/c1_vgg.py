@@ -1,6 +1,8 @@
 """C1: network compression of the paper's "VGG-16" on CIFAR-10 (``--config.tasks=cifar100``).
 
-    python -m den_tf.main --config=experiments/c1_vgg.py --workdir=runs/c1_vgg/den_rho0.1
+    python -m den_tf.main --config=experiments/c1_vgg.py \
+        --workdir=runs/c1_cifar10/vgg/den_rho0.1 --config.method=den --config.rho=0.1 \
+        --config.tasks=cifar10   # the run `make table5` reports (and trains, with the others)
 
 ``python -m den_tf.main --config=experiments/c1_vgg.py --mode=summary``: VGG-19's 16-conv
 stack as 8 two-conv blocks x 2 levels (the lowest keeps half of each block), FC 512-4096-4096:

@@ -1,6 +1,7 @@
 """M1 on ResNet-42: CIFAR-100 (32), Tiny-ImageNet (64) and STL-10 (96) in one network.
 
-    python -m den_tf.main --config=experiments/m1_resnet.py --workdir=runs/m1_resnet
+    python -m den_tf.main --config=experiments/m1_resnet.py --workdir=runs/m1_resnet/den_rho1 \
+        --config.method=den --config.rho=1   # the run `make table2` reports (and trains)
 
 Model figures (``--mode=summary``): ResNet-42 trunk (4 stages x 5 basic blocks, widths
 64/128/256/512), 20 blocks x 4 levels, entered through per-task 3x3 stems to 64 channels with

@@ -94,16 +94,21 @@ def test_two_replicas_train_as_one_device_with_the_same_global_batch(mirrored, e
         np.testing.assert_array_equal(first.numpy(), second.numpy())
 
 
-def test_an_overflow_on_one_replica_skips_the_step_on_every_replica(mirrored):
+@pytest.mark.parametrize("scaled", [True, False])
+def test_an_overflow_on_one_replica_skips_the_step_on_every_replica(mirrored, scaled):
     """Under dynamic loss scaling (mixed_float16) gradients overflow now and then, and the
     step must be skipped with the scale lowered, as on one device; Keras's loss-scale
-    optimizer looks at one replica's gradients only, so the other's overflow must reach it."""
+    optimizer looks at one replica's gradients only, so the other's overflow must reach it.
+    Without loss scaling, one replica's non-finite gradients (of a finite loss) stop the step
+    on every replica, and ``finite`` says so."""
     with mirrored.scope():
         est = Estimator(backbones.wrn(depth=8, widths=(8, 8, 8), stem_channels=8), TASKS,
                         levels=3, trunk_size=16)
         sel = Selector(TASKS, est.n_blocks, est.levels, widths=(8,), trunk_size=16,
                        stem_channels=8)
-        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05))
+        optimizer = keras.optimizers.SGD(0.05)
+        if scaled:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(est.trainable_variables)
         step = EstimatorStep(est, sel, optimizer, StepSettings(rho=0.3))
     replica_step = step._replica_step
@@ -115,11 +120,14 @@ def test_an_overflow_on_one_replica_skips_the_step_on_every_replica(mirrored):
 
     step._replica_step = overflow_on_the_second_replica
     before = [v.numpy() for v in est.trainable_variables]
-    scale = float(optimizer.dynamic_scale.numpy())
     metrics = step(distribute.split_batch(mirrored, _batch(8)), tf.constant([0, 1], tf.int64),
                    "initial")
-    assert bool(metrics["finite"])  # the loss was finite: training goes on
-    assert float(optimizer.dynamic_scale.numpy()) == scale / 2
+    assert np.isfinite(float(metrics["loss"]))
+    if scaled:
+        assert bool(metrics["finite"])  # skipped by the optimizer: training goes on
+        assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 14
+    else:
+        assert not bool(metrics["finite"])  # the run stops (train.NonFiniteLossError)
     for variable, value in zip(est.trainable_variables, before):
         for local in mirrored.experimental_local_results(variable.value):
             np.testing.assert_array_equal(local.numpy(), value)

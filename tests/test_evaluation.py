@@ -189,25 +189,32 @@ def test_a_resumed_writer_does_not_write_the_steps_already_logged(tmp_path):
     tasks, logdir = [Task("t", "t", 16, 3)], str(tmp_path)
     first = summaries.Writer(logdir, tasks, 4)
     for step in (2, 4, 6):
-        first.scalars("estimator", {"loss": float(step)}, step)
+        # The stopped process wrote step 6 in part: its loss, not its accuracy.
+        values = {"loss": float(step), "accuracy": 10.0 * step} if step < 6 else {
+            "loss": 6.0}
+        first.scalars("estimator", values, step)
     first.flush()
-    assert summaries.last_written_step(logdir) == 6
+    assert summaries.written_steps(logdir) == {"estimator/loss": 6, "estimator/accuracy": 4}
     resumed = summaries.Writer(logdir, tasks, 4)
     resumed.skip_written()
     for step in (4, 6, 8):
-        resumed.scalars("estimator", {"loss": step + 0.5}, step)
+        resumed.scalars("estimator", {"loss": step + 0.5, "accuracy": 10.0 * step + 1}, step)
     resumed.flush()
     accumulator = event_accumulator.EventAccumulator(
         logdir, size_guidance={event_accumulator.TENSORS: 0})
     accumulator.Reload()
-    events = accumulator.Tensors("estimator/loss")
-    assert [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events] == [
-        (2, 2.0), (4, 4.0), (6, 6.0), (8, 8.5)]
+
+    def logged(tag):
+        return [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                for e in accumulator.Tensors(tag)]
+
+    assert logged("estimator/loss") == [(2, 2.0), (4, 4.0), (6, 6.0), (8, 8.5)]
+    assert logged("estimator/accuracy") == [(2, 20.0), (4, 40.0), (6, 61.0), (8, 81.0)]
     # A record cut short by a crash ends its file's reading, not the resume.
     newest = sorted(tmp_path.glob("events.out.tfevents.*"))[-1]
     newest.write_bytes(newest.read_bytes()[:-7])
-    assert summaries.last_written_step(logdir) == 6
-    assert summaries.last_written_step(str(tmp_path / "none")) is None
+    assert summaries.written_steps(logdir)["estimator/accuracy"] == 6
+    assert summaries.written_steps(str(tmp_path / "none")) == {}
 
 
 def test_fraction_of_full_is_the_average_flops_over_the_average_full_flops():

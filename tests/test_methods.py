@@ -458,3 +458,32 @@ def test_settings_a_method_does_not_read_are_named_and_refused_on_the_command_li
                r"constant.*--config\.train\.selector\.lr: method 'baseline'")
     with pytest.raises(ValueError, match=refused):
         builders.check_overrides(config, ["rho", "train.estimator.lr", "train.selector.lr"])
+
+
+@pytest.mark.parametrize("method, tasks, backbone", [
+    ("den", "synthetic_shapes,synthetic_textures", "wrn"),
+    ("blockdrop", "synthetic_shapes", "wrn"),
+    ("nestednet", "synthetic_shapes,synthetic_textures", "wrn"),
+    ("packnet", "synthetic_shapes,synthetic_textures", "wrn"),
+    ("den", "synthetic_shapes", "resnext"),
+    ("nestednet", "cifar10,cifar100", "vgg"),  # (no stems: tasks of the trunk's size)
+])
+def test_kept_fractions_are_what_the_built_estimator_keeps(method, tasks, backbone):
+    """Fig. 7 draws a level as high as ``builders.kept_fractions``, computed without building
+    the estimator: it must be each block's kept channels over its width."""
+    config = builders.base_config()
+    config.method, config.tasks = method, tasks
+    config.model.backbone = backbone
+    config.model.backbone_args = {
+        "wrn": dict(depth=8, widths=(8, 8, 16), stem_channels=8),
+        "resnext": dict(cardinality=4, base_width=4, depth=11, widths=(16, 16, 16),
+                        stem_channels=8),
+        "vgg": dict(widths=(8, 8, 8, 16, 16), convs_per_stage=(2,) * 5, hidden_units=(16,)),
+    }[backbone]
+    if backbone == "vgg":
+        config.model.levels, config.model.fractions = 3, ()
+    estimator = builders.build_estimator(config)
+    kept = builders.kept_fractions(config)
+    for block in estimator.blocks:
+        channels = np.array(block.level_channels, float)
+        np.testing.assert_allclose(kept, channels / channels[-1])

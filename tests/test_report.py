@@ -238,3 +238,36 @@ def test_runs_no_row_takes_get_a_table_and_seeds_are_paired(tmp_path):
     (tmp_path / "old" / "results.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match=r"old/results.json names no method .* no config.json"):
         report.report([str(tmp_path / "old")])
+
+
+def test_seeds_pool_over_unread_settings_pair_by_seed_and_ratios_are_of_means(tmp_path):
+    """Methods are paired by seed; two BlockDrop seeds whose config.json differ only in a rho
+    BlockDrop does not read are pooled; Table 5's compression is the full FLOPs over the mean
+    FLOPs, not the mean of the ratios."""
+    from den_tf import builders
+
+    def write_full_config(name, results):
+        config = builders.base_config()
+        config.method, config.seed = results["method_id"], results["seed"]
+        config.rho = results["rho"] if results["rho"] is not None else 1.0
+        (tmp_path / name / "config.json").write_text(config.to_json())
+
+    c1 = dict(scenario="C1", backbone="ResNeXt-29 (4x64d)", tasks=("cifar10",))
+    for seed, base, den, flops in ((0, 78.0, 81.0, 1.0e9), (1, 77.0, 79.0, 0.5e9),
+                                   (2, 79.0, None, None)):
+        _write(tmp_path, f"s{seed}/baseline", _results("baseline", [base], seed=seed,
+                                                       flops=2.0e9, **c1))
+        if den is not None:  # (seed 2 has only the baseline: nothing to pair it with)
+            _write(tmp_path, f"s{seed}/den", _results("den", [den], rho=0.1, seed=seed,
+                                                      flops=flops, **c1))
+    for seed, rho in ((0, 0.1), (1, 0.5)):  # trained with a rho before it was refused
+        name = f"blockdrop{seed}"
+        _write(tmp_path, name, _results("blockdrop", [75.0 + seed], seed=seed, **c1))
+        write_full_config(name, {"method_id": "blockdrop", "seed": seed, "rho": rho})
+    text = report.report([str(tmp_path)])
+    row = next(line for line in text.splitlines() if line.startswith("| DEN (rho=0.1) |"))
+    # FLOPs 1.0G and 0.5G of 2.0G: 2.0 / 0.75 = 2.7x (the mean of the ratios: 3.0x).
+    assert row.endswith("| 2.7x (n=2) / 1.9x |"), row
+    assert "| BlockDrop | 75.50 ± 6.35 (n=2) / 93.07 |" in text
+    # Seed 0: DEN 81 - baseline 78 = 3; seed 1: 79 - 77 = 2: mean 2.5 over two seeds.
+    assert "- DEN (rho=0.1) - Baseline: 2.50 ± 6.35 points over 2 seeds" in text

@@ -541,6 +541,24 @@ def test_config_differences_name_each_setting_outside_the_resumable_ones():
         "new: 'missing' there, (1, 2) here", "old: 1 there, 'missing' here",
         "train.lr: 0.1 there, 0.2 here"]
     assert train.config_differences(saved, saved) == []
+    # A key in `ignored` covers the fields under it.
+    ignored = train.RESUMABLE_SETTINGS | {"train", "new"}
+    assert train.config_differences(saved, current, ignored=ignored) == [
+        "old: 1 there, 'missing' here"]
+
+
+def test_a_setting_the_method_does_not_read_does_not_lock_its_run_out(tmp_path):
+    """BlockDrop trained with --config.rho before that was refused: its config.json holds a
+    rho it never read. Passing it again is refused, so it must not be compared either."""
+    saved = tiny_config(method="blockdrop", rho=0.1)
+    train._write_config(saved, str(tmp_path))
+    train.check_run_config(tiny_config(method="blockdrop"), str(tmp_path))  # rho 1.0: passes
+    with pytest.raises(ValueError, match=r"train.estimator.lr: 0.05 there, 0.1 here"):
+        train.check_run_config(tiny_config(method="blockdrop", **{"train.estimator.lr": 0.1}),
+                               str(tmp_path))
+    train._write_config(tiny_config(rho=0.1), str(tmp_path))  # DEN reads its rho
+    with pytest.raises(ValueError, match=r"rho: 0.1 there, 1.0 here"):
+        train.check_run_config(tiny_config(), str(tmp_path))
 
 
 def test_a_url_work_directory_is_refused_before_any_work(tmp_path, monkeypatch):
