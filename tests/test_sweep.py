@@ -7,7 +7,7 @@ import os
 import ml_collections
 import pytest
 
-from den_tf import stats, sweep
+from den_tf import builders, stats, sweep
 
 
 def _point(acc_a, acc_b, flops):
@@ -169,6 +169,13 @@ def test_run_seeds_trains_unfinished_seeds_and_measures_each_budget_curve_once(
     assert config.seed == 0  # each seed gets its own copy of the config
 
 
+def _config(**values) -> ml_collections.ConfigDict:
+    """A whole config (what a run's settings are checked against) with ``values``."""
+    config = builders.base_config()
+    config.update(values)
+    return config
+
+
 def test_run_seeds_goes_on_past_a_diverging_seed_and_refuses_other_settings(
         tmp_path, monkeypatch):
     trained = []
@@ -182,7 +189,7 @@ def test_run_seeds_goes_on_past_a_diverging_seed_and_refuses_other_settings(
         (tmp_path / workdir / "results.json").write_text("{}")
 
     monkeypatch.setattr(sweep.train, "train_and_evaluate", train_and_evaluate)
-    config = ml_collections.ConfigDict({"seed": 0, "rho": 0.3})
+    config = _config(seed=0, rho=0.3)
 
     failed = sweep.run_seeds(config, str(tmp_path), [0, 1, 2])
     assert trained == [0, 2] and list(failed) == [1] and "non-finite loss" in failed[1]
@@ -190,7 +197,7 @@ def test_run_seeds_goes_on_past_a_diverging_seed_and_refuses_other_settings(
     sweep.run_seeds(config, str(tmp_path), [3])
     assert list(sweep.failed_seeds(str(tmp_path))) == [1]
     # Seed 0 finished with rho 0.3: a sweep with rho 0.5 neither skips nor averages it.
-    other = ml_collections.ConfigDict({"seed": 0, "rho": 0.5})
+    other = _config(seed=0, rho=0.5)
     with pytest.raises(ValueError, match="rho: 0.3 there, 0.5 here"):
         sweep.run_seeds(other, str(tmp_path), [0])
     with pytest.raises(ValueError, match="rho: 0.3 there, 0.5 here"):
