@@ -29,6 +29,11 @@ def _results(method, accuracies, rho=None, scenario="M1", backbone="WRN-32-4", f
     return results
 
 
+def _line(text: str, start: str) -> str:
+    """The first line of ``text`` that begins with ``start``."""
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
 def _write(root, name, results, config=True, **settings):
     """results.json, and (unless ``config`` is False) the config.json train writes beside it:
     the run's method, rho and seed, a schedule, and ``settings`` over them."""
@@ -119,11 +124,10 @@ def test_unpublished_scenario_and_errors(tmp_path):
     _write(tmp_path, "packnet", _results("packnet", [85.0, 70.0], **demo))
     text = report.report([str(tmp_path)])
     assert "## demo on WRN-32 (widths 16/32/64) (not in the paper)" in text
-    header = next(line for line in text.splitlines() if line.startswith("| Dataset |"))
-    assert header == ("| Dataset | Baseline | NestedNet | PackNet* | DEN (rho=0.1) | "
-                      "DEN (rho=0.3) | DEN + rand sel |")
-    row = next(line for line in text.splitlines() if line.startswith("| shapes |"))
-    assert row == "| shapes | missing | missing | 85.00 | **91.00** | <u>90.00</u> | 50.00 |"
+    assert _line(text, "| Dataset |") == ("| Dataset | Baseline | NestedNet | PackNet* | "
+                                          "DEN (rho=0.1) | DEN (rho=0.3) | DEN + rand sel |")
+    assert _line(text, "| shapes |") == (
+        "| shapes | missing | missing | 85.00 | **91.00** | <u>90.00</u> | 50.00 |")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no results.json"):
         report.report([str(tmp_path / "empty")])
@@ -224,11 +228,9 @@ def test_runs_no_row_takes_get_a_table_and_seeds_are_paired(tmp_path):
     published_part, rest = text.split("## M1 on WRN-32-4 (runs without a row in Table 2(b))")
     # Paired by seed: DEN minus the baseline, 4, 5, 3: mean 4, t(2) 4.303 x 1/sqrt(3).
     assert "- DEN (rho=1) - Baseline: 4.00 ± 2.48 * points over 3 seeds" in published_part
-    header = next(line for line in rest.splitlines() if line.startswith("| Dataset |"))
-    assert header == ("| Dataset | BlockDrop | DEN (rho=0) | DEN (rho=0.5) | "
-                      "DEN + rand sel |")
-    row = next(line for line in rest.splitlines() if line.startswith("| cifar100 |"))
-    assert row == "| cifar100 | 71.50 | **77.00** | <u>73.00</u> | 50.00 |"
+    assert _line(rest, "| Dataset |") == ("| Dataset | BlockDrop | DEN (rho=0) | "
+                                          "DEN (rho=0.5) | DEN + rand sel |")
+    assert _line(rest, "| cifar100 |") == "| cifar100 | 71.50 | **77.00** | <u>73.00</u> | 50.00 |"
     assert "Runs in no table" not in text
     for path in ("den_rho0.5", "den_rho0/", "blockdrop"):
         assert path in text
