@@ -253,8 +253,6 @@ def unread_settings(config: ml_collections.ConfigDict) -> dict[str, str]:
         mark(["rho", "selector", "train.selector", "train.estimator.tau",
               "train.estimator.initial_distribution", "train.estimator.structures"],
              f"method {method!r} has no selector (its structures are fixed per task)")
-        mark(["rho"], f"method {method!r} has no selector: rho would only add a constant to "
-             f"its validation objective")
     elif config.train.selector.gradient == "straight_through":
         mark(["train.selector.baseline"], "the straight-through gradient has no baseline")
     if method == "blockdrop":
@@ -269,9 +267,11 @@ def unread_settings(config: ml_collections.ConfigDict) -> dict[str, str]:
     n_tasks = len(get_tasks(config.tasks))
     levels = _estimator_levels(config, spec, n_tasks)
     if method in ("nestednet", "packnet") and levels != config.model.levels:
-        mark(["model.levels", "model.fractions"],
+        # (model.levels is read: only a run of model.levels levels takes model.fractions)
+        mark(["model.fractions"],
              f"method {method!r} on {n_tasks} tasks has {levels} levels, one per task "
-             f"(methods.nested_levels_for), with the halving fractions")
+             f"(methods.nested_levels_for), not model.levels ({config.model.levels}): the "
+             f"halving fractions")
     return unread
 
 
@@ -304,7 +304,8 @@ SELECTOR_COSTS = ("den", "den_error")
 
 
 def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
-    """What the training steps need, from ``config.rho`` and ``config.train``. BlockDrop's
+    """What the training steps need, from ``config.rho`` and ``config.train`` (rho 0 for the
+    methods without a selector: their validation objective is the cross-entropy). BlockDrop's
     definition replaces the selector's settings: its reward and exploration
     (``config.blockdrop``), one sample per instance, the self-critical (greedy) baseline, no
     epsilon-greedy, and a first estimator phase on the full network (tau = 1)."""
@@ -327,6 +328,10 @@ def step_settings(config: ml_collections.ConfigDict) -> steps.StepSettings:
         entropy=train.selector.entropy,
         cost=train.selector.cost,
     )
+    if config.method in methods.FIXED_STRUCTURE_METHODS:
+        # No selector: the sparsity cost of a task's fixed structure would only add a
+        # constant to the validation objective (and a resumed run's best would hold another).
+        settings.update(rho=0.0)
     if config.method == "blockdrop":
         settings.update(rho=0.0, cost="blockdrop", gamma=config.blockdrop.gamma,
                         squash=config.blockdrop.alpha, samples=1, baseline="greedy", tau=1.0,

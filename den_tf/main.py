@@ -14,11 +14,12 @@ level, served one image at a time by ``den_tf.lite.LiteNetwork`` (DIR/export_lit
 choosers of structures (DIR/budget.json and budget.png); ``summary`` prints the model figures
 as one JSON object on stdout (logs go to stderr). Every mode but ``summary`` refuses a DIR
 whose run was made with other settings (``train.check_run_config``; logging, checkpoint
-intervals, data location and the strategy may differ). ``--analyze`` ends a
-``train`` or ``evaluate`` run by writing its analysis page (``den_tf.analyze``) in the same
-process, with the test images it already made. An unknown config key, a value of the wrong
-type, or a key the run would not read (``builders.unread_settings``: ``--config.rho`` for a
-method without a selector) stops the program before any work starts.
+intervals, data location, the strategy and settings its method does not read may differ).
+``--analyze`` ends a ``train`` or ``evaluate`` run by writing its analysis page
+(``den_tf.analyze``) in the same process, with the test images it already made. An unknown
+config key, a value of the wrong type, or a key the run would not read
+(``builders.unread_settings``: ``--config.rho`` for a method without a selector) stops the
+program before any work starts.
 """
 
 from __future__ import annotations

@@ -22,13 +22,12 @@ import json
 import os
 from collections.abc import Sequence
 
-import ml_collections
 import numpy as np
 from absl import app, flags
 
 from den_tf import stats
 from den_tf.published import TABLES, Method, Table
-from den_tf.train import RESUMABLE_SETTINGS, config_differences, ignored_differences
+from den_tf.train import config_differences, ignored_differences
 
 flags.DEFINE_string("output", None, "Where to write the report (default: <first dir>/report.md).")
 FLAGS = flags.FLAGS
@@ -73,7 +72,7 @@ def check_pooled(label: str, runs: list[dict]) -> None:
                          f"{', '.join(unknown)} has no config.json beside it to check that "
                          "they differ only in the seed")
     first = runs[0]
-    ignored = _may_differ(first["config"]) | {"seed"}
+    ignored = ignored_differences(*(run["config"] for run in runs)) | {"seed"}
     for run in runs[1:]:
         differences = config_differences(first["config"], run["config"], ignored=ignored)
         if differences:
@@ -89,17 +88,6 @@ def check_pooled(label: str, runs: list[dict]) -> None:
                 f"{label}: {by_seed[seed]} and {run['path']} are the same setting with the same "
                 f"seed ({seed}): averaged, one run would count twice. Keep one of them.")
         by_seed[seed] = run["path"]
-
-
-def _may_differ(saved: dict) -> frozenset[str]:
-    """``train.ignored_differences`` of a saved config; only where and how the run was
-    computed (``RESUMABLE_SETTINGS``) for a config that this version cannot read (written by
-    an older one, without the fields that say what its method reads): stricter, never
-    looser."""
-    try:
-        return ignored_differences(ml_collections.ConfigDict(saved))
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return RESUMABLE_SETTINGS
 
 
 def belongs(table: Table, run: dict) -> bool:

@@ -80,18 +80,28 @@ def config_differences(saved: dict, current: dict, prefix: str = "",
     return differences
 
 
-def ignored_differences(config: ml_collections.ConfigDict) -> frozenset[str]:
-    """What may differ between ``config`` and the config a run of it was made with: where and
-    how it is computed or logged (``RESUMABLE_SETTINGS``), and what its method does not read
-    (``builders.unread_settings``: a run trained with ``--config.rho`` for BlockDrop before
-    that was refused, say)."""
-    return RESUMABLE_SETTINGS | frozenset(builders.unread_settings(config))
+def ignored_differences(*configs: ml_collections.ConfigDict | dict) -> frozenset[str]:
+    """What may differ between runs of ``configs`` (a config, or one saved as a dict): where
+    and how a run is computed or logged (``RESUMABLE_SETTINGS``), and the settings that none
+    of their methods reads (``builders.unread_settings``; a run trained with ``--config.rho``
+    for BlockDrop before that was refused, say). A saved config that this version cannot
+    read (an older one, without the fields that say what its method reads) reads
+    everything: stricter, never looser."""
+    unread = None
+    for config in configs:
+        try:
+            keys = set(builders.unread_settings(ml_collections.ConfigDict(config)))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            keys = set()
+        unread = keys if unread is None else unread & keys
+    return RESUMABLE_SETTINGS | frozenset(unread or ())
 
 
 def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Raises ValueError, naming the settings, if ``workdir`` holds a run (its config.json)
-    made with settings that differ from ``config``'s: resuming, evaluating or exporting it
-    under them would mix two configs, or label one run with another's settings."""
+    made with settings that differ from ``config``'s (but for ``ignored_differences``):
+    resuming, evaluating or exporting it under them would mix two configs, or label one run
+    with another's settings."""
     files.check_local(workdir)
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
@@ -99,7 +109,7 @@ def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     with open(path) as f:
         saved = json.load(f)
     differences = config_differences(saved, json.loads(config.to_json()),
-                                     ignored=ignored_differences(config))
+                                     ignored=ignored_differences(config, saved))
     if differences:
         raise ValueError(
             f"{workdir} holds a run made with other settings ({path}): "

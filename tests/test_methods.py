@@ -436,26 +436,36 @@ def test_settings_a_method_does_not_read_are_named_and_refused_on_the_command_li
     assert {"rho", "model.levels", "train.selector.samples"} <= set(unread["blockdrop"])
     assert "train.selector.lr" not in unread["blockdrop"]
     # What the unread keys hold changes nothing the steps are given.
-    config.method = "blockdrop"
-    for key, value in (("rho", 0.1), ("train.selector.samples", 8),
-                       ("train.estimator.initial_distribution", "uniform")):
+    for method, key, value in (("blockdrop", "rho", 0.1), ("baseline", "rho", 0.1),
+                               ("packnet", "rho", 0.1),
+                               ("blockdrop", "train.selector.samples", 8),
+                               ("blockdrop", "train.estimator.initial_distribution", "uniform")):
+        config.method = method
         before = builders.step_settings(config)
         changed = config.copy_and_resolve_references()
         changed.update_from_flattened_dict({key: value})
-        assert builders.step_settings(changed) == before, key
+        assert builders.step_settings(changed) == before, (method, key)
     # NestedNet's levels follow its tasks: M1's three need four, model.levels; two need three.
     config.method = "nestednet"
     assert "model.fractions" not in builders.unread_settings(config)
     config.tasks = "cifar100,stl10"
-    assert {"model.levels", "model.fractions"} <= set(builders.unread_settings(config))
+    assert "model.fractions" in builders.unread_settings(config)
+    # model.levels is read: at three levels (one per task and the skip) the fractions apply.
+    assert "model.levels" not in builders.unread_settings(config)
+    three = config.copy_and_resolve_references()
+    three.model.levels, three.model.fractions = 3, (0.5, 0.5)
+    assert "model.fractions" not in builders.unread_settings(three)
+    # What runs of two configs may differ in: only what neither reads.
+    assert "model.fractions" in train.ignored_differences(config, config)
+    assert "model.fractions" not in train.ignored_differences(config, three)
     config.method, config.train.selector.gradient = "den", "straight_through"
     assert "train.selector.baseline" in builders.unread_settings(config)
 
     config = builders.base_config()
     config.method = "baseline"
     builders.check_overrides(config, ["method", "train.estimator.lr", "separate_networks"])
-    refused = (r"(?s)--config\.rho: method 'baseline' has no selector: rho would only add a "
-               r"constant.*--config\.train\.selector\.lr: method 'baseline'")
+    refused = (r"(?s)--config\.rho: method 'baseline' has no selector .*"
+               r"--config\.train\.selector\.lr: method 'baseline'")
     with pytest.raises(ValueError, match=refused):
         builders.check_overrides(config, ["rho", "train.estimator.lr", "train.selector.lr"])
 
