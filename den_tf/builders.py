@@ -158,7 +158,7 @@ def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
     several tasks have one non-empty level per task (``methods.nested_levels_for``), with the
     halving group fractions."""
     model = config.model
-    spec = backbones.build_backbone(model.backbone, **model.backbone_args.to_dict())
+    spec = _backbone_spec(config)
     tasks = get_tasks(config.tasks)
     levels, fractions = _levels_and_fractions(config, spec, len(tasks))
     return Estimator(
@@ -173,9 +173,19 @@ def build_estimator(config: ml_collections.ConfigDict) -> Estimator:
     )
 
 
+def _backbone_spec(config: ml_collections.ConfigDict) -> backbones.BackboneSpec:
+    return backbones.build_backbone(config.model.backbone,
+                                    **config.model.backbone_args.to_dict())
+
+
+def _residual(spec: backbones.BackboneSpec) -> bool:
+    """Whether the blocks are residual (level 0 skips them) or plain."""
+    return spec.blocks[0].kind != "plain"
+
+
 def _estimator_levels(config: ml_collections.ConfigDict, spec, n_tasks: int) -> int:
-    residual = spec.blocks[0].kind != "plain"
-    return methods.nested_levels_for(config.method, n_tasks, residual, config.model.levels)
+    return methods.nested_levels_for(config.method, n_tasks, _residual(spec),
+                                     config.model.levels)
 
 
 def _levels_and_fractions(config: ml_collections.ConfigDict, spec, n_tasks: int
@@ -191,10 +201,9 @@ def kept_fractions(config: ml_collections.ConfigDict) -> tuple[float, ...]:
     """The fraction of a block's width each level of ``config``'s estimator keeps (before
     rounding to whole channels), without building it: (0, 1/4, 1/2, 1) for four residual
     levels, (1/2, 1) for two plain ones."""
-    spec = backbones.build_backbone(config.model.backbone,
-                                    **config.model.backbone_args.to_dict())
+    spec = _backbone_spec(config)
     levels, fractions = _levels_and_fractions(config, spec, len(get_tasks(config.tasks)))
-    residual = spec.blocks[0].kind != "plain"
+    residual = _residual(spec)
     fractions = fractions or structure_lib.default_fractions(levels, residual)
     return (0.0,) * residual + tuple(float(f) for f in np.cumsum(fractions))
 
@@ -262,10 +271,8 @@ def unread_settings(config: ml_collections.ConfigDict) -> dict[str, str]:
               "train.estimator.initial_distribution"],
              "method 'blockdrop' sets it: two levels (skipped, whole), its reward (gamma, not "
              "rho), one sample, the greedy baseline, no epsilon-greedy, tau = 1")
-    spec = backbones.build_backbone(config.model.backbone,
-                                    **config.model.backbone_args.to_dict())
     n_tasks = len(get_tasks(config.tasks))
-    levels = _estimator_levels(config, spec, n_tasks)
+    levels = _estimator_levels(config, _backbone_spec(config), n_tasks)
     if method in ("nestednet", "packnet") and levels != config.model.levels:
         # (model.levels is read: only a run of model.levels levels takes model.fractions)
         mark(["model.fractions"],
