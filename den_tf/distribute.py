@@ -103,6 +103,21 @@ def output_dir(strategy: tf.distribute.Strategy, workdir: str) -> str:
     return os.path.join(workdir, "workers", f"{resolver.task_type}_{resolver.task_id}")
 
 
+def agreed(strategy: tf.distribute.Strategy, value: float) -> float:
+    """``value`` as the first replica's process computed it, the same in every process.
+
+    Each worker of a multi-worker run validates on its own, and the same weights can score a
+    hair apart on different CPUs or GPUs: workers that disagreed on whether a validation
+    improved would keep different best weights (and drift apart at the phase's end) or end
+    the phase at different steps (and wait on each other forever). In one process, and with
+    one replica, ``value`` is returned as it is."""
+    if not is_distributed(strategy) or strategy.num_replicas_in_sync == 1:
+        return value
+    per_replica = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.constant([value], tf.float64))
+    return float(strategy.gather(per_replica, axis=0)[0])
+
+
 def replicas() -> int:
     """Replicas in sync in the current context (1 outside ``strategy.run``)."""
     context = tf.distribute.get_replica_context()

@@ -212,7 +212,7 @@ class Trainer:
 
         # A distributed iterator cannot be checkpointed: it is made when the run starts.
         self.iterator = None if self.distributed else self._input(global_step=0)
-        self._restored_step = None  # the global step of the checkpoint resumed from
+        self._saved_step = None  # the global step of the last checkpoint written or resumed from
         self.generator = tf.random.Generator.from_seed(config.seed)
         self.state = {
             name: tf.Variable(0, dtype=tf.int64, name=name, trainable=False)
@@ -220,10 +220,7 @@ class Trainer:
         }
         self.checkpoint = tf.train.Checkpoint(**self._checkpointed(with_input=True))
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.workdir, "checkpoints"), max_to_keep=3,
-            step_counter=self.state["global_step"],
-            checkpoint_interval=self.loop.checkpoint_every,
-        )
+            self.checkpoint, os.path.join(self.workdir, "checkpoints"), max_to_keep=3)
         self.writer = summaries_lib.Writer(
             os.path.join(self.workdir, "tensorboard"), self.tasks, self.estimator.levels
         )
@@ -306,7 +303,7 @@ class Trainer:
                 "order). Finish the run with the version that started it, or start it again in "
                 "another --workdir.") from error
         logging.info("resumed from %s", latest)
-        self._restored_step = int(self.state["global_step"])
+        self._saved_step = int(self.state["global_step"])
         self.writer.skip_written()
         if not restores_input:
             global_step = int(self.state["global_step"])
@@ -317,14 +314,20 @@ class Trainer:
                             "iterator): the input restarts with the seed of step %d",
                             latest, global_step)
 
-    def _save(self, check_interval: bool) -> None:
-        """Saves the state as checkpoint ``ckpt-<global step>``, except at the step just
-        resumed from: that checkpoint holds this very state (every phase trains at least one
-        step, so a phase end is a new step), and writing it again would put the only copy at
-        risk if the write were cut off."""
+    def _save(self, at_interval: bool) -> None:
+        """Saves the state as checkpoint ``ckpt-<global step>``: at a phase end, or
+        (``at_interval``) once ``checkpoint_every`` global steps have passed since the last
+        checkpoint written or resumed from. Never again at the step of the last one: a resume's
+        checkpoint holds this very state (every phase trains at least one step, so a phase end
+        is a new step), and writing it again would put the only copy at risk if the write were
+        cut off."""
         step = int(self.state["global_step"])
-        if step != self._restored_step:
-            self.manager.save(checkpoint_number=step, check_interval=check_interval)
+        last = self._saved_step
+        if step == last or (at_interval and last is not None
+                            and step - last < self.loop.checkpoint_every):
+            return
+        self.manager.save(checkpoint_number=step)
+        self._saved_step = step
 
     def run(self) -> None:
         """Trains until every stage is done, resuming from the latest checkpoint if any."""
@@ -340,7 +343,7 @@ class Trainer:
                 self.state["stage"].assign_add(1)
             self.state["step"].assign(0)
             phase.plateau.reset()
-            self._save(check_interval=False)
+            self._save(at_interval=False)
         self.writer.flush()
 
     def run_phase(self, phase: Phase, stage: int) -> None:
@@ -356,7 +359,7 @@ class Trainer:
         last_time, last_step = time.time(), int(self.state["step"])
         while int(self.state["step"]) < max_steps:
             # The state after the previous step, every checkpoint_every global steps.
-            self._save(check_interval=True)
+            self._save(at_interval=True)
             step = int(self.state["step"])
             batch = next(self.iterator)
             seed = self.generator.make_seeds(1)[:, 0]
@@ -405,9 +408,11 @@ class Trainer:
     def _validate(self, phase: Phase, stage: int, global_step: int) -> bool:
         """Mean over the phase's report (tasks, or tasks and levels) of the objective (the mean
         cost R: cross-entropy + S(z) for DEN) on the validation split, under the structures
-        the phase aims at; returns True once the phase has converged."""
+        the phase aims at (in a multi-worker run, the first replica's worker's, so that
+        every worker decides alike); returns True once the phase has converged."""
         report = phase.validate(self.evaluator, self.validation_data, self.config.seed, stage)
-        objective = float(np.mean([r["objective"] for r in report.values()]))
+        objective = distribute.agreed(
+            self.strategy, float(np.mean([r["objective"] for r in report.values()])))
         if not np.isfinite(objective):  # (no evaluation would beat it: stale best weights)
             raise NonFiniteLossError(
                 f"non-finite validation objective ({objective}) at stage {stage + 1}, "

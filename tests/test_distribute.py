@@ -204,12 +204,21 @@ def test_replica_rows_under_two_replicas(mirrored):
 
 
 WORKER = """
-import sys
+import json, os, sys
 sys.path.insert(0, {tests!r})
 from den_tf.datasets import synthetic
 synthetic.SPLIT_SIZES.update(train=200, test=60)
 import test_train
-from den_tf import train
+from den_tf import evaluation, train
+if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1:
+    # This worker scores every validation the other way round: it would keep other best
+    # weights than the chief wherever a validation gains or loses more than min_delta,
+    # unless the workers agree on one worker's scores.
+    evaluate = evaluation.Evaluator.evaluate
+    def reversed_scores(self, *args, **kwargs):
+        return {{key: dict(entry, objective=-entry["objective"])
+                for key, entry in evaluate(self, *args, **kwargs).items()}}
+    evaluation.Evaluator.evaluate = reversed_scores
 train.train_and_evaluate(test_train.tiny_config(strategy="multi_worker"), sys.argv[1])
 """
 
@@ -246,8 +255,10 @@ def test_two_worker_processes_train_to_the_same_weights(tmp_path):
     """MultiWorkerMirroredStrategy, two worker processes on 127.0.0.1 (TF_CONFIG): the tiny
     two-stage run finishes within 6 minutes; the chief writes the results in the work
     directory, the other worker its checkpoints under workers/, and both end with the same
-    weights. Run again with the other worker's checkpoints lost, both resume from the chief's
-    (the worker would otherwise train from scratch while the chief, finished, evaluates)."""
+    weights, though the other worker scores its validations the other way round (the workers
+    agree on one worker's scores). Run again with the other worker's checkpoints lost, both
+    resume from the chief's (the worker would otherwise train from scratch while the chief,
+    finished, evaluates)."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(tests=str(pathlib.Path(__file__).parent)))
     _run_two_workers(script, tmp_path / "run", timeout=360)

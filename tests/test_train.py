@@ -301,17 +301,22 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path):
         train.evaluate_run(tiny_config(**{"train.estimator.lr": 0.1}), str(tmp_path / "b"))
 
     # The resume does not write again the checkpoint it resumed from (a write cut off would
-    # leave the run nothing to resume from); a logging setting may change.
-    written = (tmp_path / "b" / "checkpoints" / "ckpt-3.index").stat().st_mtime_ns
+    # leave the run nothing to resume from), and its next one comes checkpoint_every (3)
+    # global steps after it, as in an uninterrupted run; a logging setting may change.
+    checkpoints = tmp_path / "b" / "checkpoints"
+    written = (checkpoints / "ckpt-3.index").stat().st_mtime_ns
     seen = []
 
-    def after_first_step(trainer):
-        if not seen:
-            seen.append((tmp_path / "b" / "checkpoints" / "ckpt-3.index").stat().st_mtime_ns)
+    def after_each_step(trainer):
+        if len(seen) < 4:
+            seen.append(((checkpoints / "ckpt-3.index").stat().st_mtime_ns,
+                         sorted(int(p.stem[5:]) for p in checkpoints.glob("ckpt-*.index"))))
 
     resumed = train.train_and_evaluate(tiny_config(**{"train.log_every": 5}),
-                                       str(tmp_path / "b"), [after_first_step])
-    assert seen == [written]
+                                       str(tmp_path / "b"), [after_each_step])
+    # After global steps 4 to 7 (the phase ends at step 6):
+    assert seen[0] == seen[1] == seen[2] == (written, [0, 3])
+    assert seen[3][1] == [0, 3, 6]
     assert resumed == uninterrupted
     # A branch from the checkpoint that ends stage 2's estimator phase (global step 6 + 4 + 4)
     # with the same config also continues exactly.
