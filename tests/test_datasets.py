@@ -185,6 +185,17 @@ def test_mini_imagenet_counts_labels_and_sizes(mini_built, size):
                 assert example["file_name"].decode().startswith(wnid)
 
 
+@pytest.mark.parametrize("size", [84, 224])
+def test_mini_imagenet_stores_each_label_together(mini_built, size):
+    """Stored in label order, with each label's first index in the metadata, as a fresh
+    builder reads it from disk: a task on some classes reads only theirs."""
+    builder = tfds.builder(f"mini_imagenet/{size}", data_dir=mini_built[size].data_dir_root)
+    assert builder.info.metadata["label_starts"] == {"train": [0, 3, 6, 9], "test": [0, 2, 4, 6]}
+    for split, per_class in (("train", 3), ("test", 2)):
+        labels = [int(example["label"]) for example in _examples(builder, split)]
+        assert labels == [label for label in range(3) for _ in range(per_class)]
+
+
 def test_mini_imagenet_training_choice_is_reproducible(mini_built):
     chosen_files = [sorted(_labels_by_file(mini_built[size], "train")) for size in (84, 224)]
     assert chosen_files[0] == chosen_files[1]  # two builds chose the same 3 of 4 per class
@@ -210,6 +221,7 @@ def test_mini_imagenet_reports_a_chosen_corrupt_file(tmp_path):
     builder, skipped = _build("mini_imagenet/84", tmp_path / "data", manual, wnids=ILSVRC_WNIDS[:1],
                               val_images_per_class=1)
     assert builder.info.splits["train"].num_examples == 2  # all 3 files chosen, 1 skipped
+    assert builder.info.metadata["label_starts"]["train"] == [0, 2]
     assert len(skipped) == 1 and "skipped 1 unreadable" in skipped[0]
     assert "zz_corrupt.JPEG" in skipped[0]
 
@@ -224,8 +236,9 @@ def test_mini_imagenet_flat_validation_folder(tmp_path, label_file):
     per_class = 4 if label_file else 2
     builder, _ = _build("mini_imagenet/84", tmp_path / "data", manual, wnids=ILSVRC_WNIDS[:2],
                         val_images_per_class=per_class)
-    labels = sorted(_labels_by_file(builder, "test").values())
-    assert labels == [0] * per_class + [1] * per_class
+    labels = [int(example["label"]) for example in _examples(builder, "test")]
+    assert labels == [0] * per_class + [1] * per_class  # stored by label, not by file
+    assert builder.info.metadata["label_starts"]["test"] == [0, per_class, 2 * per_class]
     # A missing validation image is an incomplete copy: the test split would shrink.
     next((manual / "val").iterdir()).unlink()
     with pytest.raises(datasets.DatasetLayoutError,

@@ -183,16 +183,37 @@ def test_stl10_test_split_is_not_augmented(mock_tfds):
 
 @pytest.fixture(scope="module")
 def mini_data_dir(tmp_path_factory) -> str:
-    """mini_imagenet/84 prepared from a fake ILSVRC-2012 with the 50 stored classes."""
+    """mini_imagenet/84 prepared from a fake ILSVRC-2012 with the 50 stored classes, 2
+    training images each, in 10 files (of one M2 task's 10 training images each)."""
     wnids = mini_imagenet.default_wnids()
     manual = testing.fake_ilsvrc(tmp_path_factory.mktemp("ilsvrc"), wnids, 3, 1)
     data_dir = str(tmp_path_factory.mktemp("mini_data"))
     builder = tfds.builder("mini_imagenet/84", data_dir=data_dir, train_images_per_class=2,
                            val_images_per_class=1)
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual))
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual), num_shards=10)
     )
     return data_dir
+
+
+def test_a_task_on_some_classes_reads_only_their_files(mini_data_dir, caplog):
+    """M2's task 3 (labels 15-19) reads the 10 examples of its classes, from the one file that
+    holds them, with their positions in the whole split (which the validation carve uses);
+    TFDS's warning that its files are read out of their stored order, as asked, is dropped."""
+    builder = tfds.builder("mini_imagenet/84", data_dir=mini_data_dir)
+    assert builder.info.splits["train"].shard_lengths == [10] * 10
+    with caplog.at_level("INFO"):
+        source = sources.load_source("mini_imagenet/84", "train", data_dir=mini_data_dir,
+                                     file_order_seed=3, labels=(15, 5))
+    assert caplog.records and not [r for r in caplog.records if "ordered" in r.getMessage()]
+    assert source.num_examples == 100
+    examples = list(source.examples.as_numpy_iterator())
+    assert sorted(int(ex["position"]) for ex in examples) == list(range(30, 40))
+    assert sorted(int(ex["label"]) for ex in examples) == [15, 15, 16, 16, 17, 17, 18, 18, 19, 19]
+    read = builder.info.splits["train[30:40]"].file_instructions
+    assert [(instruction.skip, instruction.take) for instruction in read] == [(0, 10)]
+    with pytest.raises(ValueError, match=r"labels: \(48, 5\) is not a range of the 50 labels"):
+        sources.load_source("mini_imagenet/84", "test", data_dir=mini_data_dir, labels=(48, 5))
 
 
 def test_m2_batches_and_label_mapping(mini_data_dir):

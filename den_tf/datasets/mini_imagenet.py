@@ -11,6 +11,12 @@ ILSVRC-2012 wnids as listed, sorted, by the imagenet2012 label file that TFDS sh
 ``numpy.random.RandomState(2019)``, first 50 kept. tests/test_datasets.py checks that the stored
 file still equals that draw.
 
+Each split stores its examples grouped by label, in label order (then in the order of their
+files), and the metadata's ``label_starts[split]`` holds each label's first index in that
+order and, last, the split's size: an M2 task reads only the files of its own five classes
+(``sources.load_source(..., labels=...)``) instead of all fifty classes' and dropping nine
+tenths. Training passes shuffle them (file order and buffer), as for every dataset.
+
 The 800 training images of a class are a random subset (seeded by the class's wnid) of its
 training files sorted by name. The source is ILSVRC-2012 as folders in the manual directory:
 ``train/<wnid>/*.JPEG`` and either ``val/<wnid>/*.JPEG`` or a flat ``val/*.JPEG`` whose labels
@@ -77,8 +83,12 @@ class MiniImagenetConfig(tfds.core.BuilderConfig):
 class MiniImagenet(tfds.core.GeneratorBasedBuilder):
     """Mini-ImageNet (50 ILSVRC-2012 classes, 800 training and 50 test images each)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Examples stored grouped by label, each label's first index in the metadata "
+                 "(label_starts), so that a task on some of the classes reads only theirs.",
+    }
     BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [
         MiniImagenetConfig(image_size=CROP, description="256x256 resize, 224x224 centre crop."),
         MiniImagenetConfig(image_size=84, description="The 224x224 crop shrunk to 84x84."),
@@ -125,6 +135,8 @@ class MiniImagenet(tfds.core.GeneratorBasedBuilder):
             ),
             supervised_keys=("image", "label"),
             homepage="https://image-net.org/",
+            disable_shuffling=True,  # stored in key order: labels together (label_starts)
+            metadata=tfds.core.MetadataDict(label_starts={}),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -138,7 +150,17 @@ class MiniImagenet(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_examples(self, items: list[tuple[Path, str]], split: str) -> Iterator:
-        return image_files.generate_examples(items, self._encode, f"{self.name} {split}")
+        """The examples of ``items`` grouped by label, keyed by their index in that order (TFDS
+        stores them in key order); once all are written, each label's first index goes to the
+        metadata's ``label_starts[split]`` (unreadable files, skipped, leave no gap)."""
+        label = {wnid: index for index, wnid in enumerate(self._wnids)}
+        grouped = sorted(items, key=lambda item: label[item[1]])  # (stable: files' order kept)
+        counts = [0] * len(self._wnids)
+        for index, (_, example) in enumerate(
+                image_files.generate_examples(grouped, self._encode, f"{self.name} {split}")):
+            counts[label[example["label"]]] += 1
+            yield index, example
+        self.info.metadata["label_starts"][split] = np.cumsum([0, *counts]).tolist()
 
     def _train_items(self, root: Path) -> list[tuple[Path, str]]:
         """(file, wnid) of the chosen training images: a seeded subset of each class's files."""

@@ -113,7 +113,7 @@ def task_dataset(
     file_order_seed = seeds.derive_seed(order_seed, task.dataset, "files") if training else None
     source = sources.load_source(task.dataset, "test" if split == "test" else "train",
                                  data_dir=data_dir, download=download,
-                                 file_order_seed=file_order_seed)
+                                 file_order_seed=file_order_seed, labels=_label_range(task))
     _check_task(task, source)
     examples = source.examples
     if split != "test" and validation_fraction > 0:
@@ -243,6 +243,12 @@ def _class_slice(task: Task, source: sources.Source) -> tuple[str, ...]:
     if task.first_class == 0 and available in (None, task.num_classes):
         return ()
     return (f"classes {task.first_class}-{task.first_class + task.num_classes - 1}",)
+
+
+def _label_range(task: Task) -> tuple[int, int] | None:
+    """The (first, count) of the task's classes among its dataset's labels (M2's tasks take a
+    slice of them), for a source that stores each label's examples together."""
+    return (task.first_class, task.num_classes) if task.label_key == "label" else None
 
 
 def _covers_all_classes(task: Task, source: sources.Source) -> bool:

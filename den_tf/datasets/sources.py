@@ -11,8 +11,10 @@ fails at once with the command that prepares it, instead of TFDS's minutes of ne
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+import logging as std_logging
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -203,11 +205,17 @@ def prepare_dataset(
 
 def load_source(
     dataset: str, split: str, *, data_dir: str | None = None, download: bool = False,
-    file_order_seed: int | None = None,
+    file_order_seed: int | None = None, labels: tuple[int, int] | None = None,
 ) -> Source:
     """The examples of ``split`` ('train' or 'test') of ``dataset``: in the stored order, or
     with ``file_order_seed`` its files in an order drawn anew each pass (an in-memory source is
-    one file). Either way each example carries its stored ``position``.
+    one file). Either way each example carries its stored ``position``, and ``num_examples``
+    counts the whole split.
+
+    ``labels`` = (first, count) says that only the examples labelled ``first`` to
+    ``first + count - 1`` are wanted: a dataset that stores each label's examples together
+    (its metadata's ``label_starts``, Mini-ImageNet's) then reads only theirs; any other
+    reads them all, and the caller filters.
 
     Raises DatasetNotPreparedError within seconds if a TFDS dataset is not prepared and
     ``download`` is False; with ``download`` it is prepared first (manual data, if any, from
@@ -231,19 +239,28 @@ def load_source(
         builder = prepare_dataset(dataset, data_dir=data_dir, manual_dir=MANUAL_DIR)
     features = builder.info.features
     label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-    examples = builder.as_dataset(
-        split=split,
-        shuffle_files=file_order_seed is not None,
-        decoders={"image": tfds.decode.SkipDecoding()},  # decoded after shuffling: smaller buffers
-        # No in-memory cache: a cache would end up inside every iterator checkpoint.
-        read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id=True,
-                                    shuffle_seed=file_order_seed,
-                                    shuffle_reshuffle_each_iteration=True),
-    )
-    num_examples = int(examples.cardinality())  # TFDS asserts the count it recorded
+    num_examples = builder.info.splits[split].num_examples if split in builder.info.splits else None
+    shuffled = file_order_seed is not None
+    # A dataset stored in label order (Mini-ImageNet) is one that TFDS calls ordered: read for
+    # training, its files are shuffled and interleaved as any other's (TFDS's defaults for
+    # unordered data), which TFDS allows once told that the order is not wanted.
+    ordered_but_shuffled = dict(interleave_cycle_length=16, enable_ordering_guard=False) if (
+        shuffled and builder.info.disable_shuffling) else {}
+    with _without_absl_warning(_ORDERED_READ_WARNING):
+        examples = builder.as_dataset(
+            split=_label_slice(builder, split, labels),
+            shuffle_files=shuffled,
+            decoders={"image": tfds.decode.SkipDecoding()},  # decoded after shuffling: smaller
+            # No in-memory cache: a cache would end up inside every iterator checkpoint.
+            read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id=True,
+                                        shuffle_seed=file_order_seed,
+                                        shuffle_reshuffle_each_iteration=True,
+                                        **ordered_but_shuffled),
+        )
+    # (tfds.testing.mock_data records no splits: it serves one file, of a known count)
+    num_examples = num_examples or int(examples.cardinality())
     if num_examples < 0:
         raise RuntimeError(f"dataset {dataset!r} split {split!r}: number of examples unknown")
-    # (tfds.testing.mock_data records no splits: it serves one file)
     shard_lengths = (builder.info.splits[split].shard_lengths if split in builder.info.splits
                      else [num_examples])
     if file_order_seed is not None and len(shard_lengths) < MIN_TRAINING_FILES:
@@ -263,6 +280,38 @@ def load_source(
         num_classes={k: features[k].num_classes for k in label_keys},
         preprocessing=preprocessing(dataset),
     )
+
+
+# What TFDS logs when an ordered dataset's files are shuffled, as asked above.
+_ORDERED_READ_WARNING = "is an ordered dataset ('disable_shuffling=True'), but examples"
+
+
+@contextlib.contextmanager
+def _without_absl_warning(text: str) -> Iterator[None]:
+    """Drops the log records of absl's logger (TFDS logs through it) that contain ``text``."""
+    def keep(record: std_logging.LogRecord) -> bool:
+        return text not in record.getMessage()
+
+    logger = std_logging.getLogger("absl")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def _label_slice(builder: tfds.core.DatasetBuilder, split: str,
+                 labels: tuple[int, int] | None) -> str:
+    """``split``, or the part of it that holds ``labels`` = (first, count) where the dataset
+    stores each label's examples together (``label_starts`` in its metadata)."""
+    starts = ((builder.info.metadata or {}).get("label_starts") or {}).get(split)
+    if labels is None or starts is None:
+        return split
+    first, count = labels
+    if not (0 <= first and count > 0 and first + count < len(starts)):
+        raise ValueError(f"labels: ({first}, {count}) is not a range of the {len(starts) - 1} "
+                         f"labels of {builder.name} {split}")
+    return f"{split}[{starts[first]}:{starts[first + count]}]"
 
 
 def stored_position(tfds_id: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
