@@ -43,8 +43,9 @@ from absl import logging
 
 from den_tf import budget, builders, distribute, evaluation, files, methods
 from den_tf import summaries as summaries_lib
-from den_tf.datasets import multitask_dataset, task_dataset
+from den_tf.datasets import multitask_dataset, sources, task_dataset
 from den_tf.phases import Phase
+from den_tf.tasks import get_tasks
 
 
 class NonFiniteLossError(RuntimeError):
@@ -115,6 +116,29 @@ def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
             f"{workdir} holds a run made with other settings ({path}): "
             + "; ".join(differences)
             + ". Use that run's settings, or another --workdir for these.")
+    versions_path = os.path.join(workdir, DATA_VERSIONS)
+    if os.path.exists(versions_path):
+        with open(versions_path) as f:
+            recorded = json.load(f)
+        if recorded != (current := data_versions(config)):
+            raise ValueError(
+                f"{workdir} holds a run made on other versions of its datasets "
+                f"({versions_path}: {recorded}; read now: {current}): a new version may number "
+                "its examples otherwise, and so carve another validation split. Finish the run "
+                "on the data it was made on, or start it again in another --workdir.")
+
+
+# Beside config.json: the TFDS version of each dataset the run reads (``data_versions``).
+DATA_VERSIONS = "data_versions.json"
+
+
+def data_versions(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The TFDS name and version of each prepared dataset that ``config``'s tasks read (none for
+    in-memory sources such as the demo's), as ``sources.stored_version``."""
+    data_dir = builders.data_kwargs(config)["data_dir"]
+    versions = {task.dataset: sources.stored_version(task.dataset, data_dir)
+                for task in get_tasks(config.tasks)}
+    return {dataset: version for dataset, version in sorted(versions.items()) if version}
 
 
 def latest_checkpoint(directory: str) -> str | None:
@@ -593,9 +617,13 @@ def _holds_work(workdir: str) -> bool:
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """config.json, and the datasets' versions where none are recorded yet (a run made before
+    they were gets those read now)."""
     os.makedirs(workdir, exist_ok=True)
     with files.replaced_atomically(os.path.join(workdir, "config.json")) as f:
         f.write(config.to_json(indent=1))
+    if not os.path.exists(os.path.join(workdir, DATA_VERSIONS)):
+        files.write_json(os.path.join(workdir, DATA_VERSIONS), data_versions(config))
 
 
 def _separate_networks(config: ml_collections.ConfigDict) -> bool:

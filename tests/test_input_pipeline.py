@@ -202,6 +202,8 @@ def test_a_task_on_some_classes_reads_only_their_files(mini_data_dir, caplog):
     TFDS's warning that its files are read out of their stored order, as asked, is dropped."""
     builder = tfds.builder("mini_imagenet/84", data_dir=mini_data_dir)
     assert builder.info.splits["train"].shard_lengths == [10] * 10
+    assert sources.stored_version("mini_imagenet/84", mini_data_dir) == "mini_imagenet/84/1.1.0"
+    assert sources.stored_version("synthetic/shapes") is None  # in memory
     with caplog.at_level("INFO"):
         source = sources.load_source("mini_imagenet/84", "train", data_dir=mini_data_dir,
                                      file_order_seed=3, labels=(15, 5))

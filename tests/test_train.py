@@ -299,6 +299,13 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path):
         train.train_and_evaluate(tiny_config(rho=0.5), str(tmp_path / "b"))
     with pytest.raises(ValueError, match="train.estimator.lr: 0.05 there, 0.1 here"):
         train.evaluate_run(tiny_config(**{"train.estimator.lr": 0.1}), str(tmp_path / "b"))
+    # Nor on other versions of its datasets (the demo's, in memory, have none).
+    versions = tmp_path / "b" / train.DATA_VERSIONS
+    assert json.loads(versions.read_text()) == {}
+    versions.write_text('{"cifar100": "cifar100/3.0.1"}')
+    with pytest.raises(ValueError, match=r"other versions of its datasets .*'cifar100/3.0.1'"):
+        train.train_and_evaluate(tiny_config(), str(tmp_path / "b"))
+    versions.write_text("{}")
 
     # The resume does not write again the checkpoint it resumed from (a write cut off would
     # leave the run nothing to resume from), and its next one comes checkpoint_every (3)

@@ -191,6 +191,13 @@ def is_prepared(dataset: str, data_dir: str | None = None) -> bool:
     return _registered(dataset) is not None or _builder(dataset, data_dir).is_prepared()
 
 
+def stored_version(dataset: str, data_dir: str | None = None) -> str | None:
+    """The TFDS name and version that reading ``dataset`` from ``data_dir`` takes (e.g.
+    'mini_imagenet/84/1.1.0'); None for a registered in-memory source. A new version may
+    store the examples in another order, and so number them (and carve them) otherwise."""
+    return None if _registered(dataset) is not None else _builder(dataset, data_dir).info.full_name
+
+
 def prepare_dataset(
     dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None,
     num_shards: int | None = None,
@@ -239,7 +246,7 @@ def load_source(
         builder = prepare_dataset(dataset, data_dir=data_dir, manual_dir=MANUAL_DIR)
     features = builder.info.features
     label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-    num_examples = builder.info.splits[split].num_examples if split in builder.info.splits else None
+    part = _label_slice(builder, split, labels)
     shuffled = file_order_seed is not None
     # A dataset stored in label order (Mini-ImageNet) is one that TFDS calls ordered: read for
     # training, its files are shuffled and interleaved as any other's (TFDS's defaults for
@@ -248,7 +255,7 @@ def load_source(
         shuffled and builder.info.disable_shuffling) else {}
     with _without_absl_warning(_ORDERED_READ_WARNING):
         examples = builder.as_dataset(
-            split=_label_slice(builder, split, labels),
+            split=part,
             shuffle_files=shuffled,
             decoders={"image": tfds.decode.SkipDecoding()},  # decoded after shuffling: smaller
             # No in-memory cache: a cache would end up inside every iterator checkpoint.
@@ -257,8 +264,10 @@ def load_source(
                                         shuffle_reshuffle_each_iteration=True,
                                         **ordered_but_shuffled),
         )
-    # (tfds.testing.mock_data records no splits: it serves one file, of a known count)
-    num_examples = num_examples or int(examples.cardinality())
+    # The whole split's count: TFDS asserts the count it recorded (tfds.testing.mock_data
+    # records no splits: it serves one file, of a known count).
+    num_examples = (builder.info.splits[split].num_examples if part != split
+                    else int(examples.cardinality()))
     if num_examples < 0:
         raise RuntimeError(f"dataset {dataset!r} split {split!r}: number of examples unknown")
     shard_lengths = (builder.info.splits[split].shard_lengths if split in builder.info.splits
