@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from den_tf import datasets
+from den_tf.datasets import bench as input_bench
 from den_tf.datasets import mini_imagenet, pipeline, sources, testing
 from den_tf.tasks import Task, get_task, get_tasks
 
@@ -486,3 +487,17 @@ def test_extra_features_travel_with_their_examples():
     with pytest.raises(ValueError, match="extra feature 'difficulty' must be a numeric array"):
         datasets.task_dataset(Task("bad", "extratest/bad", 8, 3), "test", 5, seed=0,
                               training=False)
+
+
+def test_input_bench_reads_m2_from_a_fake_prepared_by_the_real_builder(tmp_path):
+    """``den_tf.datasets.bench --scenario=m2 --fake_images_per_class=N``: the fake Mini-ImageNet
+    is the real builder's, stored by label; the timing covers every task's batches."""
+    data_dir = input_bench.prepare_fake_mini_imagenet(tmp_path, images_per_class=2)
+    builder = tfds.builder("mini_imagenet/84", data_dir=data_dir)
+    assert builder.info.splits["train"].num_examples == 100
+    assert builder.info.metadata["label_starts"]["train"] == list(range(0, 101, 2))
+    tasks = get_tasks(input_bench.SCENARIO_TASKS["m2"])
+    timing = input_bench.images_per_second(tasks, data_dir, batch_size=2, steps=3, warmup=1,
+                                           shuffle_buffer=8)
+    assert timing["images_per_second"] == pytest.approx(
+        timing["steps_per_second"] * 2 * 10, rel=0.02)
