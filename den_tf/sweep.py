@@ -236,9 +236,10 @@ FAILED = "failed.json"  # why a seed's training stopped: {error}
 
 def branch(source: str, step: int, workdir: str) -> None:
     """Copies the checkpoint of global step ``step`` from run ``source`` into ``workdir``'s
-    empty checkpoint directory, so that training resumes from it. The files are copied into a
-    directory beside it that is then renamed: an interrupted copy leaves no checkpoint (and
-    the next branch starts again), never some of its files."""
+    empty checkpoint directory, so that training resumes from it, with the versions of the
+    datasets it was made on (``train.DATA_VERSIONS``: the resume checks them). The files are
+    copied into a directory beside it that is then renamed: an interrupted copy leaves no
+    checkpoint (and the next branch starts again), never some of its files."""
     target = os.path.join(workdir, "checkpoints")
     prefix = os.path.join(source, "checkpoints", f"ckpt-{step}")
     saved = glob.glob(prefix + ".*")
@@ -248,6 +249,10 @@ def branch(source: str, step: int, workdir: str) -> None:
                                 f"{[os.path.basename(k)[:-6] for k in kept]}")
     if os.path.isdir(target) and os.listdir(target):
         raise FileExistsError(f"{target} already holds checkpoints; not branching over them")
+    versions = os.path.join(source, train.DATA_VERSIONS)
+    if os.path.exists(versions):
+        os.makedirs(workdir, exist_ok=True)
+        files.write_json(os.path.join(workdir, train.DATA_VERSIONS), _read_json(versions))
     with files.replaced_directory(target) as partial:
         for path in saved:
             shutil.copy(path, partial)

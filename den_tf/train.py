@@ -104,6 +104,7 @@ def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     resuming, evaluating or exporting it under them would mix two configs, or label one run
     with another's settings."""
     files.check_local(workdir)
+    _check_data_versions(config, workdir)
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
@@ -116,16 +117,22 @@ def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
             f"{workdir} holds a run made with other settings ({path}): "
             + "; ".join(differences)
             + ". Use that run's settings, or another --workdir for these.")
-    versions_path = os.path.join(workdir, DATA_VERSIONS)
-    if os.path.exists(versions_path):
-        with open(versions_path) as f:
-            recorded = json.load(f)
-        if recorded != (current := data_versions(config)):
-            raise ValueError(
-                f"{workdir} holds a run made on other versions of its datasets "
-                f"({versions_path}: {recorded}; read now: {current}): a new version may number "
-                "its examples otherwise, and so carve another validation split. Finish the run "
-                "on the data it was made on, or start it again in another --workdir.")
+
+
+def _check_data_versions(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Raises ValueError if ``workdir`` records other dataset versions (``DATA_VERSIONS``, also
+    in a branched seed that has no config.json yet) than ``config`` reads."""
+    path = os.path.join(workdir, DATA_VERSIONS)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        recorded = json.load(f)
+    if recorded != (current := data_versions(config)):
+        raise ValueError(
+            f"{workdir} holds a run made on other versions of its datasets ({path}: "
+            f"{recorded}; read now: {current}): a new version may number its examples "
+            "otherwise, and so carve another validation split. Finish the run on the data it "
+            "was made on, or start it again in another --workdir.")
 
 
 # Beside config.json: the TFDS version of each dataset the run reads (``data_versions``).
@@ -617,13 +624,12 @@ def _holds_work(workdir: str) -> bool:
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """config.json, and the datasets' versions where none are recorded yet (a run made before
-    they were gets those read now)."""
+    """config.json and the datasets' versions (``DATA_VERSIONS``), once ``check_run_config``
+    has passed or was not needed (a run stopped before its first checkpoint starts again)."""
     os.makedirs(workdir, exist_ok=True)
     with files.replaced_atomically(os.path.join(workdir, "config.json")) as f:
         f.write(config.to_json(indent=1))
-    if not os.path.exists(os.path.join(workdir, DATA_VERSIONS)):
-        files.write_json(os.path.join(workdir, DATA_VERSIONS), data_versions(config))
+    files.write_json(os.path.join(workdir, DATA_VERSIONS), data_versions(config))
 
 
 def _separate_networks(config: ml_collections.ConfigDict) -> bool:

@@ -331,6 +331,11 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path):
     assert train.train_and_evaluate(tiny_config(), str(tmp_path / "c")) == uninterrupted
     with pytest.raises(FileNotFoundError, match="no checkpoint of step 13"):
         sweep.branch(str(tmp_path / "a"), 13, str(tmp_path / "d"))
+    # A branch keeps the dataset versions of the run it comes from, and the resume checks them.
+    (tmp_path / "a" / train.DATA_VERSIONS).write_text('{"cifar100": "cifar100/3.0.1"}')
+    sweep.branch(str(tmp_path / "a"), 14, str(tmp_path / "e"))
+    with pytest.raises(ValueError, match=r"other versions of its datasets .*'cifar100/3.0.1'"):
+        train.train_and_evaluate(tiny_config(), str(tmp_path / "e"))
     with pytest.raises(FileExistsError, match="already holds checkpoints"):
         sweep.branch(str(tmp_path / "a"), 14, str(tmp_path / "c"))
 

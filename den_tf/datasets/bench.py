@@ -15,6 +15,7 @@ file reading or image decoding, so faster than real data). Prints one JSON line;
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -74,6 +75,7 @@ def random_tasks(tasks: list[Task], examples: int) -> list[Task]:
     sizes = {t.dataset: (t.input_size, max(u.first_class + u.num_classes for u in tasks
                                            if u.dataset == t.dataset)) for t in tasks}
 
+    @functools.cache  # (the ten M2 tasks read one dataset)
     def random_source(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         size, num_classes = sizes[dataset.removeprefix(RANDOM_PREFIX)]
         return testing.random_images(examples, size, seed=size), np.arange(examples) % num_classes
@@ -102,6 +104,9 @@ def images_per_second(tasks: list[Task], data_dir: str | None, *, batch_size: in
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.fake_images_per_class and FLAGS.scenario != "m2":
+        raise app.UsageError("--fake_images_per_class prepares a fake Mini-ImageNet: it goes "
+                             "with --scenario=m2")
     tasks = get_tasks(SCENARIO_TASKS[FLAGS.scenario])
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = FLAGS.data_dir
