@@ -98,6 +98,10 @@ def ignored_differences(*configs: ml_collections.ConfigDict | dict) -> frozenset
     return RESUMABLE_SETTINGS | frozenset(unread or ())
 
 
+# Beside config.json: the TFDS version of each dataset the run reads (``data_versions``).
+DATA_VERSIONS = "data_versions.json"
+
+
 def check_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Raises ValueError, naming the settings, if ``workdir`` holds a run (its config.json)
     made with settings that differ from ``config``'s (but for ``ignored_differences``):
@@ -133,10 +137,6 @@ def _check_data_versions(config: ml_collections.ConfigDict, workdir: str) -> Non
             f"{recorded}; read now: {current}): a new version may number its examples "
             "otherwise, and so carve another validation split. Finish the run on the data it "
             "was made on, or start it again in another --workdir.")
-
-
-# Beside config.json: the TFDS version of each dataset the run reads (``data_versions``).
-DATA_VERSIONS = "data_versions.json"
 
 
 def data_versions(config: ml_collections.ConfigDict) -> dict[str, str]:
